@@ -1,0 +1,1 @@
+"""Cython kernels for the CPU (``tinylm.kernels.cpu.<name>``), one file per kernel family."""

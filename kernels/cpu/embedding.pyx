@@ -1,0 +1,96 @@
+# cython: language_level=3
+"""Embedding backward as a Cython kernel: the scatter-add of ``tinylm.reference.embedding``.
+
+    grad_weight[ids[n], :] += grad_output[n, :]     for n = 0 .. N-1
+
+Same name, signature and meaning as the reference. What differs, and why:
+
+- The Python-level wrapper checks everything first (dtype, shapes, every id in
+  [0, num_embeddings)) and makes the inputs contiguous, so the ``nogil`` loop below
+  may index without bounds checks and can never touch memory outside the buffers.
+- Threads split the *columns* (the embedding dimension), never the positions: two
+  positions with the same id then never write one row at the same time, so no atomics
+  are needed, and each element is summed over n in the same order as the reference,
+  whatever the thread count, so results do not depend on it.
+"""
+
+import numpy as np
+
+cimport cython
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+
+cdef extern from "tinylm_parallel.h" nogil:
+    int tinylm_get_num_threads()  # OpenMP's thread count, or 1 in a serial build
+
+ctypedef fused real:
+    float
+    double
+
+
+# Bounds checks and negative-index wrapping are off in the kernel only (the wrapper
+# has already guaranteed every index is in range); the wrapper keeps Python semantics.
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef void _scatter_add_columns(
+    const real[:, ::1] grad_output,   # (N, D)
+    const int64_t[::1] ids,           # (N,), every id already checked to be in range
+    real[:, ::1] grad_weight,         # (V, D), zeroed
+    Py_ssize_t block,                 # columns per task
+) noexcept nogil:
+    cdef Py_ssize_t n_positions = grad_output.shape[0]
+    cdef Py_ssize_t dim = grad_output.shape[1]
+    cdef Py_ssize_t n_blocks = (dim + block - 1) // block
+    cdef Py_ssize_t b, n, d, row, start, stop
+    for b in prange(n_blocks, schedule="static"):
+        start = b * block
+        stop = start + block
+        if stop > dim:
+            stop = dim
+        for n in range(n_positions):
+            row = ids[n]
+            for d in range(start, stop):
+                grad_weight[row, d] += grad_output[n, d]
+
+
+def embedding_backward(grad_output, ids, num_embeddings):
+    """grad_weight[v] = sum of grad_output[n] over positions n with ids[n] == v.
+
+    grad_output: float32/float64 array of shape (*ids.shape, D); ids: integer array;
+    returns a new (num_embeddings, D) array of grad_output's dtype.
+    """
+    grad_output = np.asarray(grad_output)
+    ids = np.asarray(ids)
+    if grad_output.dtype != np.float32 and grad_output.dtype != np.float64:
+        raise TypeError(f"embedding_backward: grad_output must be float32 or float64, got {grad_output.dtype}")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding_backward: ids must be an integer array, got {ids.dtype}")
+    if grad_output.ndim < 1 or grad_output.shape[:-1] != ids.shape:
+        raise ValueError(
+            f"embedding_backward: grad_output {grad_output.shape} does not match ids {ids.shape} + (D,)"
+        )
+    num_embeddings = int(num_embeddings)
+    if num_embeddings < 0:
+        raise ValueError(f"embedding_backward: num_embeddings must be >= 0, got {num_embeddings}")
+    dim = grad_output.shape[-1]
+    flat_ids = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)  # (N,)
+    if flat_ids.size:
+        low, high = int(flat_ids.min()), int(flat_ids.max())
+        if low < 0 or high >= num_embeddings:
+            bad = low if low < 0 else high
+            raise IndexError(
+                f"embedding_backward: id {bad} is out of range for a vocabulary of {num_embeddings} "
+                f"(ids must be in [0, {num_embeddings}))"
+            )
+    grad_weight = np.zeros((num_embeddings, dim), dtype=grad_output.dtype)
+    if flat_ids.size == 0 or dim == 0:
+        return grad_weight
+    rows = np.ascontiguousarray(grad_output.reshape(flat_ids.size, dim))  # (N, D)
+    threads = tinylm_get_num_threads()
+    block = max(16, (dim + threads - 1) // threads)  # >= 16 columns per task: whole cache lines
+    if rows.dtype == np.float32:
+        _scatter_add_columns[float](rows, flat_ids, grad_weight, block)
+    else:
+        _scatter_add_columns[double](rows, flat_ids, grad_weight, block)
+    return grad_weight

@@ -1,0 +1,67 @@
+"""Builds tinylm's Cython kernels (kernels/cpu/*.pyx) as ``tinylm.kernels.cpu.<name>``.
+
+OpenMP: the compiler is asked to build and link a tiny OpenMP program with -fopenmp;
+if it can, every kernel is compiled with it, and otherwise serially. The choice is
+printed during the build and reported at run time by
+``tinylm.kernels.openmp_enabled()``. Set ``TINYLM_NO_OPENMP=1`` to force a serial build.
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent
+CPU_KERNELS = sorted(p.stem for p in (HERE / "kernels" / "cpu").glob("*.pyx"))
+OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+
+
+def compiler_supports_openmp(compiler) -> bool:
+    """Compile and link the probe with -fopenmp; False on any failure."""
+    if os.environ.get("TINYLM_NO_OPENMP"):
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "probe.c"
+        source.write_text(OPENMP_PROBE)
+        try:
+            objects = compiler.compile([str(source)], output_dir=tmp, extra_postargs=["-fopenmp"])
+            compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=["-fopenmp"])
+        except Exception:
+            return False
+    return True
+
+
+class BuildExtWithOpenMP(build_ext):
+    def build_extensions(self):
+        openmp = compiler_supports_openmp(self.compiler)
+        print(f"tinylm: building Cython kernels {'with' if openmp else 'without'} OpenMP", file=sys.stderr)
+        for ext in self.extensions:
+            ext.extra_compile_args += ["-O3"]
+            if openmp:
+                ext.extra_compile_args += ["-fopenmp"]
+                ext.extra_link_args += ["-fopenmp"]
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        f"tinylm.kernels.cpu.{name}",
+        [f"kernels/cpu/{name}.pyx"],
+        include_dirs=[np.get_include(), "kernels/cpu"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for name in CPU_KERNELS
+]
+
+setup(
+    package_dir={"tinylm": "tinylm", "tinylm.kernels": "kernels"},
+    packages=["tinylm", "tinylm.ops", "tinylm.reference", "tinylm.kernels", "tinylm.kernels.cpu"],
+    package_data={"tinylm.kernels.cpu": ["*.pyx", "*.h"]},
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
+    cmdclass={"build_ext": BuildExtWithOpenMP},
+)

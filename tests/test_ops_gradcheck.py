@@ -1,0 +1,252 @@
+"""Every op's backward agrees with finite differences (tinylm.gradcheck, float64),
+over drawn shapes, including size-0 and size-1 axes, broadcasting, and non-contiguous
+inputs."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tinylm
+from tinylm import ops
+
+from strategies import broadcast_pairs, leaf, nonempty_shapes, seeds, shapes
+
+BINARY = {
+    "add": (ops.add, "normal", "normal"),
+    "sub": (ops.sub, "normal", "normal"),
+    "mul": (ops.mul, "normal", "normal"),
+    "div": (ops.div, "normal", "away_from_zero"),
+    "pow": (ops.pow, "positive", "normal"),
+}
+
+
+@pytest.mark.parametrize("name", BINARY)
+@given(pair=broadcast_pairs, seed=seeds, noncontiguous=st.booleans())
+def test_binary_op_gradients_under_broadcasting(name, pair, seed, noncontiguous):
+    op, kind_a, kind_b = BINARY[name]
+    shape_a, shape_b = pair.input_shapes
+    a = leaf(shape_a, seed, noncontiguous, kind_a)
+    b = leaf(shape_b, seed + 1, False, kind_b)
+    out = op(a, b)
+    assert out.shape == pair.result_shape
+    assert tinylm.gradcheck(op, a, b)
+
+
+SCALAR_FORMS = {
+    "x + 2": (lambda x: x + 2.0, "normal"),
+    "2 + x": (lambda x: 2.0 + x, "normal"),
+    "x - 2": (lambda x: x - 2.0, "normal"),
+    "2 - x": (lambda x: 2.0 - x, "normal"),
+    "3 * x": (lambda x: 3.0 * x, "normal"),
+    "x / 3": (lambda x: x / 3.0, "normal"),
+    "3 / x": (lambda x: 3.0 / x, "away_from_zero"),
+    "x ** 3": (lambda x: x**3, "normal"),
+    "x ** 0.5": (lambda x: x**0.5, "positive"),
+    "2 ** x": (lambda x: 2.0**x, "normal"),
+    "-x": (lambda x: -x, "normal"),
+}
+
+
+@pytest.mark.parametrize("form", SCALAR_FORMS)
+@given(shape=shapes, seed=seeds, noncontiguous=st.booleans())
+def test_scalar_operand_forms(form, shape, seed, noncontiguous):
+    fn, kind = SCALAR_FORMS[form]
+    x = leaf(shape, seed, noncontiguous, kind)
+    assert fn(x).dtype == np.float64  # the scalar took the tensor's dtype
+    assert tinylm.gradcheck(fn, x)
+
+
+UNARY = {
+    "exp": (ops.exp, np.exp, "normal"),
+    "log": (ops.log, np.log, "positive"),
+    "sqrt": (ops.sqrt, np.sqrt, "positive"),
+    "tanh": (ops.tanh, np.tanh, "normal"),
+    "sigmoid": (ops.sigmoid, lambda x: 1 / (1 + np.exp(-x)), "normal"),
+    "relu": (ops.relu, lambda x: np.maximum(x, 0), "away_from_zero"),
+    "gelu": (
+        ops.gelu,
+        lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+        "normal",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", UNARY)
+@given(shape=shapes, seed=seeds, noncontiguous=st.booleans())
+def test_unary_op_values_and_gradients(name, shape, seed, noncontiguous):
+    op, reference, kind = UNARY[name]
+    x = leaf(shape, seed, noncontiguous, kind)
+    np.testing.assert_allclose(op(x).numpy(), reference(x.numpy()), rtol=1e-12, atol=1e-12)
+    assert tinylm.gradcheck(op, x)
+
+
+@st.composite
+def shape_and_axes(draw, nonempty_reduction=False):
+    shape = draw(shapes)
+    axes = draw(st.one_of(st.none(), st.lists(st.integers(0, max(len(shape) - 1, 0)), unique=True, max_size=len(shape))))
+    if axes is not None and len(shape) == 0:
+        axes = []
+    if axes is not None and len(axes) == 1 and draw(st.booleans()):
+        axes = axes[0] - len(shape) * draw(st.integers(0, 1))  # a single int, maybe negative
+    elif axes is not None:
+        axes = tuple(axes)
+    return shape, axes
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max"])
+@given(shape_axes=shape_and_axes(), keepdims=st.booleans(), seed=seeds, noncontiguous=st.booleans())
+def test_reductions_match_numpy_and_gradcheck(name, shape_axes, keepdims, seed, noncontiguous):
+    shape, axis = shape_axes
+    x = leaf(shape, seed, noncontiguous)
+    reduced = range(len(shape)) if axis is None else ([axis] if isinstance(axis, int) else axis)
+    if name == "max" and any(shape[a] == 0 for a in reduced):
+        with pytest.raises(ValueError, match="max"):
+            ops.max(x, axis, keepdims)
+        return
+    if name == "mean":
+        assume(all(shape[a] > 0 for a in reduced))  # a mean over nothing is nan, not a gradient test
+    op = getattr(ops, name)
+    expected = getattr(np, {"sum": "sum", "mean": "mean", "max": "max"}[name])(x.numpy(), axis=axis, keepdims=keepdims)
+    np.testing.assert_allclose(op(x, axis, keepdims).numpy(), expected, rtol=1e-12)
+    assert tinylm.gradcheck(lambda t: op(t, axis, keepdims), x)
+
+
+def test_max_splits_the_gradient_between_ties():
+    x = tinylm.tensor([[1.0, 3.0, 3.0], [2.0, 0.0, -1.0]], requires_grad=True)
+    ops.max(x, axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0, 0.5, 0.5], [1, 0, 0]])
+
+
+@st.composite
+def matmul_shapes(draw):
+    n, k, m = (draw(st.integers(0, 4)) for _ in range(3))
+    batch = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3)).input_shapes
+    kind = draw(st.sampled_from(["matrix", "vector @ matrix", "matrix @ vector", "vector @ vector"]))
+    a = (k,) if kind.startswith("vector") else batch[0] + (n, k)
+    b = (k,) if kind.endswith("vector") else batch[1] + (k, m)
+    return a, b
+
+
+@given(ab=matmul_shapes(), seed=seeds, noncontiguous=st.booleans())
+def test_matmul_matches_numpy_and_gradcheck(ab, seed, noncontiguous):
+    shape_a, shape_b = ab
+    a, b = leaf(shape_a, seed, noncontiguous), leaf(shape_b, seed + 1)
+    np.testing.assert_allclose((a @ b).numpy(), a.numpy() @ b.numpy(), rtol=1e-12, atol=1e-12)
+    assert tinylm.gradcheck(ops.matmul, a, b)
+
+
+@given(shape=nonempty_shapes, seed=seeds, noncontiguous=st.booleans())
+def test_reshape_and_permute_gradcheck(shape, seed, noncontiguous):
+    x = leaf(shape, seed, noncontiguous)
+    assert tinylm.gradcheck(lambda t: t.reshape(-1), x)
+    assert tinylm.gradcheck(lambda t: t.reshape(*reversed(shape)), x)
+    dims = tuple(reversed(range(len(shape))))
+    assert tinylm.gradcheck(lambda t: t.permute(*dims) * 1.5, x)
+    assert tinylm.gradcheck(lambda t: t.transpose(0, -1), x)
+
+
+@given(shape=nonempty_shapes, seed=seeds, data=st.data())
+def test_basic_indexing_gradcheck(shape, seed, data):
+    x = leaf(shape, seed)
+    start = data.draw(st.integers(0, shape[0]))
+    step = data.draw(st.integers(1, 3))
+    assert tinylm.gradcheck(lambda t: t[start::step], x)
+    assert tinylm.gradcheck(lambda t: t[..., None, -1], x)
+
+
+@given(shape=nonempty_shapes, seed=seeds, data=st.data())
+def test_integer_array_indexing_adds_repeated_reads(shape, seed, data):
+    x = leaf(shape, seed)
+    index = np.array(data.draw(st.lists(st.integers(-shape[0], shape[0] - 1), max_size=6)), dtype=np.int64)
+    assert tinylm.gradcheck(lambda t: t[index] * 2.0, x)
+    mask = x.numpy() > 0
+    assert tinylm.gradcheck(lambda t: t[mask], x)
+
+
+def test_repeated_index_gradient_counts_every_read():
+    x = tinylm.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x[tinylm.tensor([0, 0, 2, 0])].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0, 1.0])
+
+
+@given(shape=nonempty_shapes, seed=seeds, pieces=st.integers(1, 3), data=st.data())
+def test_concat_stack_split_gradcheck(shape, seed, pieces, data):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    xs = [leaf(shape, seed + i, noncontiguous=i == 0) for i in range(pieces)]
+    assert tinylm.gradcheck(lambda *ts: ops.concat(ts, axis), *xs)
+    assert tinylm.gradcheck(lambda *ts: ops.stack(ts, axis), *xs)
+    size = data.draw(st.integers(1, 3))
+    assert tinylm.gradcheck(lambda t: ops.split(t, size, axis), xs[0])
+    # Only the first piece reaches the output: the others send no gradient.
+    assert tinylm.gradcheck(lambda t: ops.split(t, size, axis)[0] * 3.0, xs[0])
+
+
+def test_split_by_sizes_returns_pytorch_pieces():
+    x = tinylm.tensor(np.arange(10.0))
+    assert [p.shape for p in ops.split(x, 4)] == [(4,), (4,), (2,)]
+    assert [p.shape for p in ops.split(x, [1, 9])] == [(1,), (9,)]
+
+
+@given(pair=broadcast_pairs, seed=seeds)
+def test_where_and_masked_fill_gradcheck(pair, seed):
+    shape_a, shape_b = pair.input_shapes
+    a, b = leaf(shape_a, seed), leaf(shape_b, seed + 1)
+    condition = np.random.default_rng(seed).random(pair.result_shape) > 0.5
+    assert tinylm.gradcheck(lambda s, t: ops.where(tinylm.Tensor(condition), s, t), a, b)
+    x = leaf(pair.result_shape, seed + 2)
+    mask = np.random.default_rng(seed + 3).random(shape_a) > 0.5
+    if np.broadcast_shapes(mask.shape, x.shape) == x.shape:
+        filled = ops.masked_fill(x, mask, -np.inf)
+        assert np.all(filled.numpy()[np.broadcast_to(mask, x.shape)] == -np.inf)
+        assert tinylm.gradcheck(lambda t: ops.masked_fill(t, mask, 0.0), x)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@given(shape=nonempty_shapes, seed=seeds, noncontiguous=st.booleans(), data=st.data())
+def test_softmax_family_gradcheck(name, shape, seed, noncontiguous, data):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    x = leaf(shape, seed, noncontiguous)
+    op = getattr(ops, name)
+    assert tinylm.gradcheck(lambda t: op(t, axis), x)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_is_stable_for_huge_logits_and_minus_inf(name):
+    x = tinylm.tensor([[1e4, -1e4, 0.0, -np.inf]], dtype=np.float32)
+    y = getattr(ops, name)(x).numpy()
+    expected_softmax = np.array([[1.0, 0.0, 0.0, 0.0]])
+    if name == "softmax":
+        np.testing.assert_array_equal(y, expected_softmax)
+    else:
+        np.testing.assert_allclose(y[0, :3], [0.0, -2e4, -1e4])
+        assert y[0, 3] == -np.inf
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@given(seed=seeds, ids_shape=shapes, dim=st.integers(0, 5), vocab=st.integers(1, 6))
+def test_embedding_gradcheck_on_each_cpu_backend(backend, seed, ids_shape, dim, vocab):
+    ids = np.random.default_rng(seed).integers(0, vocab, size=ids_shape)
+    weight = leaf((vocab, dim), seed)
+    with tinylm.use_backend(backend):
+        assert tinylm.gradcheck(lambda w: ops.embedding(ids, w), weight)
+
+
+def test_astype_passes_gradients_back_in_the_source_dtype():
+    x = tinylm.tensor([1.0, -2.0], requires_grad=True, dtype=np.float64)
+    y = x.astype(np.float32) * 3.0
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float64
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+@given(seed=seeds)
+def test_a_small_network_gradcheck(seed):
+    """Ops composed the way a model composes them: the chain rule across all of them."""
+    x, w1, w2 = leaf((3, 4), seed), leaf((4, 5), seed + 1), leaf((5, 2), seed + 2)
+    def net(x, w1, w2):
+        h = ops.gelu(x @ w1).tanh()
+        return ops.log_softmax(h @ w2, -1).mean()
+    assert tinylm.gradcheck(net, x, w1, w2)

@@ -1,0 +1,47 @@
+"""tinylm: a from-scratch deep-learning engine for small language models, written to be read.
+
+The pieces, top to bottom:
+
+- ``tinylm.autograd``: ``Tensor``, ``Function``, the backward pass, ``no_grad``;
+- ``tinylm.ops``: the differentiable ops, each with the derivation of its backward;
+- ``tinylm.gradcheck``: check any op's backward against finite differences;
+- ``tinylm.backends``: NumPy / Cython / CuPy / CUDA and the one kernel registry;
+- ``tinylm.reference``: the plain-NumPy kernels the fast ones are checked against;
+- ``tinylm.kernels``: the compiled Cython kernels (built by ``pip install``).
+"""
+
+from tinylm.autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
+from tinylm.backends import get_backend, set_backend, use_backend
+from tinylm.gradcheck import GradcheckError, gradcheck
+from tinylm.ops import (
+    concat,
+    embedding,
+    exp,
+    gelu,
+    log,
+    log_softmax,
+    masked_fill,
+    matmul,
+    permute,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    split,
+    sqrt,
+    stack,
+    tanh,
+    transpose,
+    where,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Function", "tensor", "no_grad", "is_grad_enabled",
+    "gradcheck", "GradcheckError",
+    "get_backend", "set_backend", "use_backend",
+    "concat", "embedding", "exp", "gelu", "log", "log_softmax", "masked_fill", "matmul",
+    "permute", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "stack", "tanh",
+    "transpose", "where",
+]

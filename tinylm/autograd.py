@@ -1,0 +1,328 @@
+"""The autograd core: ``Tensor``, ``Function``, the backward pass and ``no_grad``.
+
+A ``Tensor`` wraps an array (NumPy or CuPy). Calling a ``Function`` on tensors runs its
+``forward`` on the raw arrays and, when a gradient is wanted, records the call: the
+output remembers its ``creator``, the function remembers its ``inputs``. That record
+is the computation graph.
+
+``Tensor.backward`` walks the graph from the output back to the leaves. Each function
+turns the gradient of the loss with respect to its outputs into the gradient with
+respect to its inputs (the chain rule, one node at a time). A tensor used by several
+functions receives one gradient from each, and they add up (the multivariate chain
+rule), so a function may only run its backward once *all* its outputs' gradients are
+in. Ordering functions by *generation* guarantees that: a function's generation is the
+largest generation of its inputs, an output's is one more, so every consumer of a
+tensor has a higher generation than the tensor's creator. Popping the highest
+generation first from a heap visits consumers before producers, without recursion, so
+a chain of any length works (Chainer's ``_backprop.py`` and DeZero do the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import weakref
+from typing import Iterator
+
+import numpy as np
+
+from tinylm import backends
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside ``with tinylm.no_grad():`` no graph is recorded (evaluation, sampling, updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def _is_float(dtype) -> bool:
+    return np.issubdtype(dtype, np.floating)
+
+
+# ----------------------------------------------------------------------------- Tensor
+
+
+class Tensor:
+    """An array plus what autograd needs: ``grad``, ``requires_grad`` and its ``creator``."""
+
+    __array_ufunc__ = None  # so `ndarray + Tensor` calls Tensor.__radd__ instead of NumPy
+
+    def __init__(self, data, requires_grad: bool = False):
+        if isinstance(data, Tensor):
+            raise TypeError("Tensor: data is already a Tensor; use .detach() or tinylm.tensor()")
+        if not hasattr(data, "dtype") or not hasattr(data, "shape"):
+            raise TypeError(f"Tensor: data must be a NumPy or CuPy array, got {type(data).__name__}")
+        if requires_grad and not _is_float(data.dtype):
+            raise TypeError(f"Tensor: only floating-point tensors can require grad, got {data.dtype}")
+        self.data = data
+        self.grad: Tensor | None = None
+        self.requires_grad = requires_grad
+        self.creator: Function | None = None
+        self.generation = 0
+
+    # ---- array facts
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(self.data.size))
+    device = property(lambda self: backends.device_of(self.data))
+    is_leaf = property(lambda self: self.creator is None)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.numpy(), prefix="tensor(", separator=", ")
+        extras = [f"dtype={self.dtype}"]
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.creator is not None:
+            extras.append(f"grad_fn={type(self.creator).__name__}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"tensor({body}, {', '.join(extras)})"
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return self.data.get() if backends.is_gpu_array(self.data) else self.data
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item: only a tensor with one element has an item, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph (no creator, no grad)."""
+        return Tensor(self.data)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def to(self, device: str) -> "Tensor":
+        """A copy on ``"cpu"`` or ``"cuda"``; the copy is a new leaf."""
+        return Tensor(backends.to_device(self.data, device), requires_grad=self.requires_grad)
+
+    def astype(self, dtype) -> "Tensor":
+        return _ops.astype(self, dtype)
+
+    def float(self) -> "Tensor":
+        return _ops.astype(self, np.float32)
+
+    def double(self) -> "Tensor":
+        return _ops.astype(self, np.float64)
+
+    # ---- the backward pass
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the gradient of some scalar with respect to ``self``; it may be left
+        out only when ``self`` holds a single element (it is then 1). The graph's saved
+        arrays are freed afterwards unless ``retain_graph=True``.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (no input required grad, or no_grad was on)")
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(
+                    f"backward: output of shape {self.shape} is not a scalar; pass grad= with that shape"
+                )
+            grad = backends.get_array_module(self.data).ones_like(self.data)
+        grad = grad.data if isinstance(grad, Tensor) else grad
+        _check_gradient("backward", self, grad, "grad")
+        _run_backward(self, grad, retain_graph)
+
+    # ---- operators (the ops live in tinylm.ops; these are the familiar spellings)
+    def __add__(self, other): return _ops.add(self, other)
+    def __radd__(self, other): return _ops.add(other, self)
+    def __sub__(self, other): return _ops.sub(self, other)
+    def __rsub__(self, other): return _ops.sub(other, self)
+    def __mul__(self, other): return _ops.mul(self, other)
+    def __rmul__(self, other): return _ops.mul(other, self)
+    def __truediv__(self, other): return _ops.div(self, other)
+    def __rtruediv__(self, other): return _ops.div(other, self)
+    def __pow__(self, other): return _ops.pow(self, other)
+    def __rpow__(self, other): return _ops.pow(other, self)
+    def __neg__(self): return _ops.neg(self)
+    def __matmul__(self, other): return _ops.matmul(self, other)
+    def __rmatmul__(self, other): return _ops.matmul(other, self)
+    def __getitem__(self, index): return _ops.getitem(self, index)
+    def __eq__(self, other): return _ops.eq(self, other)  # type: ignore[override]
+    def __ne__(self, other): return _ops.ne(self, other)  # type: ignore[override]
+    def __lt__(self, other): return _ops.lt(self, other)
+    def __le__(self, other): return _ops.le(self, other)
+    def __gt__(self, other): return _ops.gt(self, other)
+    def __ge__(self, other): return _ops.ge(self, other)
+    __hash__ = object.__hash__  # tensors are graph nodes: hashed by identity
+
+    def reshape(self, *shape): return _ops.reshape(self, *shape)
+    def transpose(self, dim0, dim1): return _ops.transpose(self, dim0, dim1)
+    def permute(self, *dims): return _ops.permute(self, *dims)
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops.max(self, axis, keepdims)
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def sqrt(self): return _ops.sqrt(self)
+    def tanh(self): return _ops.tanh(self)
+    def sigmoid(self): return _ops.sigmoid(self)
+    def relu(self): return _ops.relu(self)
+    def gelu(self): return _ops.gelu(self)
+    def softmax(self, axis=-1): return _ops.softmax(self, axis)
+    def log_softmax(self, axis=-1): return _ops.log_softmax(self, axis)
+    def masked_fill(self, mask, value): return _ops.masked_fill(self, mask, value)
+    def split(self, split_size_or_sections, axis=0): return _ops.split(self, split_size_or_sections, axis)
+
+    @property
+    def T(self) -> "Tensor":
+        return _ops.permute(self, *reversed(range(self.ndim)))
+
+    @property
+    def mT(self) -> "Tensor":
+        """Transpose of the last two axes (a batch of matrices)."""
+        return _ops.transpose(self, -2, -1)
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """Make a leaf tensor from a Python number, nested list or array.
+
+    Floats become float32 and integers int64 unless ``dtype`` says otherwise; an array
+    keeps its dtype. The tensor lives where the current backend keeps its arrays.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = backends.default_array_module()
+    if dtype is None and not hasattr(data, "dtype"):
+        probe = np.asarray(data)
+        dtype = np.float32 if _is_float(probe.dtype) else probe.dtype
+    array = xp.asarray(data, dtype=dtype)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+# --------------------------------------------------------------------------- Function
+
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses write ``forward(*arrays) -> array or tuple of arrays`` and
+    ``backward(*grad_outputs) -> tuple of arrays`` (one per input, ``None`` where an
+    input needs no gradient) on raw arrays; ``__call__`` deals with tensors and the
+    graph. ``self.needs_input_grad[i]`` tells backward which gradients are wanted, and
+    arrays kept for backward go through ``save_for_backward`` so the graph can free them.
+    """
+
+    inputs: tuple[Tensor, ...] | None
+    saved: tuple | None = None
+
+    def __call__(self, *inputs: Tensor):
+        _check_same_device(type(self).__name__.lower(), inputs)
+        outputs = self.forward(*(x.data for x in inputs))
+        single = not isinstance(outputs, tuple)
+        outputs = (outputs,) if single else outputs
+        record = _grad_enabled and any(x.requires_grad for x in inputs)
+        results = tuple(Tensor(y, requires_grad=record and _is_float(y.dtype)) for y in outputs)
+        if record:
+            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
+            self.inputs = inputs
+            self.generation = max(x.generation for x in inputs)
+            # Outputs are held weakly: the graph points from outputs to inputs only,
+            # so dropping the last output frees the graph behind it.
+            self.outputs = tuple(weakref.ref(y) for y in results)
+            for y in results:
+                y.creator = self
+                y.generation = self.generation + 1
+        else:
+            self.saved = None  # nothing will call backward: keep no arrays alive
+        return results[0] if single else results
+
+    def save_for_backward(self, *arrays) -> None:
+        self.saved = arrays
+
+    def forward(self, *arrays):
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, *grad_outputs):
+        raise NotImplementedError(f"{type(self).__name__} must define backward")
+
+
+def _check_same_device(op: str, inputs) -> None:
+    devices = {x.device for x in inputs}
+    if len(devices) > 1:
+        described = ", ".join(f"{x.device} {x.shape}" for x in inputs)
+        raise TypeError(f"{op}: tensors on different devices ({described}); move them with .to(device)")
+
+
+def _check_gradient(op: str, x: Tensor, gx, what: str) -> None:
+    """A gradient must have its data's shape and dtype; anything else is a bug in ``op``."""
+    if tuple(gx.shape) != x.shape or gx.dtype != x.dtype:
+        raise ValueError(
+            f"{op}: {what} has shape {tuple(gx.shape)} and dtype {gx.dtype}, "
+            f"but the tensor has shape {x.shape} and dtype {x.dtype}"
+        )
+
+
+def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
+    """Propagate ``root_grad`` through the graph behind ``root`` (see the module docstring)."""
+    if root.creator is None:  # backward on a leaf: its gradient is the given one
+        _accumulate(root, root_grad)
+        return
+    # Gradients of non-leaf tensors, held only during the pass. Keyed by the tensor
+    # itself (tensors hash by identity), which keeps it alive until its creator runs
+    # even after the consumer that held it has been freed.
+    grads = {root: root_grad}
+    tie_breaker = itertools.count()  # functions of equal generation never get compared
+    heap = [(-root.creator.generation, next(tie_breaker), root.creator)]
+    queued = {id(root.creator)}
+    while heap:
+        _, _, function = heapq.heappop(heap)
+        name = type(function).__name__
+        if function.inputs is None:
+            raise RuntimeError(
+                f"backward: the graph through {name} was already freed by an earlier backward; "
+                "pass retain_graph=True to the first backward to go through it twice"
+            )
+        grad_outputs = []
+        for output_ref in function.outputs:
+            output = output_ref()
+            gy = grads.pop(output, None) if output is not None else None
+            grad_outputs.append(gy)
+        grad_inputs = function.backward(*grad_outputs)
+        if not isinstance(grad_inputs, tuple):
+            grad_inputs = (grad_inputs,)
+        if len(grad_inputs) != len(function.inputs):
+            raise RuntimeError(f"{name}.backward returned {len(grad_inputs)} gradients for {len(function.inputs)} inputs")
+        for x, gx in zip(function.inputs, grad_inputs):
+            if gx is None or not x.requires_grad:
+                continue
+            _check_gradient(f"{name}.backward", x, gx, "the gradient it returned")
+            if x.creator is None:
+                _accumulate(x, gx)
+            else:
+                previous = grads.get(x)
+                grads[x] = gx if previous is None else previous + gx
+                if id(x.creator) not in queued:
+                    queued.add(id(x.creator))
+                    heapq.heappush(heap, (-x.creator.generation, next(tie_breaker), x.creator))
+        if not retain_graph:
+            function.inputs = None
+            function.saved = None
+
+
+def _accumulate(leaf: Tensor, gx) -> None:
+    """Leaves keep a running sum: two backward calls add their gradients."""
+    leaf.grad = Tensor(gx.copy()) if leaf.grad is None else Tensor(leaf.grad.data + gx)
+
+
+from tinylm import ops as _ops  # noqa: E402  (ops build on Tensor and Function above)

@@ -1,0 +1,183 @@
+"""Backends and the kernel registry.
+
+A *backend* decides two things: which array module new tensors live in (NumPy on the
+CPU, CuPy on the GPU) and which implementation serves each *kernel*, a plain array
+function with no Tensors in it, such as ``embedding_backward(grad_output, ids,
+num_embeddings)``.
+
+=========  ========  ===========================================================
+backend    arrays    kernels
+=========  ========  ===========================================================
+numpy      NumPy     the reference: plain NumPy in ``tinylm/reference``, the oracle
+cython     NumPy     compiled kernels in ``kernels/cpu/*.pyx`` (OpenMP if built so)
+cupy       CuPy      the same reference code run on CuPy arrays
+cuda       CuPy      raw CUDA kernels in ``kernels/cuda/*.cu`` (a later issue)
+=========  ========  ===========================================================
+
+``KERNELS`` below is the one registry: for each kernel name, the implementation that
+serves each backend, written as ``"module:function"`` so nothing is imported before
+it is needed. A backend with no entry for a kernel falls back to the reference.
+``import tinylm`` never imports CuPy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from typing import Callable, Iterator
+
+import numpy as np
+
+BACKENDS = ("numpy", "cython", "cupy", "cuda")
+GPU_BACKENDS = ("cupy", "cuda")
+
+KERNELS: dict[str, dict[str, str]] = {
+    "embedding_backward": {
+        "numpy": "tinylm.reference.embedding:embedding_backward",
+        "cython": "tinylm.kernels.cpu.embedding:embedding_backward",
+    },
+}
+
+_current: str | None = None  # resolved on first use, so importing tinylm stays cheap
+_loaded: dict[tuple[str, str], Callable] = {}
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _check_usable(name: str) -> None:
+    """Raise a one-line error when backend ``name`` cannot run on this machine."""
+    if name not in BACKENDS:
+        raise ValueError(f"set_backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "cython":
+        try:
+            importlib.import_module("tinylm.kernels.cpu.embedding")
+        except ImportError as exc:
+            raise RuntimeError(
+                f"set_backend('cython'): the compiled kernels are not importable ({exc}); "
+                "install tinylm with `pip install .` or `pip install -e .` to build them"
+            ) from None
+    if name in GPU_BACKENDS:
+        try:
+            import cupy
+        except ImportError:
+            raise RuntimeError(
+                f"set_backend({name!r}): CuPy is not installed; install the extra: pip install 'tinylm[cuda]'"
+            ) from None
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CuPy raises its own error types when no driver is present
+            raise RuntimeError(f"set_backend({name!r}): no usable GPU ({type(exc).__name__}: {exc})") from None
+        if count == 0:
+            raise RuntimeError(f"set_backend({name!r}): no usable GPU (CUDA reports 0 devices)")
+
+
+def _default_backend() -> str:
+    """``$TINYLM_BACKEND`` if set, else ``cython`` when its kernels are built, else ``numpy``."""
+    requested = os.environ.get("TINYLM_BACKEND")
+    if requested:
+        _check_usable(requested)
+        return requested
+    try:
+        _check_usable("cython")
+        return "cython"
+    except RuntimeError:
+        return "numpy"
+
+
+def get_backend() -> str:
+    """The name of the backend in use."""
+    global _current
+    if _current is None:
+        _current = _default_backend()
+    return _current
+
+
+def set_backend(name: str) -> None:
+    """Use backend ``name`` from now on (see the module docstring for the choices)."""
+    global _current
+    _check_usable(name)
+    _current = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """``with tinylm.use_backend("numpy"): ...`` runs the block on ``name``, then restores."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def kernel(name: str) -> Callable:
+    """The implementation of kernel ``name`` that serves the current backend."""
+    if name not in KERNELS:
+        raise KeyError(f"kernel: no kernel named {name!r}; known: {', '.join(sorted(KERNELS))}")
+    backend = get_backend()
+    implementations = KERNELS[name]
+    backend = backend if backend in implementations else "numpy"
+    key = (name, backend)
+    if key not in _loaded:
+        module_name, function_name = implementations[backend].split(":")
+        _loaded[key] = getattr(importlib.import_module(module_name), function_name)
+    return _loaded[key]
+
+
+# ----------------------------------------------------------------------- array modules
+
+
+def is_gpu_array(array) -> bool:
+    """True for a CuPy array, found by its type so that CuPy is never imported here."""
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def device_of(array) -> str:
+    return "cuda" if is_gpu_array(array) else "cpu"
+
+
+def get_array_module(array):
+    """``cupy`` for CuPy arrays, ``numpy`` otherwise: write ``xp = get_array_module(x)``."""
+    if is_gpu_array(array):
+        import cupy
+
+        return cupy
+    return np
+
+
+def default_array_module():
+    """The module new tensors are created in under the current backend."""
+    if get_backend() in GPU_BACKENDS:
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_device(array, device: str):
+    """Copy ``array`` to ``"cpu"`` or ``"cuda"`` (no copy if it is there already)."""
+    if device == device_of(array):
+        return array
+    if device == "cpu":
+        return array.get()
+    if device == "cuda":
+        import cupy
+
+        return cupy.asarray(array)
+    raise ValueError(f"to: unknown device {device!r}; use 'cpu' or 'cuda'")
+
+
+def index_add(target, index, values) -> None:
+    """``target[index] += values`` where repeated indices add up (NumPy's ``add.at``).
+
+    Plain ``target[index] += values`` would keep only the last write of a repeated
+    index; gradients of gathers need every contribution.
+    """
+    if is_gpu_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)

@@ -1,0 +1,26 @@
+"""Checking and normalising axis arguments, with errors that name the op."""
+
+from __future__ import annotations
+
+
+def normalize_axis(op: str, axis: int, ndim: int) -> int:
+    """One axis, negatives counted from the end, as a non-negative int."""
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} dimensions")
+    return axis % ndim
+
+
+def normalize_axes(op: str, axis, ndim: int) -> tuple[int, ...]:
+    """``axis`` (None for all, an int or a tuple) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    normalized = tuple(sorted(normalize_axis(op, a, ndim) for a in axes))
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{op}: axis {axis} names an axis twice")
+    return normalized
+
+
+def keepdims_shape(shape: tuple, axes: tuple[int, ...]) -> tuple:
+    """``shape`` with every reduced axis set to 1 (what ``keepdims=True`` returns)."""
+    return tuple(1 if i in axes else size for i, size in enumerate(shape))

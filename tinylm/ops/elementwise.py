@@ -1,0 +1,172 @@
+"""Elementwise functions y = f(x): each backward is gy · f'(x).
+
+Where f'(x) can be written with y (exp, tanh, sigmoid, sqrt) the forward result is
+saved instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinylm.autograd import Function
+from tinylm.backends import get_array_module
+
+
+class Exp(Function):
+    """y = eˣ, so dy/dx = eˣ = y."""
+
+    def forward(self, x):
+        y = get_array_module(x).exp(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return gy * y
+
+
+class Log(Function):
+    """y = ln x, so dy/dx = 1/x."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return get_array_module(x).log(x)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy / x
+
+
+class Sqrt(Function):
+    """y = √x, so dy/dx = 1 / (2√x) = 1 / (2y)."""
+
+    def forward(self, x):
+        y = get_array_module(x).sqrt(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return gy / (2 * y)
+
+
+class Tanh(Function):
+    """y = tanh x, so dy/dx = 1 - tanh²x = 1 - y²."""
+
+    def forward(self, x):
+        y = get_array_module(x).tanh(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return gy * (1 - y * y)
+
+
+class Sigmoid(Function):
+    """y = σ(x) = 1 / (1 + e⁻ˣ), so dy/dx = e⁻ˣ / (1 + e⁻ˣ)² = y (1 - y).
+
+    Computed as (1 + tanh(x/2)) / 2, the same function, which never overflows
+    (e⁻ˣ does for x < -88 in float32).
+    """
+
+    def forward(self, x):
+        y = 0.5 * (1 + get_array_module(x).tanh(0.5 * x))
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, gy):
+        (y,) = self.saved
+        return gy * y * (1 - y)
+
+
+class ReLU(Function):
+    """y = max(x, 0), so dy/dx = 1 where x > 0 and 0 elsewhere (0 at the kink, as PyTorch)."""
+
+    def forward(self, x):
+        self.save_for_backward(x > 0)
+        return get_array_module(x).maximum(x, 0)
+
+    def backward(self, gy):
+        (positive,) = self.saved
+        return gy * positive
+
+
+class GELU(Function):
+    """GELU with the tanh approximation (GPT-2's, PyTorch's ``approximate='tanh'``):
+
+        y = ½ x (1 + tanh u),   u = c (x + 0.044715 x³),   c = √(2/π)
+
+    By the product and chain rules, with t = tanh u and dt/du = 1 - t²:
+
+        dy/dx = ½ (1 + t) + ½ x (1 - t²) · c (1 + 3 · 0.044715 x²)
+    """
+
+    C = math.sqrt(2.0 / math.pi)
+    K = 0.044715
+
+    def forward(self, x):
+        t = get_array_module(x).tanh(self.C * (x + self.K * x**3))
+        self.save_for_backward(x, t)
+        return 0.5 * x * (1 + t)
+
+    def backward(self, gy):
+        x, t = self.saved
+        du_dx = self.C * (1 + 3 * self.K * x * x)
+        return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx)
+
+
+class AsType(Function):
+    """y = x converted to another float dtype; the gradient is converted back."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def forward(self, x):
+        self.source_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.source_dtype)
+
+
+def exp(x):
+    return Exp()(x)
+
+
+def log(x):
+    return Log()(x)
+
+
+def sqrt(x):
+    return Sqrt()(x)
+
+
+def tanh(x):
+    return Tanh()(x)
+
+
+def sigmoid(x):
+    return Sigmoid()(x)
+
+
+def relu(x):
+    return ReLU()(x)
+
+
+def gelu(x, approximate: str = "tanh"):
+    """GELU; only the tanh approximation is implemented (``approximate='tanh'``)."""
+    if approximate != "tanh":
+        raise ValueError(f"gelu: approximate={approximate!r} is not supported; tinylm implements 'tanh'")
+    return GELU()(x)
+
+
+def astype(x, dtype):
+    """``x`` as ``dtype``. Differentiable between float dtypes; to or from an integer
+    dtype the result carries no gradient."""
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    return AsType(dtype)(x)
