@@ -1,0 +1,90 @@
+"""Choosing a backend, and the kernel registry behind it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinylm
+from tinylm import backends, ops
+from tinylm.reference import embedding as reference_embedding
+
+
+def test_import_tinylm_never_imports_cupy():
+    code = "import sys, tinylm; tinylm.tensor([1.0]) * 2.0; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="set_backend: unknown backend 'torch'; choose one of numpy, cython, cupy, cuda"):
+        tinylm.set_backend("torch")
+
+
+def _gpu_usable() -> bool:
+    try:
+        backends._check_usable("cupy")
+        return True
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.skipif(_gpu_usable(), reason="this machine has a usable GPU, so there is no error to see")
+@pytest.mark.parametrize("name", ["cupy", "cuda"])
+def test_a_gpu_backend_without_a_gpu_gives_a_one_line_error(name):
+    before = tinylm.get_backend()
+    with pytest.raises(RuntimeError) as info:
+        tinylm.set_backend(name)
+    message = str(info.value)
+    assert message.startswith(f"set_backend({name!r}):") and "\n" not in message
+    assert tinylm.get_backend() == before  # a failed switch changes nothing
+
+
+def test_use_backend_restores_the_previous_backend_even_after_an_error():
+    before = tinylm.get_backend()
+    with pytest.raises(KeyError):
+        with tinylm.use_backend("numpy"):
+            assert tinylm.get_backend() == "numpy"
+            raise KeyError("boom")
+    assert tinylm.get_backend() == before
+
+
+def test_the_registry_serves_each_backend_its_kernel():
+    with tinylm.use_backend("numpy"):
+        assert backends.kernel("embedding_backward") is reference_embedding.embedding_backward
+    with tinylm.use_backend("cython"):
+        from tinylm.kernels.cpu import embedding as compiled
+
+        assert backends.kernel("embedding_backward") is compiled.embedding_backward
+
+
+def test_a_backend_without_a_kernel_falls_back_to_the_reference(monkeypatch):
+    monkeypatch.setitem(backends.KERNELS, "only_reference", {"numpy": "tinylm.reference.embedding:check_ids"})
+    with tinylm.use_backend("cython"):
+        assert backends.kernel("only_reference") is reference_embedding.check_ids
+
+
+def test_unknown_kernel_names_the_known_ones():
+    with pytest.raises(KeyError, match="embedding_backward"):
+        backends.kernel("no_such_kernel")
+
+
+def test_the_cython_kernels_were_built_and_report_openmp():
+    from tinylm import kernels
+
+    assert isinstance(kernels.openmp_enabled(), bool)
+    assert kernels.get_num_threads() >= 1
+
+
+def test_embedding_gradients_agree_between_numpy_and_cython():
+    rng = np.random.default_rng(0)
+    weight_data = rng.standard_normal((50, 8)).astype(np.float32)
+    ids = rng.integers(0, 50, size=(4, 16))
+    grads = {}
+    for backend in ("numpy", "cython"):
+        with tinylm.use_backend(backend):
+            weight = tinylm.Tensor(weight_data.copy(), requires_grad=True)
+            (ops.embedding(ids, weight) * 2.0).sum().backward()
+            grads[backend] = weight.grad.numpy()
+    np.testing.assert_allclose(grads["cython"], grads["numpy"], rtol=1e-6)

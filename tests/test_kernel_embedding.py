@@ -1,0 +1,104 @@
+"""The Cython embedding_backward against its NumPy reference.
+
+Property: for any ids in range and any grad_output of matching shape (float32 or
+float64, contiguous or not, any thread count) the two give the same gradient; for any
+bad input both refuse with the same kind of error, and the process never crashes.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from tinylm import kernels
+from tinylm.kernels.cpu.embedding import embedding_backward as compiled
+from tinylm.reference.embedding import embedding_backward as reference
+
+from strategies import seeds
+
+ID_DTYPES = [np.int64, np.int32, np.uint8, np.int16]
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}  # relative; both sum in the same order
+
+
+@st.composite
+def embedding_problems(draw):
+    ids_shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))
+    dim = draw(st.sampled_from([0, 1, 3, 16, 17, 40]))
+    vocab = draw(st.integers(1, 12))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(seeds))
+    ids = rng.integers(0, vocab, size=ids_shape).astype(draw(st.sampled_from(ID_DTYPES)))
+    scale = draw(st.sampled_from([1.0, 1e4, 1e-4]))
+    if draw(st.booleans()) and dim > 0:  # a strided view, not contiguous
+        grad = (scale * rng.standard_normal(ids_shape + (2 * dim,))).astype(dtype)[..., ::2]
+    else:
+        grad = (scale * rng.standard_normal(ids_shape + (dim,))).astype(dtype)
+    if draw(st.booleans()) and ids.ndim >= 2:  # transposed ids and grad: Fortran-ordered views
+        ids, grad = ids.T, np.moveaxis(grad, range(ids.ndim), range(ids.ndim - 1, -1, -1))
+    return grad, ids, vocab
+
+
+@given(problem=embedding_problems())
+def test_compiled_matches_reference(problem):
+    grad, ids, vocab = problem
+    expected = reference(grad, ids, vocab)
+    got = compiled(grad, ids, vocab)
+    assert got.dtype == grad.dtype and got.shape == (vocab, grad.shape[-1])
+    np.testing.assert_allclose(got, expected, rtol=TOLERANCE[grad.dtype.type], atol=0)
+
+
+@given(problem=embedding_problems(), threads=st.sampled_from([1, 2]))
+def test_thread_count_does_not_change_the_result(problem, threads):
+    grad, ids, vocab = problem
+    before = kernels.get_num_threads()
+    try:
+        kernels.set_num_threads(threads)
+        got = compiled(grad, ids, vocab)
+    finally:
+        kernels.set_num_threads(before)
+    np.testing.assert_array_equal(got, compiled(grad, ids, vocab))  # same order of sums: identical
+
+
+def test_many_repeats_of_one_id_with_wide_rows_use_every_thread_block():
+    rng = np.random.default_rng(1)
+    grad = rng.standard_normal((5000, 100)).astype(np.float32)
+    ids = np.zeros(5000, dtype=np.int64)
+    ids[::7] = 3
+    np.testing.assert_allclose(compiled(grad, ids, 4), reference(grad, ids, 4), rtol=1e-5)
+
+
+@given(
+    bad_id=st.one_of(st.integers(-(2**40), -1), st.integers(5, 2**40)),
+    position=st.integers(0, 9),
+    seed=seeds,
+)
+@pytest.mark.parametrize("kernel", [compiled, reference], ids=["cython", "numpy"])
+def test_out_of_range_ids_raise_index_error_naming_the_id(kernel, bad_id, position, seed):
+    ids = np.random.default_rng(seed).integers(0, 5, size=10)
+    ids[position] = bad_id
+    grad = np.ones((10, 4), dtype=np.float32)
+    with pytest.raises(IndexError, match=rf"id {bad_id} is out of range for a vocabulary of 5"):
+        kernel(grad, ids, 5)
+
+
+@pytest.mark.parametrize("kernel", [compiled, reference], ids=["cython", "numpy"])
+@pytest.mark.parametrize(
+    "grad, ids, vocab, error",
+    [
+        (np.ones((3, 4), np.float32), np.zeros(4, np.int64), 2, ValueError),  # ids shape != grad rows
+        (np.ones((3, 4), np.float32), np.zeros((3, 1), np.int64), 2, ValueError),
+        (np.ones((3, 4), np.float32), np.zeros(3, np.float64), 2, TypeError),  # float ids
+        (np.ones((3, 4), np.float32), np.zeros(3, np.int64), 0, IndexError),  # empty vocabulary
+    ],
+)
+def test_bad_shapes_and_dtypes_are_refused(kernel, grad, ids, vocab, error):
+    with pytest.raises(error, match="embedding_backward"):
+        kernel(grad, ids, vocab)
+
+
+def test_compiled_refuses_half_precision_and_negative_vocabulary():
+    with pytest.raises(TypeError, match="float16"):
+        compiled(np.ones((3, 4), np.float16), np.zeros(3, np.int64), 2)
+    with pytest.raises(ValueError, match="num_embeddings must be >= 0"):
+        compiled(np.ones((0, 4), np.float32), np.zeros(0, np.int64), -1)
