@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
@@ -60,7 +60,7 @@ extensions = [
 
 setup(
     package_dir={"tinylm": "tinylm", "tinylm.kernels": "kernels"},
-    packages=["tinylm", "tinylm.ops", "tinylm.reference", "tinylm.kernels", "tinylm.kernels.cpu"],
+    packages=find_packages(include=["tinylm", "tinylm.*"]) + ["tinylm.kernels", "tinylm.kernels.cpu"],
     package_data={"tinylm.kernels.cpu": ["*.pyx", "*.h"]},
     ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
     cmdclass={"build_ext": BuildExtWithOpenMP},

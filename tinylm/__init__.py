@@ -13,6 +13,7 @@ The pieces, top to bottom:
 from tinylm.autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
 from tinylm.backends import get_backend, set_backend, use_backend
 from tinylm.gradcheck import GradcheckError, gradcheck
+from tinylm.random import manual_seed
 from tinylm.ops import (
     concat,
     embedding,
@@ -35,12 +36,14 @@ from tinylm.ops import (
     where,
 )
 
+from tinylm import nn, optim  # noqa: E402  (after the core they build on)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "Function", "tensor", "no_grad", "is_grad_enabled",
     "gradcheck", "GradcheckError",
-    "get_backend", "set_backend", "use_backend",
+    "get_backend", "set_backend", "use_backend", "manual_seed", "nn", "optim",
     "concat", "embedding", "exp", "gelu", "log", "log_softmax", "masked_fill", "matmul",
     "permute", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "stack", "tanh",
     "transpose", "where",

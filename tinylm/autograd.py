@@ -231,6 +231,8 @@ class Function:
         outputs = self.forward(*(x.data for x in inputs))
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
+        # NumPy reductions return scalars (np.float64), not 0-d arrays; keep data an array.
+        outputs = tuple(np.asarray(y) if isinstance(y, np.generic) else y for y in outputs)
         record = _grad_enabled and any(x.requires_grad for x in inputs)
         results = tuple(Tensor(y, requires_grad=record and _is_float(y.dtype)) for y in outputs)
         if record:

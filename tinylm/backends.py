@@ -37,6 +37,9 @@ KERNELS: dict[str, dict[str, str]] = {
         "numpy": "tinylm.reference.embedding:embedding_backward",
         "cython": "tinylm.kernels.cpu.embedding:embedding_backward",
     },
+    "adam_update": {
+        "numpy": "tinylm.reference.optim:adam_update",
+    },
 }
 
 _current: str | None = None  # resolved on first use, so importing tinylm stays cheap

@@ -1,0 +1,205 @@
+"""Every layer gives PyTorch's outputs and gradients on the same weights.
+
+Weights go tinylm -> PyTorch through ``state_dict`` (same names, same layouts); outputs,
+input gradients and every parameter gradient are compared: float64 within rtol 1e-10,
+float32 within rtol 2e-4 / atol 2e-5 (see torch_compare.TOLERANCES).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinylm
+from tinylm import nn
+from tinylm.nn import functional as F
+
+from strategies import seeds
+from torch_compare import TOLERANCES, assert_same, copy_weights_to_torch, run_both
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed: the PyTorch comparisons need it (.ci/run installs it)")
+TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+dtypes = st.sampled_from([np.float64, np.float32])
+
+
+def randn(rng, shape, dtype, scale=1.0):
+    return np.asarray(scale * rng.standard_normal(shape), dtype=dtype)
+
+
+@given(seed=seeds, dtype=dtypes, lead=st.lists(st.integers(1, 3), max_size=2),
+       features=st.integers(1, 5), out=st.integers(1, 5), bias=st.booleans())
+def test_linear(seed, dtype, lead, features, out, bias):
+    rng = np.random.default_rng(seed)
+    ours = nn.Linear(features, out, bias=bias, dtype=dtype)
+    theirs = torch.nn.Linear(features, out, bias=bias, dtype=TORCH_DTYPE[dtype])
+    x = randn(rng, tuple(lead) + (features,), dtype)
+    assert_same(*run_both(ours, theirs, [x], lambda m, x: m(x), lambda m, x: m(x), dtype), dtype)
+
+
+@given(seed=seeds, dtype=dtypes, ids_shape=st.lists(st.integers(1, 4), min_size=1, max_size=2),
+       vocab=st.integers(1, 7), dim=st.integers(1, 5))
+def test_embedding(seed, dtype, ids_shape, vocab, dim):
+    rng = np.random.default_rng(seed)
+    ours = nn.Embedding(vocab, dim, dtype=dtype)
+    theirs = torch.nn.Embedding(vocab, dim, dtype=TORCH_DTYPE[dtype])
+    ids = rng.integers(0, vocab, size=tuple(ids_shape))
+    assert_same(*run_both(ours, theirs, [ids], lambda m, i: m(i), lambda m, i: m(i), dtype), dtype)
+
+
+@given(seed=seeds, dtype=dtypes, lead=st.lists(st.integers(1, 3), min_size=1, max_size=2),
+       normalized=st.lists(st.integers(1, 5), min_size=1, max_size=2))
+def test_layer_norm(seed, dtype, lead, normalized):
+    rng = np.random.default_rng(seed)
+    ours = nn.LayerNorm(tuple(normalized), dtype=dtype)
+    with tinylm.no_grad():  # non-trivial affine weights so their gradients mean something
+        ours.weight.data += randn(rng, ours.weight.shape, dtype, 0.5)
+        ours.bias.data += randn(rng, ours.bias.shape, dtype, 0.5)
+    theirs = torch.nn.LayerNorm(tuple(normalized), dtype=TORCH_DTYPE[dtype])
+    x = randn(rng, tuple(lead) + tuple(normalized), dtype, scale=3.0) + 1.0
+    assert_same(*run_both(ours, theirs, [x], lambda m, x: m(x), lambda m, x: m(x), dtype), dtype)
+
+
+@settings(max_examples=30)
+@given(seed=seeds, dtype=dtypes, steps=st.integers(1, 4), batch=st.integers(1, 3), input_size=st.integers(1, 4),
+       hidden=st.integers(1, 4), layers=st.integers(1, 3), batch_first=st.booleans(), with_state=st.booleans())
+def test_lstm(seed, dtype, steps, batch, input_size, hidden, layers, batch_first, with_state):
+    rng = np.random.default_rng(seed)
+    ours = nn.LSTM(input_size, hidden, num_layers=layers, batch_first=batch_first, dtype=dtype)
+    theirs = torch.nn.LSTM(input_size, hidden, num_layers=layers, batch_first=batch_first, dtype=TORCH_DTYPE[dtype])
+    x = randn(rng, (batch, steps, input_size) if batch_first else (steps, batch, input_size), dtype)
+    inputs = [x]
+    if with_state:
+        inputs += [randn(rng, (layers, batch, hidden), dtype), randn(rng, (layers, batch, hidden), dtype)]
+
+    def forward(m, x, *state):
+        return m(x, tuple(state) if state else None)
+
+    assert_same(*run_both(ours, theirs, inputs, forward, forward, dtype), dtype)
+
+
+def test_lstm_state_carried_across_batches_matches_pytorch():
+    """Truncated BPTT: the detached final state of one batch starts the next."""
+    rng = np.random.default_rng(0)
+    ours = nn.LSTM(3, 4, num_layers=2, dtype=np.float64)
+    theirs = torch.nn.LSTM(3, 4, num_layers=2, dtype=torch.float64)
+    copy_weights_to_torch(ours, theirs)
+    our_state, their_state = None, None
+    for _ in range(3):
+        x = randn(rng, (5, 2, 3), np.float64)
+        out, (h, c) = ours(tinylm.Tensor(x), our_state)
+        their_out, (th, tc) = theirs(torch.from_numpy(x), their_state)
+        out.sum().backward()
+        their_out.sum().backward()
+        our_state, their_state = (h.detach(), c.detach()), (th.detach(), tc.detach())
+        np.testing.assert_allclose(out.numpy(), their_out.detach().numpy(), rtol=1e-10)
+    for name, p in theirs.named_parameters():  # gradients accumulated over the three batches
+        np.testing.assert_allclose(dict(ours.named_parameters())[name].grad.numpy(), p.grad.numpy(), rtol=1e-10)
+
+
+@st.composite
+def attention_masks(draw, length, key_length, rng):
+    kind = draw(st.sampled_from(["none", "causal", "bool", "float"] if length == key_length else ["none", "bool", "float"]))
+    if kind == "bool":  # True = may not attend; keep at least one key open per query
+        mask = rng.random((length, key_length)) < 0.4
+        mask[np.arange(length), rng.integers(0, key_length, size=length)] = False
+        return kind, mask
+    if kind == "float":
+        return kind, rng.standard_normal((length, key_length))
+    if kind == "causal":
+        return kind, ~np.tril(np.ones((length, key_length), dtype=bool))
+    return kind, None
+
+
+@settings(max_examples=30)
+@given(seed=seeds, dtype=dtypes, batch=st.integers(1, 2), length=st.integers(1, 4), key_length=st.integers(1, 4),
+       heads_and_dim=st.sampled_from([(1, 1), (1, 3), (2, 2), (2, 6), (3, 3), (3, 6)]), need_weights=st.booleans(),
+       data=st.data())
+def test_multihead_attention(seed, dtype, batch, length, key_length, heads_and_dim, need_weights, data):
+    rng = np.random.default_rng(seed)
+    heads, embed = heads_and_dim
+    kind, mask = data.draw(attention_masks(length, key_length, rng))
+    ours = nn.MultiheadAttention(embed, heads, dtype=dtype)
+    with tinylm.no_grad():  # PyTorch starts the biases at zero; make them matter
+        ours.in_proj_bias.data += randn(rng, (3 * embed,), dtype)
+        ours.out_proj.bias.data += randn(rng, (embed,), dtype)
+    theirs = torch.nn.MultiheadAttention(embed, heads, batch_first=True, dtype=TORCH_DTYPE[dtype])
+    q = randn(rng, (batch, length, embed), dtype)
+    k = randn(rng, (batch, key_length, embed), dtype)
+    v = randn(rng, (batch, key_length, embed), dtype)
+    if mask is not None and mask.dtype != bool:
+        mask = mask.astype(dtype)
+
+    def forward(m, q, k, v):
+        return m(q, k, v, attn_mask=mask if kind != "causal" else None, is_causal=kind == "causal",
+                 need_weights=need_weights)
+
+    def torch_forward(m, q, k, v):
+        torch_mask = None if mask is None else torch.from_numpy(mask)
+        return m(q, k, v, attn_mask=torch_mask, is_causal=kind == "causal", need_weights=need_weights)
+
+    assert_same(*run_both(ours, theirs, [q, k, v], forward, torch_forward, dtype), dtype)
+
+
+def test_weights_move_from_pytorch_into_tinylm():
+    theirs = torch.nn.LSTM(3, 5, num_layers=2, dtype=torch.float64)
+    ours = nn.LSTM(3, 5, num_layers=2, dtype=np.float64)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    np.testing.assert_allclose(ours(tinylm.Tensor(x))[0].numpy(), theirs(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-10)
+
+
+@given(seed=seeds, dtype=dtypes, rows=st.integers(1, 5), classes=st.integers(1, 6),
+       reduction=st.sampled_from(["mean", "sum", "none"]), huge=st.booleans(), ignore_some=st.booleans())
+def test_cross_entropy(seed, dtype, rows, classes, reduction, huge, ignore_some):
+    rng = np.random.default_rng(seed)
+    logits = randn(rng, (rows, classes), dtype, scale=1e4 if huge else 2.0)
+    targets = rng.integers(0, classes, size=rows)
+    if ignore_some:
+        targets[rng.random(rows) < 0.3] = -100
+        targets[0] = rng.integers(0, classes)  # at least one row counts
+    ours_x, theirs_x = tinylm.Tensor(logits.copy(), requires_grad=True), torch.tensor(logits, requires_grad=True)
+    ours = F.cross_entropy(ours_x, targets, reduction=reduction)
+    theirs = torch.nn.functional.cross_entropy(theirs_x, torch.from_numpy(targets), reduction=reduction)
+    weight = randn(rng, ours.shape, dtype)
+    (ours * tinylm.Tensor(weight)).sum().backward()
+    (theirs * torch.from_numpy(weight)).sum().backward()
+    tolerance = TOLERANCES[dtype]
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), **tolerance)
+    np.testing.assert_allclose(ours_x.grad.numpy(), theirs_x.grad.numpy(), **tolerance)
+    assert np.all(np.isfinite(ours.numpy()))
+
+
+def test_cross_entropy_with_extra_axes_matches_pytorch():
+    rng = np.random.default_rng(0)
+    logits, targets = rng.standard_normal((2, 5, 3, 4)), rng.integers(0, 5, size=(2, 3, 4))
+    ours = nn.CrossEntropyLoss(reduction="none")(tinylm.Tensor(logits), targets)
+    theirs = torch.nn.CrossEntropyLoss(reduction="none")(torch.from_numpy(logits), torch.from_numpy(targets))
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10)
+
+
+@settings(max_examples=30)
+@given(seed=seeds, dtype=dtypes, lead=st.lists(st.integers(1, 2), max_size=2), length=st.integers(1, 4),
+       key_length=st.integers(1, 4), dim=st.integers(1, 4), data=st.data())
+def test_scaled_dot_product_attention(seed, dtype, lead, length, key_length, dim, data):
+    rng = np.random.default_rng(seed)
+    lead = tuple(lead)
+    kind = data.draw(st.sampled_from(["none", "bool", "float"] + (["causal"] if length <= key_length else [])))
+    mask = None
+    if kind == "bool":  # True = may attend, PyTorch's SDPA convention
+        mask = rng.random((length, key_length)) < 0.6
+        mask[np.arange(length), rng.integers(0, key_length, size=length)] = True
+    elif kind == "float":
+        mask = randn(rng, (length, key_length), dtype)
+    q, k, v = (randn(rng, lead + (n, dim), dtype) for n in (length, key_length, key_length))
+    ours_in = [tinylm.Tensor(a.copy(), requires_grad=True) for a in (q, k, v)]
+    theirs_in = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    ours = F.scaled_dot_product_attention(*ours_in, attn_mask=mask, is_causal=kind == "causal")
+    theirs = torch.nn.functional.scaled_dot_product_attention(
+        *theirs_in, attn_mask=None if mask is None else torch.from_numpy(mask), is_causal=kind == "causal")
+    weight = randn(rng, ours.shape, dtype)
+    (ours * tinylm.Tensor(weight)).sum().backward()
+    (theirs * torch.from_numpy(weight)).sum().backward()
+    tolerance = TOLERANCES[dtype]
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), **tolerance)
+    for a, b in zip(ours_in, theirs_in):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), **tolerance)

@@ -1,0 +1,8 @@
+"""``tinylm.optim``: optimizers and learning-rate schedules with torch.optim's rules."""
+
+from tinylm.optim import lr_scheduler
+from tinylm.optim.adam import Adam, AdamW
+from tinylm.optim.optimizer import Optimizer
+from tinylm.optim.sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
