@@ -56,7 +56,11 @@ def test_layer_norm(seed, dtype, lead, normalized):
         ours.bias.data += randn(rng, ours.bias.shape, dtype, 0.5)
     theirs = torch.nn.LayerNorm(tuple(normalized), dtype=TORCH_DTYPE[dtype])
     x = randn(rng, tuple(lead) + tuple(normalized), dtype, scale=3.0) + 1.0
-    assert_same(*run_both(ours, theirs, [x], lambda m, x: m(x), lambda m, x: m(x), dtype), dtype)
+    # Normalising divides by sqrt(var + 1e-5), which can be as small as 3e-3: float32
+    # rounding in the mean (~1e-7 · |x|) is amplified ~300x, so float32 needs atol 1e-4
+    # here (with one normalized element the exact result is 0 and PyTorch's is not).
+    override = dict(atol=1e-4) if dtype == np.float32 else {}
+    assert_same(*run_both(ours, theirs, [x], lambda m, x: m(x), lambda m, x: m(x), dtype), dtype, **override)
 
 
 @settings(max_examples=30)

@@ -26,9 +26,18 @@ class GradcheckError(AssertionError):
     """Raised when backward and finite differences disagree."""
 
 
-def _outputs(fn, inputs) -> tuple:
-    out = fn(*inputs)
-    return out if isinstance(out, tuple) else (out,)
+def _flatten(out) -> list:
+    """fn's result as a flat list of tensors: nested tuples (an LSTM's ``(y, (h, c))``)
+    are unpacked and ``None`` dropped."""
+    if out is None:
+        return []
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in _flatten(item)]
+    return [out]
+
+
+def _outputs(fn, inputs) -> list:
+    return _flatten(fn(*inputs))
 
 
 def gradcheck(
