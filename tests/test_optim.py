@@ -74,6 +74,8 @@ def test_warmup_cosine_follows_torch_lambda_lr():
     ours, theirs = optim.lr_scheduler.WarmupCosineLR(ours_opt, 5, 20, 0.1), torch.optim.lr_scheduler.LambdaLR(theirs_opt, factor)
     for _ in range(25):
         assert ours.get_last_lr() == pytest.approx(theirs.get_last_lr(), rel=1e-15)
+        ours_opt.step()
+        theirs_opt.step()
         ours.step()
         theirs.step()
 
