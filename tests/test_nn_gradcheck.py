@@ -123,3 +123,32 @@ def test_embedding_layer_rejects_bad_ids_on_every_cpu_backend():
         with tinylm.use_backend(backend):
             with pytest.raises(IndexError, match="id 10 is out of range for a vocabulary of 10"):
                 layer(np.array([1, 10]))
+
+
+@settings(max_examples=20)
+@given(seed=seeds, steps=st.integers(1, 4), batch=st.integers(1, 2), hidden=st.integers(1, 3), data=st.data())
+def test_fused_lstm_layer_gradcheck(seed, steps, batch, hidden, data):
+    """The fused op, gradient-checked for every input, each of its three outputs in turn used or not."""
+    from tinylm.ops.lstm import lstm_layer
+
+    used = data.draw(st.lists(st.booleans(), min_size=3, max_size=3).filter(any))
+    inputs = [leaf((steps, batch, 4 * hidden), seed), leaf((4 * hidden, hidden), seed + 1),
+              leaf((batch, hidden), seed + 2), leaf((batch, hidden), seed + 3)]
+    assert tinylm.gradcheck(lambda *t: tuple(y for y, u in zip(lstm_layer(*t), used) if u), *inputs)
+
+
+@given(seed=seeds, steps=st.integers(1, 4))
+def test_fused_lstm_layer_equals_the_cell_composed_from_ops(seed, steps):
+    from tinylm import ops
+    from tinylm.ops.lstm import lstm_layer
+
+    x_proj, w_hh = leaf((steps, 2, 12), seed), leaf((12, 3), seed + 1)
+    h0, c0 = leaf((2, 3), seed + 2), leaf((2, 3), seed + 3)
+    hs, h_n, c_n = lstm_layer(x_proj, w_hh, h0, c0)
+    h, c, composed = h0, c0, []
+    for t in range(steps):
+        h, c = nn.lstm_cell(x_proj[t] + h @ w_hh.T, c)
+        composed.append(h)
+    np.testing.assert_allclose(hs.numpy(), ops.stack(composed).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(c_n.numpy(), c.numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(h_n.numpy(), hs.numpy()[-1])

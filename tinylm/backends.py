@@ -37,6 +37,12 @@ KERNELS: dict[str, dict[str, str]] = {
         "numpy": "tinylm.reference.embedding:embedding_backward",
         "cython": "tinylm.kernels.cpu.embedding:embedding_backward",
     },
+    "lstm_layer_forward": {
+        "numpy": "tinylm.reference.lstm:lstm_layer_forward",
+    },
+    "lstm_layer_backward": {
+        "numpy": "tinylm.reference.lstm:lstm_layer_backward",
+    },
     "adam_update": {
         "numpy": "tinylm.reference.optim:adam_update",
     },

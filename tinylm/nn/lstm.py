@@ -9,6 +9,7 @@ from tinylm.autograd import Tensor
 from tinylm.nn import functional as F
 from tinylm.nn import init
 from tinylm.nn.module import Module, Parameter
+from tinylm.ops.lstm import lstm_layer
 
 
 def lstm_cell(gates, c_prev):
@@ -22,6 +23,9 @@ def lstm_cell(gates, c_prev):
 
     Returns (h, c). The cell state c carries gradient back through time along the
     additive path f ⊙ c_prev, which is why LSTMs keep long-range gradients alive.
+
+    This is the cell written on the engine's ops, to read and to check against; the
+    ``LSTM`` layer runs the fused ``lstm_layer`` op, which does the same per step.
     """
     gate_i, gate_f, gate_g, gate_o = ops.split(gates, gates.shape[-1] // 4, axis=-1)
     c = gate_f.sigmoid() * c_prev + gate_i.sigmoid() * gate_g.tanh()
@@ -73,8 +77,7 @@ class LSTM(Module):
             raise ValueError(f"LSTM: input must be {order} with input_size={self.input_size}, got {x.shape}")
         if self.batch_first:
             x = x.transpose(0, 1)  # (T, B, input_size)
-        steps, batch = x.shape[0], x.shape[1]
-        h0, c0 = self._initial_state(state, batch, x)
+        h0, c0 = self._initial_state(state, x.shape[1], x)
         layer_input, final_h, final_c = x, [], []
         for k in range(self.num_layers):
             w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
@@ -82,15 +85,10 @@ class LSTM(Module):
             projected = layer_input @ w_ih.T
             if self.bias:
                 projected = projected + (getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}"))
-            w_hh_t = w_hh.T  # (H, 4H), transposed once per layer, not once per step
-            h, c = h0[k], c0[k]  # (B, H)
-            outputs = []
-            for t in range(steps):
-                h, c = lstm_cell(projected[t] + h @ w_hh_t, c)
-                outputs.append(h)
-            final_h.append(h)
-            final_c.append(c)
-            layer_input = ops.stack(outputs, axis=0)  # (T, B, H)
+            # The recurrence over time, forward and backward, is one fused op.
+            layer_input, h_n, c_n = lstm_layer(projected, w_hh, h0[k], c0[k])  # (T, B, H), (B, H), (B, H)
+            final_h.append(h_n)
+            final_c.append(c_n)
             if k < self.num_layers - 1 and self.dropout > 0:
                 layer_input = F.dropout(layer_input, self.dropout, self.training)
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input

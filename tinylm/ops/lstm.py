@@ -1,0 +1,41 @@
+"""A whole LSTM layer over time as one op, served by the ``lstm_layer_*`` kernels."""
+
+from __future__ import annotations
+
+from tinylm import backends
+from tinylm.autograd import Function
+
+
+class LSTMLayer(Function):
+    """(x_proj (T, B, 4H), w_hh (4H, H), h0 (B, H), c0 (B, H)) -> (hs (T, B, H), h_n, c_n).
+
+    One node in the graph for the whole recurrence instead of ~15 per time step: the
+    forward and backpropagation through time run inside the kernels (the derivation is
+    in ``tinylm/reference/lstm.py``). h_n is hs[-1], returned separately because its
+    gradient can come both from the output and from the final state.
+    """
+
+    def forward(self, x_proj, w_hh, h0, c0):
+        hs, c_n, saved = backends.kernel("lstm_layer_forward")(x_proj, w_hh, h0, c0)
+        self.save_for_backward(w_hh, h0, c0, saved)
+        return hs, hs[-1], c_n
+
+    def backward(self, d_hs, d_h_n, d_c_n):
+        w_hh, h0, c0, saved = self.saved
+        xp = backends.get_array_module(w_hh)
+        hs = saved[0]
+        d_hs = xp.zeros_like(hs) if d_hs is None else d_hs
+        d_h_n = xp.zeros_like(h0) if d_h_n is None else d_h_n
+        d_c_n = xp.zeros_like(c0) if d_c_n is None else d_c_n
+        return backends.kernel("lstm_layer_backward")(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
+
+
+def lstm_layer(x_proj, w_hh, h0, c0):
+    if x_proj.ndim != 3 or w_hh.ndim != 2 or x_proj.shape[2] != w_hh.shape[0] or w_hh.shape[0] != 4 * w_hh.shape[1]:
+        raise ValueError(f"lstm_layer: x_proj {x_proj.shape} must be (T, B, 4H) and w_hh {w_hh.shape} (4H, H)")
+    steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
+    if h0.shape != (batch, hidden) or c0.shape != (batch, hidden):
+        raise ValueError(f"lstm_layer: h0 {h0.shape} and c0 {c0.shape} must be (B, H) = {(batch, hidden)}")
+    if steps == 0:
+        raise ValueError("lstm_layer: the sequence is empty (T = 0)")
+    return LSTMLayer()(x_proj, w_hh, h0, c0)

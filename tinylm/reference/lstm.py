@@ -1,0 +1,103 @@
+"""LSTM kernels, reference versions: one cell step, and a whole layer over time.
+
+Gates are in PyTorch's order (i, f, g, o). Shapes: T time steps, B batch, H hidden.
+The layer kernels loop over time in Python, calling the cell kernels; the input
+projections of all steps come in precomputed (one large matrix product outside), and
+the weight gradient of the recurrent matrix leaves as one product over all steps.
+"""
+
+from __future__ import annotations
+
+from tinylm.backends import get_array_module
+
+
+def _sigmoid(xp, x):
+    return 0.5 * (1 + xp.tanh(0.5 * x))  # = 1 / (1 + e^-x), without overflow
+
+
+def lstm_cell_forward(gates, c_prev):
+    """gates (B, 4H) pre-activations, c_prev (B, H) -> h (B, H), c (B, H), saved.
+
+        i, f, o = σ(gᵢ), σ(g_f), σ(gₒ);  g = tanh(g_g)
+        c = f ⊙ c_prev + i ⊙ g;          h = o ⊙ tanh(c)
+
+    ``saved`` = (activations (B, 4H) in i, f, g, o order, tanh(c)) for the backward.
+    """
+    xp = get_array_module(gates)
+    hidden = gates.shape[1] // 4
+    activations = _sigmoid(xp, gates)
+    activations[:, 2 * hidden : 3 * hidden] = xp.tanh(gates[:, 2 * hidden : 3 * hidden])  # g uses tanh
+    i, f, g, o = (activations[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    c = f * c_prev + i * g
+    tanh_c = xp.tanh(c)
+    return o * tanh_c, c, (activations, tanh_c)
+
+
+def lstm_cell_backward(dh, dc, c_prev, saved):
+    """Gradients of one step: (dL/dh, dL/dc from later steps) -> (dL/dgates, dL/dc_prev).
+
+    By the chain rule through h = o ⊙ tanh(c) and c = f ⊙ c_prev + i ⊙ g:
+
+        do = dh ⊙ tanh(c);        dc_total = dc + dh ⊙ o ⊙ (1 - tanh²(c))
+        di = dc_total ⊙ g;  df = dc_total ⊙ c_prev;  dg = dc_total ⊙ i
+        dc_prev = dc_total ⊙ f
+
+    and through the nonlinearities, σ' = σ(1 - σ) and tanh' = 1 - tanh²:
+
+        dgates = [di ⊙ i(1-i), df ⊙ f(1-f), dg ⊙ (1-g²), do ⊙ o(1-o)]
+    """
+    activations, tanh_c = saved
+    hidden = tanh_c.shape[1]
+    i, f, g, o = (activations[:, k * hidden : (k + 1) * hidden] for k in range(4))
+    dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
+    d_activations = activations.copy()  # (B, 4H), filled gate by gate below
+    d_activations[:, :hidden] = dc_total * g * i * (1 - i)
+    d_activations[:, hidden : 2 * hidden] = dc_total * c_prev * f * (1 - f)
+    d_activations[:, 2 * hidden : 3 * hidden] = dc_total * i * (1 - g * g)
+    d_activations[:, 3 * hidden :] = dh * tanh_c * o * (1 - o)
+    return d_activations, dc_total * f
+
+
+def lstm_layer_forward(x_proj, w_hh, h0, c0):
+    """Run one layer over all steps.
+
+    x_proj (T, B, 4H): x_t Wᵢₕᵀ + bᵢₕ + bₕₕ for every t; w_hh (4H, H); h0, c0 (B, H).
+    Returns hs (T, B, H) (h at every step), c_n (B, H), and ``saved`` for the backward.
+    """
+    xp = get_array_module(x_proj)
+    steps, batch = x_proj.shape[0], x_proj.shape[1]
+    hidden = w_hh.shape[1]
+    hs = xp.empty((steps, batch, hidden), dtype=x_proj.dtype)
+    cs = xp.empty((steps, batch, hidden), dtype=x_proj.dtype)
+    activations = xp.empty_like(x_proj)
+    tanh_cs = xp.empty((steps, batch, hidden), dtype=x_proj.dtype)
+    h, c = h0, c0
+    w_hh_t = w_hh.T  # (H, 4H)
+    for t in range(steps):
+        h, c, (activations[t], tanh_cs[t]) = lstm_cell_forward(x_proj[t] + h @ w_hh_t, c)
+        hs[t], cs[t] = h, c
+    return hs, c, (hs, cs, activations, tanh_cs)
+
+
+def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
+    """Backpropagation through time for ``lstm_layer_forward``.
+
+    d_hs (T, B, H): dL/dh_t from above (the layer's output); d_h_n, d_c_n (B, H): from
+    the final state. Walking t = T-1 .. 0, the gradient reaching h_t is d_hs[t] plus
+    what step t+1 sends back through h_t Wₕₕᵀ, namely dgates_{t+1} Wₕₕ.
+    Returns (d_x_proj (T, B, 4H), d_w_hh (4H, H), d_h0, d_c0).
+    """
+    xp = get_array_module(d_hs)
+    hs, cs, activations, tanh_cs = saved
+    steps = d_hs.shape[0]
+    d_gates = xp.empty_like(activations)  # (T, B, 4H)
+    dh_next, dc_next = d_h_n, d_c_n
+    for t in range(steps - 1, -1, -1):
+        c_prev = cs[t - 1] if t > 0 else c0
+        d_gates[t], dc_next = lstm_cell_backward(d_hs[t] + dh_next, dc_next, c_prev, (activations[t], tanh_cs[t]))
+        dh_next = d_gates[t] @ w_hh  # (B, H)
+    h_prev = xp.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H): the h each step read
+    four_h, hidden = w_hh.shape
+    # dWₕₕ = Σ_t dgates_tᵀ h_{t-1}: all steps in one product, (4H, T·B) @ (T·B, H).
+    d_w_hh = d_gates.reshape(-1, four_h).T @ h_prev.reshape(-1, hidden)
+    return d_gates, d_w_hh, dh_next, dc_next
