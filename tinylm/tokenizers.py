@@ -1,0 +1,145 @@
+"""Tokenizers: character-level and byte-level BPE, both saved as JSON.
+
+``CharTokenizer`` gives every character of the training text an id. A character it has
+never seen encodes to the unknown token, id 0, which decodes to U+FFFD (�); so
+``decode(encode(s)) == s`` holds for every string made of known characters.
+
+``BPETokenizer`` starts from the 256 byte values, so it can represent *any* string
+(``decode(encode(s)) == s`` always), and learns merges on the training text: the most
+frequent adjacent pair of tokens becomes a new token, again and again, until the
+vocabulary reaches ``vocab_size`` (Sennrich et al. 2016; GPT-2's byte-level variant,
+without GPT-2's pre-splitting into words).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+UNKNOWN = "\ufffd"
+
+
+class CharTokenizer:
+    kind = "char"
+
+    def __init__(self, chars: list[str]):
+        self.chars = [UNKNOWN] + [c for c in chars if c != UNKNOWN]
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.fromiter((self.index.get(c, 0) for c in text), dtype=np.int64, count=len(text))
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "chars": self.chars[1:]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CharTokenizer":
+        return cls(data["chars"])
+
+
+def _merge(ids: np.ndarray, left: int, right: int, new_id: int) -> np.ndarray:
+    """Replace every non-overlapping occurrence of the pair (left, right), scanning left
+    to right, by ``new_id``."""
+    if len(ids) < 2:
+        return ids
+    at = np.flatnonzero((ids[:-1] == left) & (ids[1:] == right))
+    if len(at) == 0:
+        return ids
+    if left == right:  # "aaa" holds the pair twice, overlapping: keep every other one of a run
+        run_start = np.concatenate([[True], np.diff(at) != 1])
+        run_id = np.cumsum(run_start) - 1
+        first_of_run = at[run_start][run_id]
+        at = at[(at - first_of_run) % 2 == 0]
+    out = ids.copy()
+    out[at] = new_id
+    keep = np.ones(len(ids), dtype=bool)
+    keep[at + 1] = False
+    return out[keep]
+
+
+class BPETokenizer:
+    kind = "bpe"
+
+    def __init__(self, merges: list[tuple[int, int]]):
+        self.merges = [tuple(m) for m in merges]
+        self.pieces = [bytes([b]) for b in range(256)]
+        for left, right in self.merges:
+            self.pieces.append(self.pieces[left] + self.pieces[right])
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+        if vocab_size < 256:
+            raise ValueError(f"BPETokenizer: vocab_size must be at least 256 (the byte values), got {vocab_size}")
+        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+        merges = []
+        for new_id in range(256, vocab_size):
+            if len(ids) < 2:
+                break
+            pairs = ids[:-1] * vocab_size + ids[1:]  # each adjacent pair as one number
+            values, counts = np.unique(pairs, return_counts=True)
+            best = int(np.argmax(counts))  # ties go to the smallest pair: deterministic
+            if counts[best] < 2:
+                break
+            left, right = divmod(int(values[best]), vocab_size)
+            merges.append((left, right))
+            ids = _merge(ids, left, right, new_id)
+        return cls(merges)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str) -> np.ndarray:
+        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+        for new_id, (left, right) in enumerate(self.merges, start=256):
+            ids = _merge(ids, left, right, new_id)
+        return ids
+
+    def decode_bytes(self, ids) -> bytes:
+        return b"".join(self.pieces[int(i)] for i in ids)
+
+    def decode(self, ids) -> str:
+        """Text of ``ids``; a byte sequence that is not valid UTF-8 (possible in sampled
+        text) shows as U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "merges": [list(m) for m in self.merges]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BPETokenizer":
+        return cls(data["merges"])
+
+
+TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
+
+
+def train_tokenizer(kind: str, text: str, vocab_size: int | None = None):
+    if kind == "char":
+        return CharTokenizer.train(text)
+    if kind == "bpe":
+        return BPETokenizer.train(text, vocab_size or 512)
+    raise ValueError(f"unknown tokenizer {kind!r}; choose char or bpe")
+
+
+def tokenizer_to_json(tokenizer) -> str:
+    return json.dumps(tokenizer.to_dict(), ensure_ascii=False)
+
+
+def tokenizer_from_json(text: str):
+    data = json.loads(text)
+    if data.get("kind") not in TOKENIZERS:
+        raise ValueError(f"tokenizer.json: unknown kind {data.get('kind')!r}")
+    return TOKENIZERS[data["kind"]].from_dict(data)
