@@ -54,7 +54,7 @@ def test_multihead_attention_gradcheck(seed, causal, need_weights):
     tinylm.manual_seed(seed)
     attention = nn.MultiheadAttention(4, 2, dtype=np.float64)
     q, k, v = leaf((1, 3, 4), seed), leaf((1, 3, 4), seed + 1), leaf((1, 3, 4), seed + 2)
-    call = lambda q, k, v: attention(q, k, v, is_causal=causal, need_weights=need_weights)[0]  # noqa: E731
+    call = lambda q, k, v: attention(q, k, v, is_causal=causal, need_weights=need_weights)  # noqa: E731  (output, weights or None)
     assert gradcheck_module(attention, call, q, k, v)
 
 

@@ -173,6 +173,39 @@ def test_cross_entropy(seed, dtype, rows, classes, reduction, huge, ignore_some)
     assert np.all(np.isfinite(ours.numpy()))
 
 
+def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_gradients_as_pytorch():
+    logits = np.random.default_rng(0).standard_normal((3, 4))
+    ours_x, theirs_x = tinylm.Tensor(logits.copy(), requires_grad=True), torch.tensor(logits, requires_grad=True)
+    ours = F.cross_entropy(ours_x, [-100, -100, -100])
+    theirs = torch.nn.functional.cross_entropy(theirs_x, torch.tensor([-100, -100, -100]))
+    ours.backward()
+    theirs.backward()
+    assert np.isnan(ours.item()) and np.isnan(theirs.item())
+    np.testing.assert_array_equal(ours_x.grad.numpy(), theirs_x.grad.numpy())
+
+
+def test_tied_weights_move_both_ways_under_both_names():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(5, 3, dtype=np.float64)
+            self.head = nn.Linear(3, 5, bias=False, dtype=np.float64)
+            self.head.weight = self.emb.weight
+
+    class TorchTied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(5, 3, dtype=torch.float64)
+            self.head = torch.nn.Linear(3, 5, bias=False, dtype=torch.float64)
+            self.head.weight = self.emb.weight
+
+    ours, theirs = Tied(), TorchTied()
+    assert set(ours.state_dict()) == set(theirs.state_dict()) == {"emb.weight", "head.weight"}
+    copy_weights_to_torch(ours, theirs)
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    assert len(list(ours.parameters())) == 1
+
+
 def test_cross_entropy_with_extra_axes_matches_pytorch():
     rng = np.random.default_rng(0)
     logits, targets = rng.standard_normal((2, 5, 3, 4)), rng.integers(0, 5, size=(2, 3, 4))

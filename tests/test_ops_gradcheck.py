@@ -45,6 +45,7 @@ SCALAR_FORMS = {
     "x ** 3": (lambda x: x**3, "normal"),
     "x ** 0.5": (lambda x: x**0.5, "positive"),
     "2 ** x": (lambda x: 2.0**x, "normal"),
+    "x ** x": (lambda x: x**x, "positive"),
     "-x": (lambda x: -x, "normal"),
 }
 
@@ -165,6 +166,15 @@ def test_integer_array_indexing_adds_repeated_reads(shape, seed, data):
     assert tinylm.gradcheck(lambda t: t[mask], x)
 
 
+@given(seed=seeds, data=st.data())
+def test_multidimensional_and_mixed_index_arrays(seed, data):
+    x = leaf((4, 3, 2), seed)
+    rows = np.array(data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=6))).reshape(-1, 1)  # (n, 1)
+    cols = np.array(data.draw(st.lists(st.integers(-3, 2), min_size=1, max_size=3)))  # broadcasts to (n, m)
+    assert tinylm.gradcheck(lambda t: t[rows, cols], x)
+    assert tinylm.gradcheck(lambda t: t[:, (0, 0, 2), 1], x)  # a tuple inside the index reads twice too
+
+
 def test_repeated_index_gradient_counts_every_read():
     x = tinylm.tensor([1.0, 2.0, 3.0], requires_grad=True)
     x[tinylm.tensor([0, 0, 2, 0])].sum().backward()
@@ -204,7 +214,8 @@ def test_where_and_masked_fill_gradcheck(pair, seed):
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-@given(shape=nonempty_shapes, seed=seeds, noncontiguous=st.booleans(), data=st.data())
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=4), seed=seeds,
+       noncontiguous=st.booleans(), data=st.data())
 def test_softmax_family_gradcheck(name, shape, seed, noncontiguous, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     x = leaf(shape, seed, noncontiguous)

@@ -66,7 +66,8 @@ def test_fifty_steps_follow_torch_optim(name, clip):
             np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-12, err_msg=f"{name}: step {step + 1}, parameter {i}")
 
 
-def test_warmup_cosine_follows_torch_lambda_lr():
+def test_warmup_cosine_steps_like_torch_lambda_lr_given_the_same_factor():
+    """The step counting (factor(0) at construction, one step per call) is torch's."""
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     factor = optim.lr_scheduler.warmup_cosine(5, 20, min_factor=0.1)
     ours_opt = optim.SGD([nn.Parameter(np.zeros(2))], lr=0.5)
@@ -88,6 +89,13 @@ def test_warmup_cosine_shape():
     assert factor(110) == pytest.approx(0.0) and factor(500) == pytest.approx(0.0)
     values = [factor(s) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_clip_grad_norm_accepts_a_single_tensor():
+    p = nn.Parameter(np.zeros(2))
+    p.grad = tinylm.Tensor(np.array([3.0, 4.0]))
+    assert nn.utils.clip_grad_norm_(p, 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(p.grad.numpy(), [0.6, 0.8], rtol=1e-5)
 
 
 def test_clip_grad_norm_scales_to_max_norm_and_returns_the_norm_before():

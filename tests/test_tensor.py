@@ -50,6 +50,13 @@ def test_numpy_arrays_on_the_left_defer_to_the_tensor():
         np.ones(2) + x
 
 
+def test_truth_value_only_for_one_element():
+    assert bool(tinylm.tensor(0.0) < 1.0) and not bool(tinylm.tensor([0.0]) > 1.0)
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(tinylm.tensor([1.0, 2.0]) > 0.0)
+    assert tinylm.tensor([1.0]) not in [tinylm.tensor([2.0])]
+
+
 def test_transposes():
     x = tinylm.tensor(np.zeros((2, 3, 4)))
     assert x.T.shape == (4, 3, 2) and x.mT.shape == (2, 4, 3) and x.transpose(0, 1).shape == (3, 2, 4)

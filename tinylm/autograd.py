@@ -81,7 +81,14 @@ class Tensor:
     is_leaf = property(lambda self: self.creator is None)
 
     def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len: a 0-d tensor has no length")
         return len(self.data)
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(f"bool: the truth value of a tensor with {self.size} elements is ambiguous")
+        return bool(self.item())
 
     def __repr__(self) -> str:
         body = np.array2string(self.numpy(), prefix="tensor(", separator=", ")

@@ -65,6 +65,7 @@ def parse_args(argv=None):
     train.add_argument("--time-limit", type=cli.non_negative_float, help="stop (with a checkpoint) after this many seconds")
     run = p.add_argument_group("evaluation and output")
     run.add_argument("--eval-every", type=cli.positive_int, default=250, help="evaluate, sample and checkpoint every N steps")
+    run.add_argument("--log-every", type=cli.positive_int, default=25, help="write the mean training loss every N steps")
     run.add_argument("--sample-tokens", type=int, default=200, help="length of the sample printed at each evaluation")
     run.add_argument("--out", help="run directory (default: runs/<date-time>)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where its checkpoint stopped")
@@ -86,7 +87,7 @@ def make_config(args) -> dict:
         raise ValueError(f"--vocab-size must be at least 256 for BPE, got {args.vocab_size}")
     training = {k: getattr(args, k) for k in (
         "batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "clip",
-        "stateful", "seed", "eval_every", "sample_tokens")}
+        "stateful", "seed", "eval_every", "log_every", "sample_tokens")}
     training["steps"] = args.steps or DEFAULT_STEPS
     return dict(model=args.model, model_config=model_config, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                 data=str(Path(args.data).resolve()) if args.data else None, lowercase=args.lowercase, training=training)
@@ -173,16 +174,20 @@ class Trainer:
         return value
 
     # ---- evaluation and reporting
-    def evaluate_and_record(self, tokens_per_s: float) -> dict:
-        result = evaluate(self.model, self.val_ids, self.t["batch_size"], self.t["seq_len"])
+    def record(self, tokens_per_s: float, with_validation: bool) -> dict:
+        """Append a metrics.csv row: the mean training loss since the previous row and,
+        at evaluation steps, the validation loss, perplexity and accuracy."""
         row = dict(step=self.step, tokens=self.step * self.t["batch_size"] * self.t["seq_len"],
                    elapsed_s=round(self.elapsed, 2), lr=self.schedule.get_last_lr()[0],
                    train_loss=float(np.mean(self.interval_losses)) if self.interval_losses else float("nan"),
-                   val_loss=result["loss"], val_perplexity=result["perplexity"], val_accuracy=result["accuracy"],
                    tokens_per_s=round(tokens_per_s))
+        if with_validation:
+            result = evaluate(self.model, self.val_ids, self.t["batch_size"], self.t["seq_len"])
+            row.update(val_loss=result["loss"], val_perplexity=result["perplexity"], val_accuracy=result["accuracy"])
         self.interval_losses = []
         append_metrics(self.run_dir / "metrics.csv", row)
-        plot_losses(self.run_dir)
+        if with_validation:
+            plot_losses(self.run_dir)
         return row
 
     def sample(self, length: int) -> str:
@@ -202,10 +207,11 @@ def append_metrics(path: Path, row: dict) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.csv as numbers; validation columns are None between evaluations."""
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -214,11 +220,11 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if path.exists():
         path.unlink()
     for row in rows:
-        append_metrics(path, {k: (int(v) if k in ("step", "tokens") else v) for k, v in row.items()})
+        append_metrics(path, {k: (int(v) if k in ("step", "tokens") else v) for k, v in row.items() if v is not None})
 
 
 def plot_losses(run_dir: Path) -> None:
-    """loss.png: mean training loss per evaluation interval and validation loss, by step."""
+    """loss.png: the training loss (mean over each logging interval) and the validation loss, by step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,10 +233,10 @@ def plot_losses(run_dir: Path) -> None:
     rows = read_metrics(run_dir / "metrics.csv")
     if not rows:
         return
-    steps = [r["step"] for r in rows]
+    evaluated = [r for r in rows if r["val_loss"] is not None]
     figure, axes = plt.subplots(figsize=(7, 4))
-    axes.plot(steps, [r["train_loss"] for r in rows], "o-", label="training (mean over the interval)")
-    axes.plot(steps, [r["val_loss"] for r in rows], "s-", label="validation")
+    axes.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], "-", label="training")
+    axes.plot([r["step"] for r in evaluated], [r["val_loss"] for r in evaluated], "s-", label="validation")
     axes.set_xlabel("step")
     axes.set_ylabel("cross-entropy (nats per token)")
     axes.set_title(f"tinylm: {run_dir.name}")
@@ -297,8 +303,10 @@ def main(argv=None) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{trainer.interval_losses[-1]:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
             out_of_time = args.time_limit is not None and trainer.elapsed >= args.time_limit
-            if trainer.step % t["eval_every"] == 0 or trainer.step == t["steps"] or out_of_time:
-                row = trainer.evaluate_and_record(speed)
+            evaluating = trainer.step % t["eval_every"] == 0 or trainer.step == t["steps"] or out_of_time
+            if evaluating or trainer.step % t["log_every"] == 0:
+                row = trainer.record(speed, with_validation=evaluating)
+            if evaluating:
                 bar.write(f"step {trainer.step}: train loss {row['train_loss']:.3f}, validation loss {row['val_loss']:.3f} "
                           f"(perplexity {row['val_perplexity']:.2f}, accuracy {row['val_accuracy']:.1%})")
                 if t["sample_tokens"] > 0:

@@ -70,10 +70,17 @@ def embedding_backward(grad_output, ids, num_embeddings):
         raise ValueError(
             f"embedding_backward: grad_output {grad_output.shape} does not match ids {ids.shape} + (D,)"
         )
+    if not isinstance(num_embeddings, (int, np.integer)):
+        raise TypeError(f"embedding_backward: num_embeddings must be an int, got {type(num_embeddings).__name__}")
     num_embeddings = int(num_embeddings)
     if num_embeddings < 0:
         raise ValueError(f"embedding_backward: num_embeddings must be >= 0, got {num_embeddings}")
     dim = grad_output.shape[-1]
+    if ids.size and ids.dtype.kind == "u" and int(ids.max()) >= num_embeddings:
+        raise IndexError(  # checked before the cast to int64, which would wrap ids >= 2**63
+            f"embedding_backward: id {int(ids.max())} is out of range for a vocabulary of {num_embeddings} "
+            f"(ids must be in [0, {num_embeddings}))"
+        )
     flat_ids = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)  # (N,)
     if flat_ids.size:
         low, high = int(flat_ids.min()), int(flat_ids.max())

@@ -61,6 +61,9 @@ class MultiheadAttention(Module):
             mask = xp.where(mask, -np.inf, 0.0)  # True = may not attend
         mask = mask.astype(like.dtype)
         if mask.ndim == 3:  # (B·nh, L, S) -> (B, nh, L, S)
+            if mask.shape[0] != batch * self.num_heads:
+                raise ValueError(f"MultiheadAttention: a 3-D attn_mask must be (batch * num_heads, L, S) = "
+                                 f"({batch * self.num_heads}, L, S), got {tuple(mask.shape)}")
             mask = mask.reshape(batch, self.num_heads, mask.shape[1], mask.shape[2])
         return mask
 
@@ -76,7 +79,8 @@ class MultiheadAttention(Module):
         mask = self._additive_mask(attn_mask, batch, q) if attn_mask is not None else None
         # softmax(Q Kᵀ / √d_k + mask), written out in F.attention_weights: (B, nh, L, S)
         weights = F.attention_weights(q, k, mask, is_causal=is_causal and mask is None)
-        attended = F.dropout(weights, self.dropout, self.training, self.generator) @ v  # (B, nh, L, hs)
+        weights = F.dropout(weights, self.dropout, self.training, self.generator)  # returned so, as PyTorch
+        attended = weights @ v  # (B, nh, L, hs)
         merged = attended.transpose(1, 2).reshape(batch, q_len, self.embed_dim)  # (B, L, E)
         output = self.out_proj(merged)
         if not self.batch_first:

@@ -99,6 +99,8 @@ def attention_weights(query, key, attn_mask=None, is_causal: bool = False, scale
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
         if mask.dtype == bool:
             scores = ops.masked_fill(scores, ~mask, -np.inf)
+        elif isinstance(attn_mask, Tensor):  # a float Tensor mask is an operand: it may learn
+            scores = scores + attn_mask
         else:
             scores = scores + Tensor(xp.asarray(mask, dtype=scores.dtype))
     return softmax(scores, axis=-1)

@@ -51,7 +51,7 @@ class LSTM(Module):
         if num_layers < 1:
             raise ValueError(f"LSTM: num_layers must be at least 1, got {num_layers}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
+        self.bias, self.batch_first, self.dropout, self.generator = bias, batch_first, dropout, generator
         bound = 1.0 / math.sqrt(hidden_size)
         for k in range(num_layers):
             layer_input = input_size if k == 0 else hidden_size
@@ -90,7 +90,7 @@ class LSTM(Module):
             final_h.append(h_n)
             final_c.append(c_n)
             if k < self.num_layers - 1 and self.dropout > 0:
-                layer_input = F.dropout(layer_input, self.dropout, self.training)
+                layer_input = F.dropout(layer_input, self.dropout, self.training, self.generator)
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input
         return output, (ops.stack(final_h, axis=0), ops.stack(final_c, axis=0))
 

@@ -76,14 +76,16 @@ class Module:
         for _, module in self.named_modules():
             yield module
 
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        """Every parameter with its dotted name, each once, in registration order."""
+    def named_parameters(self, remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter with its dotted name in registration order; a parameter
+        shared by two modules (tied weights) once, unless ``remove_duplicate=False``."""
         seen = set()
         for prefix, module in self.named_modules():
             for name, param in module._parameters.items():
-                if id(param) not in seen:
-                    seen.add(id(param))
-                    yield (f"{prefix}.{name}" if prefix else name), param
+                if param is None or (remove_duplicate and id(param) in seen):
+                    continue
+                seen.add(id(param))
+                yield (f"{prefix}.{name}" if prefix else name), param
 
     def parameters(self) -> Iterator[Parameter]:
         for _, param in self.named_parameters():
@@ -104,14 +106,15 @@ class Module:
 
     # ---- weights in and out
     def state_dict(self) -> dict[str, np.ndarray]:
-        """``{dotted name: NumPy array}`` (copies, on the CPU), PyTorch's names."""
-        return {name: np.array(param.numpy(), copy=True) for name, param in self.named_parameters()}
+        """``{dotted name: NumPy array}`` (copies, on the CPU), PyTorch's names; a tied
+        parameter appears under each of its names, as in PyTorch."""
+        return {name: np.array(param.numpy(), copy=True) for name, param in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy arrays into the parameters of the same names (cast to each parameter's
         dtype and device). Missing, unexpected or mis-shaped keys are all listed in one
         error; with ``strict=False`` missing and unexpected keys are allowed, shapes never."""
-        params = dict(self.named_parameters())
+        params = dict(self.named_parameters(remove_duplicate=False))
         missing = [name for name in params if name not in state]
         unexpected = [name for name in state if name not in params]
         mismatched = [

@@ -15,6 +15,9 @@ def clip_grad_norm_(parameters, max_norm: float, eps: float = 1e-6) -> float:
     update keeps its direction and only its length shrinks (PyTorch's rule). Returns
     the norm before clipping.
     """
+    from tinylm.autograd import Tensor
+
+    parameters = [parameters] if isinstance(parameters, Tensor) else parameters
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return 0.0

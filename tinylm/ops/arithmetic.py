@@ -89,7 +89,9 @@ class Pow(Function):
         a, b, y = self.saved
         xp = get_array_module(gy)
         ga = sum_to(gy * b * a ** (b - 1), a.shape) if self.needs_input_grad[0] else None
-        gb = sum_to(gy * y * xp.log(a), b.shape) if self.needs_input_grad[1] else None
+        # At a = 0, a^b is flat in b (0 for every b > 0): gradient 0 there, as PyTorch.
+        log_a = xp.log(xp.where(a == 0, 1, a)) if self.needs_input_grad[1] else None
+        gb = sum_to(gy * y * log_a, b.shape) if self.needs_input_grad[1] else None
         return ga, gb
 
 

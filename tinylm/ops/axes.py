@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def normalize_axis(op: str, axis: int, ndim: int) -> int:
     """One axis, negatives counted from the end, as a non-negative int."""
@@ -14,7 +16,7 @@ def normalize_axes(op: str, axis, ndim: int) -> tuple[int, ...]:
     """``axis`` (None for all, an int or a tuple) as a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (int(axis),) if isinstance(axis, (int, np.integer)) else tuple(int(a) for a in axis)
     normalized = tuple(sorted(normalize_axis(op, a, ndim) for a in axes))
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"{op}: axis {axis} names an axis twice")

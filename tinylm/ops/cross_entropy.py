@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tinylm import backends
 from tinylm.autograd import Function
 from tinylm.backends import get_array_module
 
@@ -36,8 +37,10 @@ class CrossEntropy(Function):
         if self.reduction == "none":
             return losses
         total = losses.sum()
-        # An all-ignored batch has no mean: nan, as in PyTorch.
-        return total / logits.dtype.type(self.count) if self.reduction == "mean" else total
+        if self.reduction == "sum":
+            return total
+        # An all-ignored batch has no mean: nan, as in PyTorch (and zero gradients).
+        return total / logits.dtype.type(self.count) if self.count else xp.asarray(xp.nan, dtype=logits.dtype)
 
     def backward(self, gy):
         shifted, log_normalizer, safe_targets, valid = self.saved
@@ -47,7 +50,7 @@ class CrossEntropy(Function):
         grad *= valid[:, None]
         if self.reduction == "none":
             return grad * gy[:, None]
-        scale = gy / gy.dtype.type(self.count) if self.reduction == "mean" else gy
+        scale = gy / gy.dtype.type(max(self.count, 1)) if self.reduction == "mean" else gy
         return grad * scale
 
 
@@ -56,6 +59,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     from tinylm.autograd import Tensor
 
     targets = targets.data if isinstance(targets, Tensor) else targets
+    if not hasattr(targets, "dtype"):  # a list of ints
+        targets = backends.get_array_module(logits.data).asarray(targets)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if logits.ndim != 2 or tuple(targets.shape) != logits.shape[:1]:

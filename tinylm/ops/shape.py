@@ -61,7 +61,10 @@ class GetItem(Function):
     def __init__(self, index):
         self.index = index
         parts = index if isinstance(index, tuple) else (index,)
-        self.advanced = any(hasattr(p, "shape") or isinstance(p, list) for p in parts)
+        # Basic indexing (ints, slices, None, ...) reads each position at most once;
+        # anything else (arrays, lists, tuples inside the index) may read one twice.
+        basic = (int, np.integer, slice, type(None), type(Ellipsis))
+        self.advanced = not all(isinstance(p, basic) for p in parts)
 
     def forward(self, x):
         self.shape, self.dtype = x.shape, x.dtype

@@ -26,6 +26,9 @@ class Softmax(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
+        if x.size == 0:  # nothing to normalise (and no maximum to subtract)
+            self.save_for_backward(x)
+            return x.copy()
         e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
         y = e / e.sum(axis=self.axis, keepdims=True)
         self.save_for_backward(y)
@@ -49,6 +52,9 @@ class LogSoftmax(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
+        if x.size == 0:
+            self.save_for_backward(x)
+            return x.copy()
         shifted = x - x.max(axis=self.axis, keepdims=True)
         y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
         self.save_for_backward(y)

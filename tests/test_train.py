@@ -1,0 +1,206 @@
+"""The training entry point, generate and evaluate, on tiny models and a tiny corpus."""
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinylm
+from tinylm import checkpoint, evaluate, generate, train
+from tinylm.data import DataError, load_corpus
+from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
+
+CORPUS = ("Alice was beginning to get very tired of sitting by her sister on the bank, "
+          "and of having nothing to do. ") * 30
+
+TINY = {
+    "lstm": ["--model", "lstm", "--embedding-dim", "16", "--hidden-dim", "32", "--n-layers", "1"],
+    "transformer": ["--model", "transformer", "--d-model", "16", "--n-heads", "2", "--n-layers", "1"],
+}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(CORPUS, encoding="utf-8")
+    return path
+
+
+def run_train(corpus, out, *extra, model="lstm", steps=40):
+    args = ["--data", str(corpus), "--out", str(out), "--steps", str(steps), "--batch-size", "8", "--seq-len", "16",
+            "--eval-every", "10", "--sample-tokens", "0", "--lr", "0.01", "--warmup-steps", "5", *TINY[model], *extra]
+    train.main(args)
+    with open(out / "metrics.csv", newline="") as f:
+        return [row for row in csv.DictReader(f) if row["val_loss"]]  # the evaluation rows
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("model", ["lstm", "transformer"])
+def test_a_few_dozen_steps_lower_the_loss(tmp_path, corpus, model, backend):
+    rows = run_train(corpus, tmp_path / "run", "--backend", backend, model=model)
+    first, last = float(rows[0]["val_loss"]), float(rows[-1]["val_loss"])
+    vocabulary = len(set(CORPUS)) + 1
+    assert last < first and last < 0.8 * math.log(vocabulary), (first, last)
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+    for name in ("config.json", "tokenizer.json", "metrics.csv", "loss.png", "checkpoint/model.safetensors",
+                 "checkpoint/optimizer.safetensors", "checkpoint/trainer.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+@pytest.mark.parametrize("extra", [[], ["--stateful"]], ids=["random batches", "stateful"])
+def test_resume_continues_exactly(tmp_path, corpus, monkeypatch, extra):
+    """Copy the run as it was at step 20, resume the copy, and compare with the run that went on."""
+    copies = {}
+    original_save = train.Trainer.save
+
+    def save_and_copy(self):
+        original_save(self)
+        if self.step == 20:
+            copies[20] = tmp_path / "at-20"
+            shutil.copytree(self.run_dir, copies[20])
+
+    monkeypatch.setattr(train.Trainer, "save", save_and_copy)
+    uninterrupted = run_train(corpus, tmp_path / "run", "--dropout", "0.2", *extra)
+    monkeypatch.setattr(train.Trainer, "save", original_save)
+    train.main(["--resume", str(copies[20])])
+    with open(copies[20] / "metrics.csv", newline="") as f:
+        resumed = [row for row in csv.DictReader(f) if row["val_loss"]]
+    for ours, theirs in zip(resumed, uninterrupted):
+        for key in ("step", "train_loss", "val_loss", "val_accuracy", "lr"):
+            assert ours[key] == theirs[key], (key, ours, theirs)
+    assert len(resumed) == len(uninterrupted) == 4
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint.save_checkpoint(run, {"w": np.ones(3, np.float32)}, {"state": {}, "param_groups": []}, {"step": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(checkpoint, "write_json", crash)  # dies half-way through writing step 2
+    with pytest.raises(OSError):
+        checkpoint.save_checkpoint(run, {"w": np.zeros(3, np.float32)}, {"state": {}, "param_groups": []}, {"step": 2})
+    model, _, trainer = checkpoint.load_checkpoint(run)
+    assert trainer["step"] == 1 and model["w"].tolist() == [1, 1, 1]
+
+
+def test_a_crash_between_the_renames_falls_back_to_the_old_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint.save_checkpoint(run, {"w": np.ones(2, np.float32)}, {"state": {}, "param_groups": []}, {"step": 7})
+    (run / "checkpoint").rename(run / ".checkpoint-old")  # as if killed right after the first rename
+    assert checkpoint.load_checkpoint(run)[2]["step"] == 7
+
+
+def test_checkpoints_hold_no_pickle_and_use_pytorch_names(tmp_path, corpus):
+    run_train(corpus, tmp_path / "run", steps=10)
+    from safetensors.numpy import load_file
+
+    names = list(load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors")))
+    assert "lstm.weight_ih_l0" in names and "embedding.weight" in names and "fc.bias" in names
+    for path in (tmp_path / "run").rglob("*"):
+        assert path.suffix in {".json", ".safetensors", ".csv", ".png", ""}, path
+
+
+def test_generate_and_evaluate_load_a_checkpoint(tmp_path, corpus, capsys):
+    run_train(corpus, tmp_path / "run", steps=20)
+    out = StringIO()
+    generate.main(["--checkpoint", str(tmp_path / "run"), "--prompt", "Alice", "--max-new-tokens", "25", "--seed", "1"], out=out)
+    text = out.getvalue()
+    assert text.startswith("Alice") and len(text) >= len("Alice") + 25
+    result = evaluate.main(["--checkpoint", str(tmp_path / "run")])
+    assert 0 < result["loss"] < math.log(40) and 0 <= result["accuracy"] <= 1
+    assert "perplexity" in capsys.readouterr().out
+
+
+def test_generation_is_seeded(tmp_path, corpus):
+    run_train(corpus, tmp_path / "run", steps=10, model="transformer")
+    texts = []
+    for _ in range(2):
+        out = StringIO()
+        generate.main(["--checkpoint", str(tmp_path / "run"), "--prompt", "the", "--max-new-tokens", "20",
+                       "--top-k", "5", "--seed", "3"], out=out)
+        texts.append(out.getvalue())
+    assert texts[0] == texts[1]
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path, corpus):
+    config = train.make_config(train.parse_args(["--data", str(corpus), *TINY["lstm"]]))
+    model = LSTMLanguageModel(30, 16, 32, 1)
+    model.fc.bias.data[:] = np.nan
+    ids = np.arange(200) % 30
+    trainer = train.Trainer(config, tmp_path, None, model, ids, ids)
+    with pytest.raises(RuntimeError, match=r"step 1: the loss is nan; training stopped"):
+        trainer.train_step()
+
+
+def test_models_take_ids_and_return_logits():
+    ids = np.zeros((2, 5), dtype=np.int64)
+    lstm = LSTMLanguageModel(11, 8, 12, 2)
+    logits, (h, c) = lstm(ids)
+    assert logits.shape == (2, 5, 11) and h.shape == c.shape == (2, 2, 12)
+    logits_next, _ = lstm(ids, (h.detach(), c.detach()))
+    assert not np.allclose(logits_next.numpy(), logits.numpy())  # the state is used
+    transformer = TransformerLanguageModel(11, d_model=8, n_heads=2, n_layers=2, max_len=16)
+    assert transformer(ids).shape == (2, 5, 11)
+
+
+def test_the_transformer_is_causal():
+    tinylm.manual_seed(0)
+    model = TransformerLanguageModel(11, d_model=8, n_heads=2, n_layers=2, max_len=16).eval()
+    a = np.array([[1, 2, 3, 4, 5]])
+    b = np.array([[1, 2, 3, 9, 9]])
+    np.testing.assert_allclose(model(a).numpy()[0, :3], model(b).numpy()[0, :3], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "-3"], "argument --steps: must be a positive integer, got -3"),
+        (["--dropout", "1.5"], "argument --dropout: must be in [0, 1), got 1.5"),
+        (["--model", "gru"], "argument --model: invalid choice: 'gru'"),
+        (["--data", "/no/such/file.txt"], "--data: /no/such/file.txt does not exist"),
+        (["--model", "transformer", "--d-model", "10", "--n-heads", "4"], "--d-model 10 must be divisible by --n-heads 4"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(args, message):
+    result = subprocess.run([sys.executable, "-m", "tinylm.train", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_generate_with_a_missing_checkpoint_is_a_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tinylm.generate", "--checkpoint", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "config.json is missing" in result.stderr
+
+
+def test_bad_corpus_paths(tmp_path):
+    (tmp_path / "empty.txt").write_text("   \n")
+    (tmp_path / "binary.txt").write_bytes(b"abc\x00\x01\x02")
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "folder").mkdir()
+    cases = {"empty.txt": "is empty", "binary.txt": "looks binary", "latin1.txt": "is not UTF-8", "folder": "no .txt files"}
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            load_corpus(str(tmp_path / name))
+
+
+def test_a_folder_of_text_files_is_one_corpus(tmp_path):
+    (tmp_path / "b.txt").write_text("second")
+    (tmp_path / "a.txt").write_text("first")
+    assert load_corpus(str(tmp_path)) == "first\n\nsecond"
+
+
+def test_the_default_corpus_ships_with_python():
+    text = load_corpus(None)
+    assert len(text) > 400_000 and "def " in text
