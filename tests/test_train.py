@@ -204,3 +204,25 @@ def test_a_folder_of_text_files_is_one_corpus(tmp_path):
 def test_the_default_corpus_ships_with_python():
     text = load_corpus(None)
     assert len(text) > 400_000 and "def " in text
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    args = ["--data", str(corpus), "--out", str(run), "--steps", "100000", "--batch-size", "4", "--seq-len", "8",
+            "--eval-every", "5", "--sample-tokens", "0", *TINY["lstm"]]
+    process = subprocess.Popen([sys.executable, "-m", "tinylm.train", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "checkpoint" / "trainer.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "interrupted: checkpoint at step" in err + out
+    step = json.loads((run / "checkpoint" / "trainer.json").read_text())["step"]
+    assert step >= 5
+    train.main(["--resume", str(run), "--steps", str(step + 3)])  # and it continues from there
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == step + 3
