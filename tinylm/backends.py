@@ -121,18 +121,26 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def kernel(name: str) -> Callable:
-    """The implementation of kernel ``name`` that serves the current backend."""
+def kernel_for(name: str, backend: str, fallback: bool = True) -> Callable | None:
+    """The implementation of kernel ``name`` for ``backend``: its own, else (with
+    ``fallback``) the reference, else None."""
     if name not in KERNELS:
         raise KeyError(f"kernel: no kernel named {name!r}; known: {', '.join(sorted(KERNELS))}")
-    backend = get_backend()
     implementations = KERNELS[name]
-    backend = backend if backend in implementations else "numpy"
+    if backend not in implementations:
+        if not fallback:
+            return None
+        backend = "numpy"
     key = (name, backend)
     if key not in _loaded:
         module_name, function_name = implementations[backend].split(":")
         _loaded[key] = getattr(importlib.import_module(module_name), function_name)
     return _loaded[key]
+
+
+def kernel(name: str) -> Callable:
+    """The implementation of kernel ``name`` that serves the current backend."""
+    return kernel_for(name, get_backend())
 
 
 # ----------------------------------------------------------------------- array modules

@@ -23,6 +23,8 @@ from libc.stdint cimport int64_t
 cdef extern from "tinylm_parallel.h" nogil:
     int tinylm_get_num_threads()  # OpenMP's thread count, or 1 in a serial build
 
+PARALLEL_MIN_ELEMENTS = 1 << 16  # below this many gradient elements, one thread is faster
+
 ctypedef fused real:
     float
     double
@@ -38,12 +40,13 @@ cdef void _scatter_add_columns(
     const int64_t[::1] ids,           # (N,), every id already checked to be in range
     real[:, ::1] grad_weight,         # (V, D), zeroed
     Py_ssize_t block,                 # columns per task
+    int threads,
 ) noexcept nogil:
     cdef Py_ssize_t n_positions = grad_output.shape[0]
     cdef Py_ssize_t dim = grad_output.shape[1]
     cdef Py_ssize_t n_blocks = (dim + block - 1) // block
     cdef Py_ssize_t b, n, d, row, start, stop
-    for b in prange(n_blocks, schedule="static"):
+    for b in prange(n_blocks, schedule="static", num_threads=threads):
         start = b * block
         stop = start + block
         if stop > dim:
@@ -94,10 +97,11 @@ def embedding_backward(grad_output, ids, num_embeddings):
     if flat_ids.size == 0 or dim == 0:
         return grad_weight
     rows = np.ascontiguousarray(grad_output.reshape(flat_ids.size, dim))  # (N, D)
-    threads = tinylm_get_num_threads()
+    # Waking a thread team costs tens of microseconds: small problems run on one thread.
+    threads = tinylm_get_num_threads() if rows.size >= PARALLEL_MIN_ELEMENTS else 1
     block = max(16, (dim + threads - 1) // threads)  # >= 16 columns per task: whole cache lines
     if rows.dtype == np.float32:
-        _scatter_add_columns[float](rows, flat_ids, grad_weight, block)
+        _scatter_add_columns[float](rows, flat_ids, grad_weight, block, threads)
     else:
-        _scatter_add_columns[double](rows, flat_ids, grad_weight, block)
+        _scatter_add_columns[double](rows, flat_ids, grad_weight, block, threads)
     return grad_weight

@@ -1,0 +1,260 @@
+"""One benchmark case per registered kernel.
+
+A case makes the kernel's inputs for a size, says how much work one call does (FLOPs
+for compute-bound kernels, bytes moved for memory-bound ones), names the outputs to
+check, and gives PyTorch's equivalent where there is one. Every implementation is
+first run on the same inputs as the reference and compared; a wrong one is reported
+as wrong and not timed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tinylm import backends
+from tinylm.bench.timing import summary, time_cpu, time_gpu
+
+SIZES = ("tiny", "small", "medium", "large")
+
+
+@dataclass
+class Case:
+    name: str
+    dims: str  # what the three numbers of a size mean
+    sizes: dict[str, tuple[int, ...]]
+    make: Callable[[tuple[int, ...], np.random.Generator], tuple]  # size -> arguments (NumPy)
+    work: Callable[[tuple[int, ...]], tuple[float, str]]  # size -> (amount, "flop" or "byte")
+    outputs: Callable[[object, tuple], list]  # (result, arguments) -> arrays to compare
+    # arguments -> a call using torch that returns the same outputs as ``outputs`` names
+    torch: Callable[[tuple], Callable[[], tuple]] | None = None
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+
+# ---------------------------------------------------------------------- the cases
+
+
+def _embedding_args(size, rng):
+    positions, vocab, dim = size
+    return (rng.standard_normal((positions, dim)).astype(np.float32), rng.integers(0, vocab, positions), vocab)
+
+
+def _embedding_torch(args):
+    import torch
+
+    grad, ids, vocab = torch.from_numpy(args[0]), torch.from_numpy(args[1]), args[2]
+    return lambda: (torch.zeros(vocab, grad.shape[1]).index_add_(0, ids, grad),)
+
+
+def _lstm_args(size, rng):
+    steps, batch, hidden = size
+    scale = 1 / np.sqrt(hidden)
+    return (rng.standard_normal((steps, batch, 4 * hidden)).astype(np.float32),
+            (scale * rng.standard_normal((4 * hidden, hidden))).astype(np.float32),
+            rng.standard_normal((batch, hidden)).astype(np.float32) * 0.1,
+            rng.standard_normal((batch, hidden)).astype(np.float32) * 0.1)
+
+
+def _lstm_flops(size):
+    steps, batch, hidden = size
+    return steps * (2 * batch * hidden * 4 * hidden + 20 * batch * hidden), "flop"
+
+
+def _lstm_torch(args):
+    import torch
+
+    x_proj, w_hh, h0, c0 = (torch.from_numpy(a) for a in args)
+
+    def run():  # the same recurrence with torch ops, one step at a time
+        with torch.no_grad():
+            h, c, outputs = h0, c0, []
+            w_hh_t = w_hh.T
+            for t in range(x_proj.shape[0]):
+                i, f, g, o = (x_proj[t] + h @ w_hh_t).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outputs.append(h)
+            return torch.stack(outputs), c
+
+    return run
+
+
+def _lstm_backward_args(size, rng):
+    x_proj, w_hh, h0, c0 = _lstm_args(size, rng)
+    from tinylm.reference.lstm import lstm_layer_forward
+
+    hs, _, saved = lstm_layer_forward(x_proj, w_hh, h0, c0)
+    d_hs = rng.standard_normal(hs.shape).astype(np.float32)
+    return d_hs, rng.standard_normal(h0.shape).astype(np.float32), rng.standard_normal(c0.shape).astype(np.float32), \
+        w_hh, h0, c0, saved
+
+
+def _lstm_backward_flops(size):
+    steps, batch, hidden = size
+    forward, _ = _lstm_flops(size)
+    return forward + steps * 2 * batch * 4 * hidden * hidden, "flop"  # + the one dW_hh product
+
+
+def _adam_args(size, rng):
+    (count,) = size
+    param, grad = rng.standard_normal(count).astype(np.float32), rng.standard_normal(count).astype(np.float32)
+    exp_avg = rng.standard_normal(count).astype(np.float32) * 0.1
+    exp_avg_sq = rng.random(count).astype(np.float32) * 0.1
+    return param, grad, exp_avg, exp_avg_sq, 10, 1e-3, 0.9, 0.999, 1e-8, 0.01, True
+
+
+def _adam_torch(args):
+    """torch.optim.AdamW (fused where this build has it) from the same moments at the same step."""
+    import torch
+
+    param_array, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, _ = args
+    param = torch.nn.Parameter(torch.from_numpy(param_array))
+    param.grad = torch.from_numpy(grad)
+    optimizer = torch.optim.AdamW([param], lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, fused=True)
+    state = optimizer.state[param]
+    state.update(step=torch.tensor(float(step - 1)), exp_avg=torch.from_numpy(exp_avg), exp_avg_sq=torch.from_numpy(exp_avg_sq))
+
+    def run():
+        optimizer.step()
+        return param.detach(), state["exp_avg"], state["exp_avg_sq"]
+
+    return run
+
+
+CASES = {
+    "embedding_backward": Case(
+        "embedding_backward", "positions x vocab x dim",
+        {"tiny": (64, 16, 8), "small": (2048, 128, 64), "medium": (8192, 8192, 256), "large": (16384, 32768, 512)},
+        _embedding_args,
+        lambda s: (4.0 * (s[0] * s[2] + 2 * s[1] * s[2]) + 8 * s[0], "byte"),  # read rows, zero + update table
+        lambda result, args: [result], _embedding_torch),
+    "lstm_layer_forward": Case(
+        "lstm_layer_forward", "steps x batch x hidden",
+        {"tiny": (3, 2, 8), "small": (16, 8, 64), "medium": (64, 32, 256), "large": (128, 64, 512)},
+        _lstm_args, _lstm_flops, lambda result, args: [result[0], result[1]], _lstm_torch),
+    "lstm_layer_backward": Case(
+        "lstm_layer_backward", "steps x batch x hidden",
+        {"tiny": (3, 2, 8), "small": (16, 8, 64), "medium": (64, 32, 256), "large": (128, 64, 512)},
+        _lstm_backward_args, _lstm_backward_flops, lambda result, args: list(result), None, rtol=1e-3, atol=1e-4),
+    "adam_update": Case(
+        "adam_update", "parameters",
+        {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
+        _adam_args, lambda s: (4.0 * 7 * s[0], "byte"),  # read p, g, m, v; write p, m, v
+        lambda result, args: [args[0], args[2], args[3]], _adam_torch),  # updated in place
+}
+
+
+# ------------------------------------------------------------------- running a case
+
+
+def _to_device(args, xp):
+    def move(a):
+        if isinstance(a, np.ndarray):
+            return xp.asarray(a)
+        if isinstance(a, tuple):
+            return tuple(move(x) for x in a)
+        return a
+
+    return tuple(move(a) for a in args)
+
+
+def _to_numpy(a):
+    return a.get() if backends.is_gpu_array(a) else np.asarray(a)
+
+
+def implementation(case: Case, backend: str):
+    """(callable on arguments, array module) for ``backend``, or None when it has no
+    kernel of its own (it would only rerun the reference) or is not usable here."""
+    if backend == "torch":
+        return None if case.torch is None else ("torch", np)
+    if backend in backends.GPU_BACKENDS:
+        try:
+            backends._check_usable(backend)
+        except RuntimeError:
+            return None
+        import cupy
+
+        fn = backends.kernel_for(case.name, backend, fallback=backend == "cupy")
+        return None if fn is None else (fn, cupy)
+    try:
+        backends._check_usable(backend)
+    except RuntimeError:
+        return None
+    fn = backends.kernel_for(case.name, backend, fallback=backend == "numpy")
+    return None if fn is None else (fn, np)
+
+
+def run_case(case: Case, size_name: str, size: tuple, backend_names, warmup: int, repeat: int, roofs: dict) -> list[dict]:
+    rng = np.random.default_rng(0)
+    arguments = case.make(size, rng)
+    reference = backends.kernel_for(case.name, "numpy")
+    expected_args = copy.deepcopy(arguments)
+    expected = [_to_numpy(a) for a in case.outputs(reference(*expected_args), expected_args)]
+    amount, unit = case.work(size)
+    rows, reference_median = [], None
+    for backend in backend_names:
+        found = implementation(case, backend)
+        if found is None:
+            continue
+        fn, xp = found
+        row = {"kernel": case.name, "size": size_name, "shape": "x".join(map(str, size)), "dims": case.dims,
+               "backend": backend}
+        if backend == "torch":
+            got = [t.detach().numpy() for t in case.torch(copy.deepcopy(arguments))()]
+            call = case.torch(copy.deepcopy(arguments))
+            timer = time_cpu
+        else:
+            checked_args = _to_device(copy.deepcopy(arguments), xp)
+            got = [_to_numpy(a) for a in case.outputs(fn(*checked_args), checked_args)]
+            device_args = _to_device(copy.deepcopy(arguments), xp)
+            call = lambda fn=fn, a=device_args: fn(*a)  # noqa: E731
+            timer = time_gpu if xp is not np else time_cpu
+        correct = len(got) == len(expected) and all(
+            g.shape == e.shape and np.allclose(g, e, rtol=case.rtol, atol=case.atol) for g, e in zip(got, expected))
+        row["correct"] = bool(correct)
+        if correct:
+            timing = summary(timer(call, warmup, repeat))
+            row.update(timing)
+            if backend == "numpy":
+                reference_median = timing["median_s"]
+            rate = amount / timing["median_s"]
+            if unit == "flop":
+                row.update(gflops=rate / 1e9, roof_fraction=rate / 1e9 / roofs["sgemm_gflops"])
+            else:
+                row.update(gbs=rate / 1e9, roof_fraction=rate / 1e9 / roofs["copy_gbs"])
+        rows.append(row)
+    for row in rows:
+        if reference_median and row.get("median_s"):
+            row["speedup_vs_numpy"] = reference_median / row["median_s"]
+    return rows
+
+
+def parse_sizes(text: str) -> list[tuple[str, tuple[int, ...] | None]]:
+    """"small,large" -> presets; "64x32x256" -> an explicit shape, read as each kernel's dims."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if part in SIZES:
+            sizes.append((part, None))
+        else:
+            try:
+                sizes.append((part, tuple(int(n) for n in part.split("x"))))
+            except ValueError:
+                raise ValueError(f"--sizes: {part!r} is neither a preset ({', '.join(SIZES)}) nor a shape like 64x32x256") from None
+    return sizes
+
+
+def run_kernels(names, size_specs, backend_names, warmup: int, repeat: int, roofs: dict) -> list[dict]:
+    rows = []
+    for name in names:
+        case = CASES[name]
+        for size_name, explicit in size_specs:
+            size = explicit if explicit is not None else case.sizes[size_name]
+            if len(size) != len(case.sizes["tiny"]):
+                raise ValueError(f"--sizes: {case.name} takes {case.dims}, got {size_name}")
+            rows.extend(run_case(case, size_name, size, backend_names, warmup, repeat, roofs))
+    return rows

@@ -1,0 +1,245 @@
+"""``python -m tinylm.bench --train``: whole models, every backend, and PyTorch.
+
+Both language models are built once per backend from the same seed, and PyTorch twins
+(same modules, same parameter names) load the same weights, so the first training
+loss must agree across all of them before anything is timed. Then training steps,
+evaluation forwards and batch-1 sampling are timed *interleaved*, one call per
+backend in turn (A B C A B C ...), so a slow moment of a noisy machine hits every
+backend alike and the ratios hold. Peak memory is measured per backend in a fresh
+process (``spawn``), as the growth of its peak resident set over building the model.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import resource
+import statistics
+import time
+
+import numpy as np
+
+import tinylm
+from tinylm import backends, nn, optim
+from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
+from tinylm.nn import functional as F
+
+PRESETS = {
+    "tiny": dict(vocab=32, batch=2, seq=8, width=8, layers=1, heads=2, sample=4),
+    "small": dict(vocab=96, batch=16, seq=64, width=128, layers=2, heads=4, sample=32),
+}
+
+
+def build_tinylm(kind: str, p: dict):
+    tinylm.manual_seed(0)
+    if kind == "lstm":
+        return LSTMLanguageModel(p["vocab"], p["width"], 2 * p["width"], p["layers"], dropout=0.0)
+    return TransformerLanguageModel(p["vocab"], p["width"], p["heads"], p["layers"], max_len=p["seq"], dropout=0.0)
+
+
+def build_torch(kind: str, p: dict, state: dict):
+    """The PyTorch twin of ``build_tinylm(kind, p)``, with its weights."""
+    import torch
+
+    class LSTMTwin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(p["vocab"], p["width"])
+            self.lstm = torch.nn.LSTM(p["width"], 2 * p["width"], p["layers"], batch_first=True)
+            self.fc = torch.nn.Linear(2 * p["width"], p["vocab"])
+
+        def forward(self, ids, state=None):
+            out, state = self.lstm(self.embedding(ids), state)
+            return self.fc(out), state
+
+    class Block(torch.nn.Module):
+        def __init__(self, d, heads):
+            super().__init__()
+            self.ln_1, self.ln_2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+            self.attn = torch.nn.MultiheadAttention(d, heads, batch_first=True)
+            self.mlp_in, self.mlp_out = torch.nn.Linear(d, 4 * d), torch.nn.Linear(4 * d, d)
+
+        def forward(self, x):
+            n = self.ln_1(x)
+            t = x.shape[1]
+            mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+            x = x + self.attn(n, n, n, attn_mask=mask, is_causal=True, need_weights=False)[0]
+            return x + self.mlp_out(torch.nn.functional.gelu(self.mlp_in(self.ln_2(x)), approximate="tanh"))
+
+    class TransformerTwin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            d = p["width"]
+            self.embedding = torch.nn.Embedding(p["vocab"], d)
+            self.blocks = torch.nn.ModuleList(Block(d, p["heads"]) for _ in range(p["layers"]))
+            self.ln_f = torch.nn.LayerNorm(d)
+            self.fc = torch.nn.Linear(d, p["vocab"])
+            table = torch.from_numpy(nn.SinusoidalPositionalEncoding(d, p["seq"]).table).float()
+            self.register_buffer("table", table, persistent=False)
+
+        def forward(self, ids):
+            x = self.embedding(ids) + self.table[: ids.shape[1]]
+            for block in self.blocks:
+                x = block(x)
+            return self.fc(self.ln_f(x))
+
+    model = LSTMTwin() if kind == "lstm" else TransformerTwin()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})  # strict: every name must match
+    return model
+
+
+class Runner:
+    """One model on one backend: a training step, an evaluation forward, a sample."""
+
+    def __init__(self, kind: str, backend: str, p: dict, batch: np.ndarray):
+        self.kind, self.backend, self.p = kind, backend, p
+        self.inputs, self.targets = batch[:, :-1], batch[:, 1:]
+        reference = build_tinylm(kind, p)
+        if backend == "torch":
+            import torch
+
+            self.model = build_torch(kind, p, reference.state_dict())
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+            self.inputs_t, self.targets_t = torch.from_numpy(self.inputs), torch.from_numpy(self.targets)
+        else:
+            self.model = reference
+            if backend in backends.GPU_BACKENDS:
+                self.model.to("cuda")
+            self.optimizer = optim.AdamW(self.model.parameters(), lr=1e-3)
+
+    def _logits(self, ids):
+        out = self.model(ids)
+        return out[0] if isinstance(out, tuple) else out
+
+    def train_step(self) -> float:
+        if self.backend == "torch":
+            import torch
+
+            logits = self._logits(self.inputs_t)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.targets_t.reshape(-1))
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            return loss.item()
+        with tinylm.use_backend(self.backend):
+            logits = self._logits(self.inputs)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1))
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            return loss.item()
+
+    def evaluate(self) -> None:
+        if self.backend == "torch":
+            import torch
+
+            with torch.no_grad():
+                self._logits(self.inputs_t)
+            return
+        with tinylm.use_backend(self.backend), tinylm.no_grad():
+            self._logits(self.inputs)
+
+    def sample(self) -> None:
+        """``sample`` tokens at batch 1, greedy: the LSTM carries its state, the
+        transformer rereads its context."""
+        steps = self.p["sample"]
+        if self.backend == "torch":
+            import torch
+
+            with torch.no_grad():
+                context, state = self.inputs_t[:1, :1], None
+                for _ in range(steps):
+                    if self.kind == "lstm":
+                        logits, state = self.model(context[:, -1:], state)
+                    else:
+                        logits = self.model(context[:, -self.p["seq"]:])
+                    context = torch.cat([context, logits[:, -1:].argmax(-1)], dim=1)
+            return
+        with tinylm.use_backend(self.backend), tinylm.no_grad():
+            context, state = [int(self.inputs[0, 0])], None
+            for _ in range(steps):
+                if self.kind == "lstm":
+                    logits, state = self.model(np.array([context[-1:]]), state)
+                else:
+                    logits = self.model(np.array([context[-self.p["seq"]:]]))
+                context.append(int(logits.numpy()[0, -1].argmax()))
+
+
+def _rss_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process's address space, in MiB. Unlike
+    ru_maxrss, VmHWM starts afresh at exec, so the parent's size does not leak in."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: the best there is
+
+
+def _memory_child(kind, backend, p, steps, queue):
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
+    runner = Runner(kind, backend, p, batch)
+    built = _rss_mib("VmRSS")
+    for _ in range(steps):
+        runner.train_step()
+    queue.put((built, _rss_mib("VmHWM")))
+
+
+def peak_memory(kind: str, backend: str, p: dict, steps: int = 3) -> tuple[float, float]:
+    """(RSS MiB once the model is built, peak RSS MiB over ``steps`` training steps), in a
+    fresh process."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_memory_child, args=(kind, backend, p, steps, queue))
+    process.start()
+    result = queue.get(timeout=600)
+    process.join()
+    return result
+
+
+def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_memory: bool = True) -> list[dict]:
+    p = PRESETS[preset]
+    rows = []
+    for kind in ("lstm", "transformer"):
+        batch = np.random.default_rng(0).integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
+        runners = []
+        for backend in backend_names:
+            try:
+                if backend == "torch":
+                    import torch  # noqa: F401
+                else:
+                    backends._check_usable(backend)
+            except (ImportError, RuntimeError):
+                continue
+            runners.append(Runner(kind, backend, p, batch))
+        first_losses = {r.backend: r.train_step() for r in runners}  # also a warm-up step
+        reference = first_losses.get("numpy", next(iter(first_losses.values())))
+        for _ in range(max(0, warmup - 1)):
+            for r in runners:
+                r.train_step()
+        times = {(r.backend, task): [] for r in runners for task in ("train", "eval", "sample")}
+        for _ in range(repeat):  # interleaved: every backend once per round
+            for task in ("train", "eval", "sample"):
+                for r in runners:
+                    start = time.perf_counter()
+                    getattr(r, {"train": "train_step", "eval": "evaluate", "sample": "sample"}[task])()
+                    times[(r.backend, task)].append(time.perf_counter() - start)
+        for r in runners:
+            row = {"model": kind, "backend": r.backend, "preset": preset,
+                   "first_loss": first_losses[r.backend],
+                   "correct": bool(math.isclose(first_losses[r.backend], reference, rel_tol=1e-4))}
+            for task, tokens in (("train", p["batch"] * p["seq"]), ("eval", p["batch"] * p["seq"]), ("sample", p["sample"])):
+                median = statistics.median(times[(r.backend, task)])
+                row[f"{task}_tokens_per_s"] = tokens / median
+            if measure_memory:
+                built, trained = peak_memory(kind, r.backend, p)
+                row.update(peak_rss_mib=trained, training_growth_mib=trained - built)
+            rows.append(row)
+        numpy_row = next((row for row in rows if row["model"] == kind and row["backend"] == "numpy"), None)
+        for row in rows:
+            if row["model"] == kind and numpy_row:
+                row["train_speedup_vs_numpy"] = row["train_tokens_per_s"] / numpy_row["train_tokens_per_s"]
+    return rows
