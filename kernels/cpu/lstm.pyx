@@ -1,0 +1,181 @@
+# cython: language_level=3
+"""The LSTM layer as Cython kernels: the drop-ins for ``tinylm/reference/lstm.py``.
+
+Same names, signatures, results and ``saved`` layout as the reference, so either
+backward can follow either forward. What differs, and why:
+
+- The gate nonlinearities and the cell update of a step are one fused loop over the
+  (B, H) elements (``_cell_forward``, ``_cell_backward``): one pass over memory instead
+  of a dozen NumPy temporaries per step.
+- The matrix products stay BLAS (``np.matmul`` into preallocated buffers, which
+  releases the GIL): one (B, H) @ (H, 4H) per step, and dWₕₕ as one product over all
+  steps after the loop, as in the reference.
+- Measured (2-core Xeon, T=64, B=32, H=256, float32): the backward takes 17 ms against
+  the reference's 20 ms and is registered for the ``cython`` backend; the forward takes
+  37 ms against 20 ms, because GCC does not vectorise its scalar ``expf`` calls while
+  NumPy's ``tanh`` is vectorised, so the registry keeps the reference forward. A
+  vectorised exp (libmvec, or a polynomial) is the next step for it.
+- The fused loops run on one thread: at B·H in the thousands, waking an OpenMP team
+  costs more than it saves, and it would compete with BLAS's threads for the cores.
+- The wrapper checks dtypes and shapes and makes every buffer contiguous first, so the
+  loops index without bounds checks and never outside the arrays.
+"""
+
+import numpy as np
+
+cimport cython
+from libc.math cimport exp, expf
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline real _exp(real x) noexcept nogil:
+    if real is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline real _sigmoid(real x) noexcept nogil:
+    # 1 / (1 + e^-x): for x below about -88 (float32) e^-x is inf and the result 0, as it should be.
+    return 1 / (1 + _exp(-x))
+
+
+cdef inline real _tanh(real x) noexcept nogil:
+    # tanh x = 2 σ(2x) - 1: one exp, a few times faster than libm's tanh, same to rounding.
+    return 2 / (1 + _exp(-2 * x)) - 1
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _cell_forward(
+    const real[:, ::1] x_proj,   # (B, 4H) this step's input projection
+    const real[:, ::1] recurrent,  # (B, 4H) h_prev @ Wₕₕᵀ
+    const real[:, ::1] c_prev,   # (B, H)
+    real[:, ::1] activations,    # (B, 4H) out: i, f, g, o
+    real[:, ::1] c,              # (B, H) out
+    real[:, ::1] tanh_c,         # (B, H) out
+    real[:, ::1] h,              # (B, H) out
+) noexcept nogil:
+    cdef Py_ssize_t batch = c.shape[0], hidden = c.shape[1], b, j
+    cdef real i, f, g, o, cell
+    for b in range(batch):
+        for j in range(hidden):
+            i = _sigmoid(x_proj[b, j] + recurrent[b, j])
+            f = _sigmoid(x_proj[b, hidden + j] + recurrent[b, hidden + j])
+            g = _tanh(x_proj[b, 2 * hidden + j] + recurrent[b, 2 * hidden + j])
+            o = _sigmoid(x_proj[b, 3 * hidden + j] + recurrent[b, 3 * hidden + j])
+            cell = f * c_prev[b, j] + i * g
+            activations[b, j] = i
+            activations[b, hidden + j] = f
+            activations[b, 2 * hidden + j] = g
+            activations[b, 3 * hidden + j] = o
+            c[b, j] = cell
+            tanh_c[b, j] = _tanh(cell)
+            h[b, j] = o * tanh_c[b, j]
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _cell_backward(
+    const real[:, ::1] d_h_out,      # (B, H) dL/dh_t from the layer's output
+    const real[:, ::1] d_h_next,     # (B, H) dL/dh_t sent back by step t+1
+    real[:, ::1] d_c,                # (B, H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+    const real[:, ::1] c_prev,       # (B, H)
+    const real[:, ::1] activations,  # (B, 4H)
+    const real[:, ::1] tanh_c,       # (B, H)
+    real[:, ::1] d_gates,            # (B, 4H) out
+) noexcept nogil:
+    cdef Py_ssize_t batch = d_c.shape[0], hidden = d_c.shape[1], b, j
+    cdef real i, f, g, o, tc, dh, dc
+    for b in range(batch):
+        for j in range(hidden):
+            i = activations[b, j]
+            f = activations[b, hidden + j]
+            g = activations[b, 2 * hidden + j]
+            o = activations[b, 3 * hidden + j]
+            tc = tanh_c[b, j]
+            dh = d_h_out[b, j] + d_h_next[b, j]
+            dc = d_c[b, j] + dh * o * (1 - tc * tc)
+            d_gates[b, j] = dc * g * i * (1 - i)
+            d_gates[b, hidden + j] = dc * c_prev[b, j] * f * (1 - f)
+            d_gates[b, 2 * hidden + j] = dc * i * (1 - g * g)
+            d_gates[b, 3 * hidden + j] = dh * tc * o * (1 - o)
+            d_c[b, j] = dc * f
+
+
+def _checked(name, dtype, **arrays):
+    """Every array as a C-contiguous array of ``dtype``, or a TypeError naming it."""
+    out = []
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype != dtype:
+            raise TypeError(f"{name}: {key} is {value.dtype}, expected {dtype} like the others")
+        out.append(np.ascontiguousarray(value))
+    return out
+
+
+def _check_shapes(name, x_proj, w_hh, h0, c0):
+    if x_proj.ndim != 3 or w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1] or x_proj.shape[2] != w_hh.shape[0]:
+        raise ValueError(f"{name}: x_proj {x_proj.shape} must be (T, B, 4H) and w_hh {w_hh.shape} (4H, H)")
+    expected = (x_proj.shape[1], w_hh.shape[1])
+    if h0.shape != expected or c0.shape != expected:
+        raise ValueError(f"{name}: h0 {h0.shape} and c0 {c0.shape} must be (B, H) = {expected}")
+    if x_proj.shape[0] == 0:
+        raise ValueError(f"{name}: the sequence is empty (T = 0)")
+
+
+def lstm_layer_forward(x_proj, w_hh, h0, c0):
+    """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved)."""
+    dtype = np.asarray(x_proj).dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"lstm_layer_forward: x_proj must be float32 or float64, got {dtype}")
+    x_proj, w_hh, h0, c0 = _checked("lstm_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
+    _check_shapes("lstm_layer_forward", x_proj, w_hh, h0, c0)
+    steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
+    hs = np.empty((steps, batch, hidden), dtype)
+    cs = np.empty((steps, batch, hidden), dtype)
+    tanh_cs = np.empty((steps, batch, hidden), dtype)
+    activations = np.empty_like(x_proj)
+    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 4H): BLAS is faster on it than on the view
+    recurrent = np.empty((batch, 4 * hidden), dtype)
+    h, c = h0, c0
+    for t in range(steps):
+        np.matmul(h, w_hh_t, out=recurrent)
+        if dtype == np.float32:
+            _cell_forward[float](x_proj[t], recurrent, c, activations[t], cs[t], tanh_cs[t], hs[t])
+        else:
+            _cell_forward[double](x_proj[t], recurrent, c, activations[t], cs[t], tanh_cs[t], hs[t])
+        h, c = hs[t], cs[t]
+    return hs, cs[steps - 1], (hs, cs, activations, tanh_cs)
+
+
+def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
+    """As ``tinylm.reference.lstm.lstm_layer_backward``: (d_x_proj, d_w_hh, d_h0, d_c0)."""
+    hs, cs, activations, tanh_cs = saved
+    dtype = np.asarray(hs).dtype
+    d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = _checked(
+        "lstm_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, d_c_n=d_c_n, w_hh=w_hh, h0=h0, c0=c0,
+        hs=hs, cs=cs, activations=activations, tanh_cs=tanh_cs)
+    _check_shapes("lstm_layer_backward", activations, w_hh, h0, c0)
+    steps, batch, hidden = activations.shape[0], activations.shape[1], w_hh.shape[1]
+    for key, value in (("d_hs", d_hs), ("hs", hs), ("cs", cs), ("tanh_cs", tanh_cs)):
+        if value.shape != (steps, batch, hidden):
+            raise ValueError(f"lstm_layer_backward: {key} {value.shape} must be (T, B, H) = {(steps, batch, hidden)}")
+    if d_h_n.shape != (batch, hidden) or d_c_n.shape != (batch, hidden):
+        raise ValueError(f"lstm_layer_backward: d_h_n {d_h_n.shape} and d_c_n {d_c_n.shape} must be (B, H)")
+    d_gates = np.empty_like(activations)  # (T, B, 4H)
+    d_h = d_h_n.copy()  # dL/dh_t arriving from step t+1 (at first: from the final state)
+    d_c = d_c_n.copy()
+    for t in range(steps - 1, -1, -1):
+        c_prev = cs[t - 1] if t > 0 else c0
+        if dtype == np.float32:
+            _cell_backward[float](d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
+        else:
+            _cell_backward[double](d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
+        np.matmul(d_gates[t], w_hh, out=d_h)  # (B, H): what h_{t-1} receives from step t
+    h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
+    d_w_hh = d_gates.reshape(-1, 4 * hidden).T @ h_prev.reshape(-1, hidden)  # (4H, H), one product
+    return d_gates, d_w_hh, d_h, d_c
