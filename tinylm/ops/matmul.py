@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from tinylm.autograd import Function
 from tinylm.ops.broadcasting import as_operands, broadcast_shape, sum_to
 
@@ -24,13 +26,15 @@ class MatMul(Function):
         broadcast_shape("matmul (batch axes)", a.shape[:-2], b.shape[:-2])
         self.save_for_backward(a, b)
         if b.ndim == 2 and a.ndim > 2:  # (..., n, k) @ (k, m): one large product, not one per batch entry
-            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+            rows = math.prod(a.shape[:-1])
+            return (a.reshape(rows, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
         return a @ b
 
     def backward(self, gy):
         a, b = self.saved
         if b.ndim == 2 and a.ndim > 2:  # a weight shared by every row: the same formulas on (rows, k)
-            rows_a, rows_gy = a.reshape(-1, a.shape[-1]), gy.reshape(-1, gy.shape[-1])  # (N, k), (N, m)
+            rows = math.prod(a.shape[:-1])
+            rows_a, rows_gy = a.reshape(rows, a.shape[-1]), gy.reshape(rows, gy.shape[-1])  # (N, k), (N, m)
             ga = (rows_gy @ b.T).reshape(a.shape) if self.needs_input_grad[0] else None
             gb = rows_a.T @ rows_gy if self.needs_input_grad[1] else None  # Σ over all rows at once
             return ga, gb
