@@ -48,6 +48,7 @@ KERNELS: dict[str, dict[str, str]] = {
     },
     "adam_update": {
         "numpy": "tinylm.reference.optim:adam_update",
+        "cython": "tinylm.kernels.cpu.optim:adam_update",
     },
 }
 

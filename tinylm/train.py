@@ -29,7 +29,7 @@ from tinylm.random import default_generator
 from tinylm.runs import build_model, load_run
 from tinylm.tokenizers import tokenizer_to_json, train_tokenizer
 
-DEFAULT_STEPS = 1100
+DEFAULT_STEPS = 1350
 METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
 
 

@@ -35,12 +35,9 @@ def set_threads(threads: int) -> None:
     from tinylm import kernels
 
     kernels.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(threads)
-    except ImportError:
-        pass
+    threadpool_limits(threads)  # NumPy's BLAS (and any other OpenMP/BLAS pool loaded)
     try:
         import torch
 

@@ -60,8 +60,15 @@ def versions() -> dict:
 def header() -> dict:
     from tinylm import kernels
 
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    except ImportError:
+        torch_threads = None
     facts = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "torch_threads": torch_threads,
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "blas": blas_library(),

@@ -19,7 +19,8 @@ def header_markdown(machine: dict, roofs: dict) -> str:
     lines = [
         f"tinylm benchmark, {machine['date']}",
         f"- CPU: {machine['cpu']}, {machine['cores']} cores; BLAS: {machine['blas']}",
-        f"- OpenMP in the Cython kernels: {'on' if machine['openmp'] else 'off'}, {machine['openmp_threads']} threads",
+        f"- OpenMP in the Cython kernels: {'on' if machine['openmp'] else 'off'}, {machine['openmp_threads']} threads; "
+        f"PyTorch threads: {machine['torch_threads'] or '—'}",
         f"- Python {machine['python']}, NumPy {machine['numpy']}, CuPy {machine['cupy'] or 'not installed'}, "
         f"PyTorch {machine['torch'] or 'not installed'}; GPU: {machine['gpu'] or 'none'}",
         f"- roofs measured now: sgemm {roofs['sgemm_gflops']:.1f} GFLOP/s, copy {roofs['copy_gbs']:.1f} GB/s",
