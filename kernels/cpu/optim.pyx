@@ -7,7 +7,10 @@ Same name, signature, meaning and order of floating-point operations as the refe
 - One pass over the parameter: each element's decay, moments and update are done
   while it is in a register, where the reference makes about ten passes over memory
   with NumPy temporaries. The kernel is memory-bound, so passes are what count.
-- Threads split the elements (OpenMP, for arrays large enough to be worth it).
+- Threads take one contiguous chunk each (OpenMP, for arrays large enough to be worth
+  it), and each chunk is a branch-free loop over raw pointers that GCC vectorises; a
+  first version with the branch inside one ``prange`` loop ran at 19 ns per element,
+  slower than NumPy.
 - The arrays are updated in place, so the wrapper refuses (rather than copies) any
   array that is not C-contiguous, writeable, of one dtype and one shape.
 """
@@ -16,7 +19,7 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport sqrt
+from libc.math cimport sqrt, sqrtf
 
 cdef extern from "tinylm_parallel.h" nogil:
     int tinylm_get_num_threads()
@@ -28,24 +31,57 @@ ctypedef fused real:
     double
 
 
+cdef inline real _sqrt(real x) noexcept nogil:
+    if real is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
+@cython.cdivision(True)
+cdef void _adam_chunk(real* param, const real* grad, real* exp_avg, real* exp_avg_sq, Py_ssize_t start,
+                      Py_ssize_t stop, real step_size, real bias2_sqrt, real one_minus_beta1, real beta2,
+                      real one_minus_beta2, real eps, real weight_decay, real decay_factor, bint decoupled) noexcept nogil:
+    """Elements [start, stop): plain loops over raw pointers, no branch inside, so that the
+    compiler can vectorise them. The constants arrive rounded from double, as the
+    reference's Python floats are."""
+    cdef Py_ssize_t k
+    cdef real g, m, v
+    if decoupled:
+        for k in range(start, stop):
+            param[k] = param[k] * decay_factor
+            g = grad[k]
+            m = exp_avg[k] + (g - exp_avg[k]) * one_minus_beta1
+            v = exp_avg_sq[k] * beta2 + one_minus_beta2 * g * g
+            exp_avg[k] = m
+            exp_avg_sq[k] = v
+            param[k] = param[k] - step_size * (m / (_sqrt(v) / bias2_sqrt + eps))
+    else:
+        for k in range(start, stop):
+            g = grad[k] + weight_decay * param[k]
+            m = exp_avg[k] + (g - exp_avg[k]) * one_minus_beta1
+            v = exp_avg_sq[k] * beta2 + one_minus_beta2 * g * g
+            exp_avg[k] = m
+            exp_avg_sq[k] = v
+            param[k] = param[k] - step_size * (m / (_sqrt(v) / bias2_sqrt + eps))
+
+
 cdef void _adam(real[::1] param, const real[::1] grad, real[::1] exp_avg, real[::1] exp_avg_sq,
                 double step_size, double bias2_sqrt, double beta1, double beta2, double eps,
                 double weight_decay, double decay_factor, bint decoupled, int threads) noexcept nogil:
-    cdef Py_ssize_t n = param.shape[0], k
-    cdef real g, m, v
-    for k in prange(n, schedule="static", num_threads=threads):
-        if decoupled:
-            param[k] = param[k] * <real>decay_factor
-            g = grad[k]
-        else:
-            g = grad[k] + <real>weight_decay * param[k]
-        m = exp_avg[k] + (g - exp_avg[k]) * <real>(1 - beta1)
-        v = exp_avg_sq[k] * <real>beta2 + <real>(1 - beta2) * g * g
-        exp_avg[k] = m
-        exp_avg_sq[k] = v
-        param[k] = param[k] - <real>step_size * (m / (<real>sqrt(v) / <real>bias2_sqrt + <real>eps))
+    cdef Py_ssize_t n = param.shape[0], chunk, c, start, stop
+    if n == 0:
+        return
+    chunk = (n + threads - 1) // threads
+    for c in prange(threads, schedule="static", num_threads=threads):  # one contiguous chunk per thread
+        start = c * chunk
+        stop = min(start + chunk, n)
+        if start < stop:
+            _adam_chunk(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], start, stop, <real>step_size,
+                        <real>bias2_sqrt, <real>(1 - beta1), <real>beta2, <real>(1 - beta2), <real>eps,
+                        <real>weight_decay, <real>decay_factor, decoupled)
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled):
