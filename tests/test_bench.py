@@ -49,6 +49,23 @@ def test_training_benchmark_checks_every_backend_against_the_first_loss(tmp_path
     assert (tmp_path / "training_throughput.png").exists() and (tmp_path / "training.csv").exists()
 
 
+def test_training_benchmark_catches_a_broken_optimizer(tmp_path, monkeypatch):
+    monkeypatch.setitem(backends.KERNELS, "adam_update", {
+        "numpy": "tinylm.reference.optim:adam_update",
+        "cython": f"{__name__}:adam_that_forgets_the_moments",
+    })
+    monkeypatch.setattr(backends, "_loaded", {})
+    with pytest.raises(RuntimeError, match="disagree"):
+        bench.main(["--train", "--train-size", "tiny", "--backends", "numpy,cython", "--repeat", "1", "--no-memory",
+                    "--out", str(tmp_path)])
+
+
+def test_an_explicit_shape_runs_the_kernels_it_fits(tmp_path):
+    rows = bench.main(["--sizes", "16x4x8", "--kernels", "embedding_backward,adam_update", "--repeat", "1",
+                       "--warmup", "0", "--out", str(tmp_path)])["kernels"]
+    assert {r["kernel"] for r in rows} == {"embedding_backward"}
+
+
 def test_bad_arguments_name_the_flag():
     with pytest.raises(ValueError, match="--kernels: unknown nope"):
         bench.main(["--kernels", "nope"])

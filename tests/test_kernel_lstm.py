@@ -77,3 +77,10 @@ def test_bad_inputs_are_refused():
     saved = compiled.lstm_layer_forward(x, w, h, h)[2]
     with pytest.raises(ValueError, match=r"d_hs \(1, 3, 2\) must be \(T, B, H\)"):
         compiled.lstm_layer_backward(np.zeros((1, 3, 2), np.float32), h, h, w, h, h, saved)
+
+
+def test_backward_refuses_non_float_saved_arrays():
+    w, h = np.zeros((8, 2), np.float32), np.zeros((3, 2), np.float32)
+    saved = tuple(np.zeros(s, np.int64) for s in ((2, 3, 2), (2, 3, 2), (2, 3, 8), (2, 3, 2)))
+    with pytest.raises(TypeError, match="float32 or float64, got int64"):
+        compiled.lstm_layer_backward(np.zeros((2, 3, 2), np.int64), h, h, w, h, h, saved)

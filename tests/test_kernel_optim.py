@@ -53,3 +53,13 @@ def test_bad_inputs_are_refused_not_copied():
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="exp_avg is read-only"):
         compiled(p, p.copy(), frozen, p.copy(), 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+
+
+def test_overlapping_in_place_arrays_are_refused():
+    buffer = np.zeros(9, np.float32)
+    p = np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="exp_avg and exp_avg_sq share memory"):
+        compiled(p, p.copy(), buffer[:8], buffer[1:], 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    m = np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="share memory"):
+        compiled(p, p.copy(), m, m, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)

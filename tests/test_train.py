@@ -125,12 +125,12 @@ def test_generate_and_evaluate_load_a_checkpoint(tmp_path, corpus, capsys):
 def test_generation_is_seeded(tmp_path, corpus):
     run_train(corpus, tmp_path / "run", steps=10, model="transformer")
     texts = []
-    for _ in range(2):
+    for seed in ("3", "3", "4"):
         out = StringIO()
-        generate.main(["--checkpoint", str(tmp_path / "run"), "--prompt", "the", "--max-new-tokens", "20",
-                       "--top-k", "5", "--seed", "3"], out=out)
+        generate.main(["--checkpoint", str(tmp_path / "run"), "--prompt", "the", "--max-new-tokens", "40",
+                       "--top-k", "5", "--seed", seed], out=out)
         texts.append(out.getvalue())
-    assert texts[0] == texts[1]
+    assert texts[0] == texts[1] and texts[0] != texts[2]
 
 
 def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path, corpus):
@@ -141,6 +141,25 @@ def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path, corpus):
     trainer = train.Trainer(config, tmp_path, None, model, ids, ids)
     with pytest.raises(RuntimeError, match=r"step 1: the loss is nan; training stopped"):
         trainer.train_step()
+
+
+def test_non_finite_weights_are_never_saved_over_the_last_good_checkpoint(tmp_path, corpus):
+    run_train(corpus, tmp_path / "run", steps=10)
+    config, _, model, _, _ = __import__("tinylm.runs", fromlist=["load_run"]).load_run(tmp_path / "run")
+    good = json.loads((tmp_path / "run" / "checkpoint" / "trainer.json").read_text())["step"]
+    trainer = train.Trainer(config, tmp_path / "run", None, model, np.arange(300) % 20, np.arange(300) % 20)
+    trainer.saved_step = good
+    model.fc.weight.data[0, 0] = np.inf
+    with pytest.raises(RuntimeError, match=rf"parameter fc.weight is no longer finite.*step {good}"):
+        trainer.save()
+    assert json.loads((tmp_path / "run" / "checkpoint" / "trainer.json").read_text())["step"] == good
+
+
+def test_a_validation_text_too_short_is_refused_before_training(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("abcdefghij" * 12)  # 120 characters: 12 held out, fewer than --seq-len + 1
+    with pytest.raises(DataError, match="the validation text has 12 tokens, fewer than --seq-len \\+ 1 = 17"):
+        train.main(["--data", str(short), "--seq-len", "16", "--out", str(tmp_path / "run"), *TINY["lstm"]])
 
 
 def test_models_take_ids_and_return_logits():

@@ -43,7 +43,7 @@ def run(main, argv=None, prog: str = "tinylm") -> int:
 
     try:
         main(argv)
-    except (DataError, CheckpointError, ValueError, RuntimeError) as exc:
+    except (DataError, CheckpointError, ValueError, RuntimeError, OSError) as exc:
         if os.environ.get("TINYLM_DEBUG"):  # the full traceback, for developers
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)

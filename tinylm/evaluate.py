@@ -16,7 +16,7 @@ def parse_args(argv=None):
     p = cli.ArgumentParser(prog="python -m tinylm.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory written by tinylm.train")
     p.add_argument("--data", help="a text file or folder to evaluate on, whole (default: the run's validation text)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=32, help="parallel streams")
+    p.add_argument("--batch-size", type=cli.positive_int, help="parallel streams (default: the run's --batch-size)")
     p.add_argument("--seq-len", type=cli.positive_int, help="tokens per chunk (default: the run's --seq-len)")
     p.add_argument("--backend", choices=list(tinylm.backends.BACKENDS), help="default: the fastest one built here")
     return p.parse_args(argv)
@@ -34,7 +34,7 @@ def main(argv=None) -> dict:
     seq_len = args.seq_len or config["training"]["seq_len"]
     if config["model"] == "transformer" and seq_len > config["model_config"]["max_len"]:
         raise ValueError(f"--seq-len {seq_len} is longer than the transformer's max_len {config['model_config']['max_len']}")
-    result = evaluate(model, tokenizer.encode(text), args.batch_size, seq_len)
+    result = evaluate(model, tokenizer.encode(text), args.batch_size or config["training"]["batch_size"], seq_len)
     print(f"{where} (checkpoint step {trainer['step']}): loss {result['loss']:.4f} nats/token, "
           f"perplexity {result['perplexity']:.3f}, accuracy {result['accuracy']:.2%} over {result['tokens']:,} tokens")
     return result

@@ -9,6 +9,7 @@ import numpy as np
 
 import tinylm
 from tinylm import cli
+from tinylm.data import clean
 from tinylm.generation import sample_tokens
 from tinylm.runs import load_run
 
@@ -31,13 +32,14 @@ def main(argv=None, out=None) -> None:
     out = out or sys.stdout
     if args.backend:
         tinylm.set_backend(args.backend)
-    _, tokenizer, model, _, _ = load_run(args.checkpoint)
-    prompt_ids = tokenizer.encode(args.prompt)
+    config, tokenizer, model, _, _ = load_run(args.checkpoint)
+    prompt = clean(args.prompt, config["lowercase"])  # the same cleaning as the training text
+    prompt_ids = tokenizer.encode(prompt)
     if len(prompt_ids) == 0:
         raise ValueError("--prompt is empty")
     top_k = 1 if args.temperature == 0 else args.top_k  # temperature 0: greedy
     rng = np.random.default_rng(args.seed)
-    out.write(args.prompt)
+    out.write(prompt)
     # Decode bytes incrementally: a BPE token may end in the middle of a UTF-8 character.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for token in sample_tokens(model, prompt_ids, args.max_new_tokens, rng, max(args.temperature, 1e-8), top_k):
@@ -48,4 +50,8 @@ def main(argv=None, out=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, prog="python -m tinylm.generate"))
+    try:
+        sys.exit(cli.run(main, prog="python -m tinylm.generate"))
+    except BrokenPipeError:  # `... | head`: the reader left, which is not an error
+        sys.stderr.close()
+        sys.exit(0)

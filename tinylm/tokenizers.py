@@ -142,4 +142,7 @@ def tokenizer_from_json(text: str):
     data = json.loads(text)
     if data.get("kind") not in TOKENIZERS:
         raise ValueError(f"tokenizer.json: unknown kind {data.get('kind')!r}")
-    return TOKENIZERS[data["kind"]].from_dict(data)
+    try:
+        return TOKENIZERS[data["kind"]].from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"tokenizer.json: a {data['kind']} tokenizer is malformed ({type(exc).__name__}: {exc})") from None

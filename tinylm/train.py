@@ -20,7 +20,7 @@ import numpy as np
 import tinylm
 from tinylm import cli, nn, optim
 from tinylm.checkpoint import save_checkpoint, write_json
-from tinylm.data import ContiguousBatches, clean, load_corpus, random_batch, split_train_validation
+from tinylm.data import ContiguousBatches, DataError, clean, load_corpus, random_batch, split_train_validation
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
 from tinylm.models import LSTMLanguageModel
@@ -89,6 +89,7 @@ def make_config(args) -> dict:
         "batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "clip",
         "stateful", "seed", "eval_every", "log_every", "sample_tokens")}
     training["steps"] = args.steps or DEFAULT_STEPS
+    training["warmup_steps"] = min(args.warmup_steps, training["steps"])  # as used: a resume keeps it
     return dict(model=args.model, model_config=model_config, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                 data=str(Path(args.data).resolve()) if args.data else None, lowercase=args.lowercase, training=training)
 
@@ -104,20 +105,30 @@ class Trainer:
         t = config["training"]
         self.config, self.t, self.run_dir, self.tokenizer, self.model = config, t, run_dir, tokenizer, model
         self.train_ids, self.val_ids = train_ids, val_ids
+        for what, ids in (("training", train_ids), ("validation", val_ids)):
+            if len(ids) < t["seq_len"] + 1:
+                raise DataError(f"the {what} text has {len(ids)} tokens, fewer than --seq-len + 1 = {t['seq_len'] + 1}; "
+                                "give more text or a shorter --seq-len")
         decay = [p for name, p in model.named_parameters() if p.ndim >= 2]
         no_decay = [p for name, p in model.named_parameters() if p.ndim < 2]  # biases, LayerNorm
         self.optimizer = optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
                                      lr=t["lr"], weight_decay=t["weight_decay"])
         self.schedule = optim.lr_scheduler.WarmupCosineLR(self.optimizer, min(t["warmup_steps"], t["steps"]),
-                                                          t["steps"], t["min_lr_ratio"])
+                                                          max(t["steps"], t["warmup_steps"]), t["min_lr_ratio"])
         self.batch_rng = np.random.default_rng([t["seed"], 1])
         self.stream = ContiguousBatches(train_ids, t["batch_size"], t["seq_len"]) if t["stateful"] else None
         self.carried = None  # the LSTM state carried across batches with --stateful
-        self.step, self.elapsed, self.saved_step = 0, 0.0, 0
+        self.step, self.elapsed, self.saved_step, self.last_lr = 0, 0.0, 0, t["lr"]
         self.interval_losses: list[float] = []
 
     # ---- checkpoints
     def save(self) -> None:
+        """Write a checkpoint, unless an update has made a parameter non-finite: the last
+        good checkpoint must stay the last good one."""
+        for name, param in self.model.named_parameters():
+            if not bool(np.isfinite(param.numpy()).all()):
+                raise RuntimeError(f"step {self.step}: parameter {name} is no longer finite; training stopped. "
+                                   + self.last_good())
         trainer_state = {
             "step": self.step, "elapsed_s": self.elapsed, "schedule": self.schedule.state_dict(),
             "batch_rng": self.batch_rng.bit_generator.state, "dropout_rng": default_generator().bit_generator.state,
@@ -142,6 +153,11 @@ class Trainer:
         self.saved_step = self.step
         self.interval_losses = list(trainer_state["interval_losses"])
 
+    def last_good(self) -> str:
+        if self.saved_step == 0:
+            return "No checkpoint had been written yet."
+        return f"The last good checkpoint (step {self.saved_step}) is in {self.run_dir}."
+
     # ---- one step
     def next_batch(self):
         if self.stream is None:
@@ -160,15 +176,13 @@ class Trainer:
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         value = loss.item()
         if not math.isfinite(value):
-            raise RuntimeError(
-                f"step {self.step + 1}: the loss is {value}; training stopped. The last good checkpoint "
-                f"(step {self.saved_step}) is in {self.run_dir}"
-            )
+            raise RuntimeError(f"step {self.step + 1}: the loss is {value}; training stopped. " + self.last_good())
         self.optimizer.zero_grad()
         loss.backward()
         if self.t["clip"] > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.t["clip"])
         self.optimizer.step()
+        self.last_lr = self.schedule.get_last_lr()[0]  # the rate this step used, for metrics.csv
         self.schedule.step()
         self.step += 1
         return value
@@ -178,7 +192,7 @@ class Trainer:
         """Append a metrics.csv row: the mean training loss since the previous row and,
         at evaluation steps, the validation loss, perplexity and accuracy."""
         row = dict(step=self.step, tokens=self.step * self.t["batch_size"] * self.t["seq_len"],
-                   elapsed_s=round(self.elapsed, 2), lr=self.schedule.get_last_lr()[0],
+                   elapsed_s=round(self.elapsed, 2), lr=self.last_lr,
                    train_loss=float(np.mean(self.interval_losses)) if self.interval_losses else float("nan"),
                    tokens_per_s=round(tokens_per_s))
         if with_validation:
@@ -256,8 +270,9 @@ def setup(args):
     if args.resume:
         run_dir = Path(args.resume)
         config, tokenizer, model, optimizer_state, trainer_state = load_run(run_dir)
-        if args.steps is not None:
-            config["training"]["steps"] = args.steps
+        if args.steps is not None and args.steps != config["training"]["steps"]:
+            config["training"]["steps"] = args.steps  # extend (or shorten) the run; the cosine follows
+            write_json(run_dir / "config.json", config)
         train_text, val_text = prepare_text(config)
         trainer = Trainer(config, run_dir, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
         trainer.restore(optimizer_state, trainer_state)

@@ -156,6 +156,8 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     """As ``tinylm.reference.lstm.lstm_layer_backward``: (d_x_proj, d_w_hh, d_h0, d_c0)."""
     hs, cs, activations, tanh_cs = saved
     dtype = np.asarray(hs).dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"lstm_layer_backward: the saved arrays must be float32 or float64, got {dtype}")
     d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = _checked(
         "lstm_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, d_c_n=d_c_n, w_hh=w_hh, h0=h0, c0=c0,
         hs=hs, cs=cs, activations=activations, tanh_cs=tanh_cs)

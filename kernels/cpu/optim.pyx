@@ -97,6 +97,10 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
     for name in ("param", "exp_avg", "exp_avg_sq"):
         if not arrays[name].flags.writeable:
             raise ValueError(f"adam_update: {name} is read-only")
+        for other in ("grad", "exp_avg", "exp_avg_sq"):  # written arrays must not overlap any other
+            if other != name and arrays[other].size and np.may_share_memory(arrays[name], arrays[other]):
+                if not (name == "param" and other == "grad" and arrays[name] is arrays[other]):
+                    raise ValueError(f"adam_update: {name} and {other} share memory; each must be its own array")
     if param.dtype != np.float32 and param.dtype != np.float64:
         raise TypeError(f"adam_update: param must be float32 or float64, got {param.dtype}")
     if int(step) < 1:

@@ -45,7 +45,7 @@ def kernels_markdown(rows: list[dict]) -> str:
 
 
 def training_markdown(rows: list[dict]) -> str:
-    lines = ["| model | backend | first loss agrees | train tok/s | vs numpy | eval tok/s | sample tok/s (batch 1) | peak RSS MiB | growth MiB |",
+    lines = ["| model | backend | first two losses agree | train tok/s | vs numpy | eval tok/s | sample tok/s (batch 1) | peak RSS MiB | growth MiB |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(

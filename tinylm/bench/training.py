@@ -1,8 +1,9 @@
 """``python -m tinylm.bench --train``: whole models, every backend, and PyTorch.
 
 Both language models are built once per backend from the same seed, and PyTorch twins
-(same modules, same parameter names) load the same weights, so the first training
-loss must agree across all of them before anything is timed. Then training steps,
+(same modules, same parameter names) load the same weights, so the losses of the first
+two training steps (the second one after a backward pass and an AdamW update) must agree
+across all of them; a backend that disagrees is reported, and the command fails. Then training steps,
 evaluation forwards and batch-1 sampling are timed *interleaved*, one call per
 backend in turn (A B C A B C ...), so a slow moment of a noisy machine hits every
 backend alike and the ratios hold. Peak memory is measured per backend in a fresh
@@ -215,8 +216,10 @@ def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_m
             except (ImportError, RuntimeError):
                 continue
             runners.append(Runner(kind, backend, p, batch))
-        first_losses = {r.backend: r.train_step() for r in runners}  # also a warm-up step
-        reference = first_losses.get("numpy", next(iter(first_losses.values())))
+        # Two steps each: the first loss checks the forward pass, the second the backward
+        # pass and the optimizer update in between (they are also warm-up steps).
+        losses = {r.backend: (r.train_step(), r.train_step()) for r in runners}
+        reference = losses.get("numpy", next(iter(losses.values())))
         for _ in range(max(0, warmup - 1)):
             for r in runners:
                 r.train_step()
@@ -228,9 +231,10 @@ def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_m
                     getattr(r, {"train": "train_step", "eval": "evaluate", "sample": "sample"}[task])()
                     times[(r.backend, task)].append(time.perf_counter() - start)
         for r in runners:
-            row = {"model": kind, "backend": r.backend, "preset": preset,
-                   "first_loss": first_losses[r.backend],
-                   "correct": bool(math.isclose(first_losses[r.backend], reference, rel_tol=1e-4))}
+            first, second = losses[r.backend]
+            row = {"model": kind, "backend": r.backend, "preset": preset, "first_loss": first, "second_loss": second,
+                   "correct": bool(math.isclose(first, reference[0], rel_tol=1e-4)
+                                   and math.isclose(second, reference[1], rel_tol=1e-4))}
             for task, tokens in (("train", p["batch"] * p["seq"]), ("eval", p["batch"] * p["seq"]), ("sample", p["sample"])):
                 median = statistics.median(times[(r.backend, task)])
                 row[f"{task}_tokens_per_s"] = tokens / median
