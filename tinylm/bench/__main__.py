@@ -24,7 +24,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     p.add_argument("--threads", type=cli.positive_int, help="threads for BLAS, OpenMP and PyTorch (default: all)")
     p.add_argument("--train", action="store_true", help="benchmark whole models instead of kernels")
-    p.add_argument("--train-size", choices=["tiny", "small"], default="small", help="model and batch size for --train")
+    p.add_argument("--train-size", choices=["tiny", "small", "medium"], default="small",
+                   help="model and batch size for --train (medium: issue 6's configuration)")
     p.add_argument("--no-memory", action="store_true", help="--train: skip the peak-memory processes")
     p.add_argument("--out", default="bench-results", help="folder for the CSV, JSON and PNG files")
     return p.parse_args(argv)
