@@ -9,5 +9,5 @@ mkdir -p "$out"
 {
   python -m tinylm.bench --sizes small,medium,large --repeat 10 --warmup 3 --out "$out"
   echo
-  python -m tinylm.bench --train --train-size medium --repeat 12 --warmup 2 --out "$out"
+  python -m tinylm.bench --train --train-size medium --repeat 6 --warmup 2 --out "$out"
 } | tee "$out/report.md"

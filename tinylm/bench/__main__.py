@@ -20,7 +20,8 @@ def parse_args(argv=None):
                    help="comma-separated; those not usable here are left out (default: all)")
     p.add_argument("--sizes", default="small,medium,large",
                    help="presets tiny, small, medium, large, or shapes like 64x32x256 (each kernel's dims)")
-    p.add_argument("--repeat", type=cli.positive_int, default=10, help="timed runs per measurement")
+    p.add_argument("--repeat", type=cli.positive_int, default=10,
+                   help="timed runs per measurement (with --train: rounds, each timing 3 calls per backend)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     p.add_argument("--threads", type=cli.positive_int, help="threads for BLAS, OpenMP and PyTorch (default: all)")
     p.add_argument("--train", action="store_true", help="benchmark whole models instead of kernels")

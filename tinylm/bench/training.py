@@ -6,7 +6,8 @@ two training steps (the second one after a backward pass and an AdamW update) mu
 across all of them; a backend that disagrees is reported, and the command fails. Then training steps,
 evaluation forwards and batch-1 sampling are timed *interleaved*, one call per
 backend in turn (A B C A B C ...), so a slow moment of a noisy machine hits every
-backend alike and the ratios hold. Peak memory is measured per backend in a fresh
+backend alike and the ratios hold. Each backend lives in its own process (spawned), so
+no library's thread pool competes with another's; only one of them works at a time. Peak memory is measured per backend in a fresh
 process (``spawn``), as the growth of its peak resident set over building the model.
 """
 
@@ -25,6 +26,7 @@ from tinylm import backends, nn, optim
 from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
 from tinylm.nn import functional as F
 
+BLOCK = 3  # calls timed per backend per round
 PRESETS = {
     "tiny": dict(vocab=32, batch=2, seq=8, width=8, layers=1, heads=2, sample=4),
     "small": dict(vocab=96, batch=16, seq=64, width=128, layers=2, heads=4, sample=32),
@@ -204,45 +206,91 @@ def peak_memory(kind: str, backend: str, p: dict, steps: int = 3) -> tuple[float
     return result
 
 
+def _worker(kind: str, backend: str, p: dict, registry: dict, connection) -> None:
+    """One backend in its own process: runs what the parent asks, reports times and losses.
+    Separate processes keep each library's thread pools (OpenBLAS, OpenMP, PyTorch's) from
+    competing with another's: in one shared process PyTorch ran at half its speed. The
+    parent's kernel registry comes along, so kernels registered at run time are measured."""
+    backends.KERNELS.clear()
+    backends.KERNELS.update(registry)
+    batch = np.random.default_rng(0).integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
+    runner = Runner(kind, backend, p, batch)
+    tasks = {"train": runner.train_step, "eval": runner.evaluate, "sample": runner.sample}
+    connection.send("ready")
+    while True:
+        request = connection.recv()
+        if request == "stop":
+            return
+        if request == "losses":  # the first two steps: forward, then backward + update, checked
+            connection.send((runner.train_step(), runner.train_step()))
+            continue
+        task, calls = request
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            tasks[task]()
+            times.append(time.perf_counter() - start)
+        connection.send(times)
+
+
+def _usable(backend: str) -> bool:
+    try:
+        if backend == "torch":
+            import torch  # noqa: F401
+        else:
+            backends._check_usable(backend)
+        return True
+    except (ImportError, RuntimeError):
+        return False
+
+
 def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_memory: bool = True) -> list[dict]:
     p = PRESETS[preset]
     rows = []
+    context = multiprocessing.get_context("spawn")
     for kind in ("lstm", "transformer"):
-        batch = np.random.default_rng(0).integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
-        runners = []
-        for backend in backend_names:
-            try:
-                if backend == "torch":
-                    import torch  # noqa: F401
-                else:
-                    backends._check_usable(backend)
-            except (ImportError, RuntimeError):
-                continue
-            runners.append(Runner(kind, backend, p, batch))
-        # Two steps each: the first loss checks the forward pass, the second the backward
-        # pass and the optimizer update in between (they are also warm-up steps).
-        losses = {r.backend: (r.train_step(), r.train_step()) for r in runners}
-        reference = losses.get("numpy", next(iter(losses.values())))
-        for _ in range(max(0, warmup - 1)):
-            for r in runners:
-                r.train_step()
-        times = {(r.backend, task): [] for r in runners for task in ("train", "eval", "sample")}
-        for _ in range(repeat):  # interleaved: every backend once per round
-            for task in ("train", "eval", "sample"):
-                for r in runners:
-                    start = time.perf_counter()
-                    getattr(r, {"train": "train_step", "eval": "evaluate", "sample": "sample"}[task])()
-                    times[(r.backend, task)].append(time.perf_counter() - start)
-        for r in runners:
-            first, second = losses[r.backend]
-            row = {"model": kind, "backend": r.backend, "preset": preset, "first_loss": first, "second_loss": second,
+        workers = {}
+        for backend in filter(_usable, backend_names):
+            parent, child = context.Pipe()
+            process = context.Process(target=_worker, args=(kind, backend, p, dict(backends.KERNELS), child),
+                                      daemon=True)
+            process.start()
+            workers[backend] = (process, parent)
+        try:
+            for _, connection in workers.values():
+                connection.recv()  # "ready"
+
+            def ask(backend, request):
+                workers[backend][1].send(request)
+                return workers[backend][1].recv()
+
+            # Two steps each: the first loss checks the forward pass, the second the backward
+            # pass and the optimizer update in between (they are also warm-up steps).
+            losses = {backend: ask(backend, "losses") for backend in workers}
+            reference = losses.get("numpy", next(iter(losses.values())))
+            for backend in workers:
+                ask(backend, ("train", max(0, warmup - 1)))
+            times = {(backend, task): [] for backend in workers for task in ("train", "eval", "sample")}
+            for _ in range(repeat):  # interleaved rounds: every backend in turn, one at a time
+                for task in ("train", "eval", "sample"):
+                    for backend in workers:
+                        # A short block of calls, the first one not counted: the previous
+                        # backend's thread pools may still be spinning down during it.
+                        times[(backend, task)].extend(ask(backend, (task, BLOCK + 1))[1:])
+        finally:
+            for process, connection in workers.values():
+                connection.send("stop")
+                process.join(timeout=60)
+        for backend in workers:
+            first, second = losses[backend]
+            row = {"model": kind, "backend": backend, "preset": preset, "first_loss": first, "second_loss": second,
                    "correct": bool(math.isclose(first, reference[0], rel_tol=1e-4)
                                    and math.isclose(second, reference[1], rel_tol=1e-4))}
             for task, tokens in (("train", p["batch"] * p["seq"]), ("eval", p["batch"] * p["seq"]), ("sample", p["sample"])):
-                median = statistics.median(times[(r.backend, task)])
+                median = statistics.median(times[(backend, task)])
                 row[f"{task}_tokens_per_s"] = tokens / median
             if measure_memory:
-                built, trained = peak_memory(kind, r.backend, p)
+                built, trained = peak_memory(kind, backend, p)
                 row.update(peak_rss_mib=trained, training_growth_mib=trained - built)
             rows.append(row)
         numpy_row = next((row for row in rows if row["model"] == kind and row["backend"] == "numpy"), None)
