@@ -66,6 +66,15 @@ def test_an_explicit_shape_runs_the_kernels_it_fits(tmp_path):
     assert {r["kernel"] for r in rows} == {"embedding_backward"}
 
 
+def test_without_pytorch_the_torch_column_is_left_out(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    rows = bench.main(["--sizes", "tiny", "--kernels", "embedding_backward", "--backends", "numpy,torch",
+                       "--repeat", "1", "--warmup", "0", "--out", str(tmp_path)])["kernels"]
+    assert [r["backend"] for r in rows] == ["numpy"]
+
+
 def test_bad_arguments_name_the_flag():
     with pytest.raises(ValueError, match="--kernels: unknown nope"):
         bench.main(["--kernels", "nope"])

@@ -170,6 +170,10 @@ def implementation(case: Case, backend: str):
     """(callable on arguments, array module) for ``backend``, or None when it has no
     kernel of its own (it would only rerun the reference) or is not usable here."""
     if backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:  # PyTorch is optional: no column for it then
+            return None
         return None if case.torch is None else ("torch", np)
     if backend in backends.GPU_BACKENDS:
         try:
