@@ -22,15 +22,7 @@ def test_unknown_backend_is_a_clear_error():
         tinylm.set_backend("torch")
 
 
-def _gpu_usable() -> bool:
-    try:
-        backends._check_usable("cupy")
-        return True
-    except RuntimeError:
-        return False
-
-
-@pytest.mark.skipif(_gpu_usable(), reason="this machine has a usable GPU, so there is no error to see")
+@pytest.mark.skipif(backends.is_usable("cupy"), reason="this machine has a usable GPU, so there is no error to see")
 @pytest.mark.parametrize("name", ["cupy", "cuda"])
 def test_a_gpu_backend_without_a_gpu_gives_a_one_line_error(name):
     before = tinylm.get_backend()

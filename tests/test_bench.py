@@ -26,12 +26,17 @@ def adam_that_forgets_the_moments(param, grad, exp_avg, exp_avg_sq, *rest):
     param -= 1e-3 * grad
 
 
-def test_a_wrong_kernel_is_reported_wrong_and_not_timed(tmp_path, monkeypatch):
+@pytest.fixture
+def broken_cython_adam(monkeypatch):
+    """The registry serves ``adam_that_forgets_the_moments`` as the cython adam_update."""
     monkeypatch.setitem(backends.KERNELS, "adam_update", {
         "numpy": "tinylm.reference.optim:adam_update",
         "cython": f"{__name__}:adam_that_forgets_the_moments",
     })
     monkeypatch.setattr(backends, "_loaded", {})
+
+
+def test_a_wrong_kernel_is_reported_wrong_and_not_timed(tmp_path, broken_cython_adam):
     with pytest.raises(RuntimeError, match="disagree with the reference"):
         bench.main(["--kernels", "adam_update", "--backends", "numpy,cython", "--sizes", "tiny", "--repeat", "1",
                     "--warmup", "0", "--out", str(tmp_path)])
@@ -49,12 +54,7 @@ def test_training_benchmark_checks_every_backend_against_the_first_loss(tmp_path
     assert (tmp_path / "training_throughput.png").exists() and (tmp_path / "training.csv").exists()
 
 
-def test_training_benchmark_catches_a_broken_optimizer(tmp_path, monkeypatch):
-    monkeypatch.setitem(backends.KERNELS, "adam_update", {
-        "numpy": "tinylm.reference.optim:adam_update",
-        "cython": f"{__name__}:adam_that_forgets_the_moments",
-    })
-    monkeypatch.setattr(backends, "_loaded", {})
+def test_training_benchmark_catches_a_broken_optimizer(tmp_path, broken_cython_adam):
     with pytest.raises(RuntimeError, match="disagree"):
         bench.main(["--train", "--train-size", "tiny", "--backends", "numpy,cython", "--repeat", "1", "--no-memory",
                     "--out", str(tmp_path)])

@@ -86,17 +86,22 @@ def _check_usable(name: str) -> None:
             raise RuntimeError(f"set_backend({name!r}): no usable GPU (CUDA reports 0 devices)")
 
 
+def is_usable(name: str) -> bool:
+    """Whether backend ``name`` can run here (the quiet form of ``set_backend``'s check)."""
+    try:
+        _check_usable(name)
+        return True
+    except RuntimeError:
+        return False
+
+
 def _default_backend() -> str:
     """``$TINYLM_BACKEND`` if set, else ``cython`` when its kernels are built, else ``numpy``."""
     requested = os.environ.get("TINYLM_BACKEND")
     if requested:
         _check_usable(requested)
         return requested
-    try:
-        _check_usable("cython")
-        return "cython"
-    except RuntimeError:
-        return "numpy"
+    return "cython" if is_usable("cython") else "numpy"
 
 
 def get_backend() -> str:

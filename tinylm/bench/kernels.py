@@ -175,19 +175,13 @@ def implementation(case: Case, backend: str):
         except ImportError:  # PyTorch is optional: no column for it then
             return None
         return None if case.torch is None else ("torch", np)
+    if not backends.is_usable(backend):
+        return None
     if backend in backends.GPU_BACKENDS:
-        try:
-            backends._check_usable(backend)
-        except RuntimeError:
-            return None
         import cupy
 
         fn = backends.kernel_for(case.name, backend, fallback=backend == "cupy")
         return None if fn is None else (fn, cupy)
-    try:
-        backends._check_usable(backend)
-    except RuntimeError:
-        return None
     fn = backends.kernel_for(case.name, backend, fallback=backend == "numpy")
     return None if fn is None else (fn, np)
 

@@ -234,13 +234,12 @@ def _worker(kind: str, backend: str, p: dict, registry: dict, connection) -> Non
 
 
 def _usable(backend: str) -> bool:
+    if backend != "torch":
+        return backends.is_usable(backend)
     try:
-        if backend == "torch":
-            import torch  # noqa: F401
-        else:
-            backends._check_usable(backend)
+        import torch  # noqa: F401
         return True
-    except (ImportError, RuntimeError):
+    except ImportError:
         return False
 
 
