@@ -71,6 +71,7 @@ class Tensor:
         self.requires_grad = requires_grad
         self.creator: Function | None = None
         self.generation = 0
+        self.retains_grad = False  # set by retain_grad(): keep a non-leaf's gradient
 
     # ---- array facts
     shape = property(lambda self: tuple(self.data.shape))
@@ -116,6 +117,13 @@ class Tensor:
 
     def zero_grad(self) -> None:
         self.grad = None
+
+    def retain_grad(self) -> None:
+        """Keep this tensor's gradient in ``.grad`` after backward even though it is not
+        a leaf (as PyTorch's ``retain_grad``): to look inside the graph, not to train."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad, so it will get no gradient")
+        self.retains_grad = True
 
     def to(self, device: str) -> "Tensor":
         """A copy on ``"cpu"`` or ``"cuda"``; the copy is a new leaf."""
@@ -306,6 +314,8 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
         for output_ref in function.outputs:
             output = output_ref()
             gy = grads.pop(output, None) if output is not None else None
+            if gy is not None and output.retains_grad:  # complete now: every consumer has run
+                _accumulate(output, gy)
             grad_outputs.append(gy)
         grad_inputs = function.backward(*grad_outputs)
         if not isinstance(grad_inputs, tuple):

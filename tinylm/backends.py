@@ -11,7 +11,7 @@ backend    arrays    kernels
 numpy      NumPy     the reference: plain NumPy in ``tinylm/reference``, the oracle
 cython     NumPy     compiled kernels in ``kernels/cpu/*.pyx`` (OpenMP if built so)
 cupy       CuPy      the same reference code run on CuPy arrays
-cuda       CuPy      raw CUDA kernels in ``kernels/cuda/*.cu`` (a later issue)
+cuda       CuPy      raw CUDA kernels in ``kernels/cuda/*.cu`` through ``cupy.RawModule``
 =========  ========  ===========================================================
 
 ``KERNELS`` below is the one registry: for each kernel name, the implementation that
@@ -33,22 +33,79 @@ BACKENDS = ("numpy", "cython", "cupy", "cuda")
 GPU_BACKENDS = ("cupy", "cuda")
 
 KERNELS: dict[str, dict[str, str]] = {
+    "embedding_forward": {
+        "numpy": "tinylm.reference.embedding:embedding_forward",
+        "cython": "tinylm.kernels.cpu.embedding:embedding_forward",
+        "cuda": "tinylm.kernels.cuda.embedding:embedding_forward",
+    },
     "embedding_backward": {
         "numpy": "tinylm.reference.embedding:embedding_backward",
         "cython": "tinylm.kernels.cpu.embedding:embedding_backward",
+        "cuda": "tinylm.kernels.cuda.embedding:embedding_backward",
     },
     "lstm_layer_forward": {
         # The Cython forward is correct but slower than the reference: its scalar exp
         # loses to NumPy's vectorised tanh (see kernels/cpu/lstm.pyx), so it is not served.
         "numpy": "tinylm.reference.lstm:lstm_layer_forward",
+        "cuda": "tinylm.kernels.cuda.lstm:lstm_layer_forward",
     },
     "lstm_layer_backward": {
         "numpy": "tinylm.reference.lstm:lstm_layer_backward",
         "cython": "tinylm.kernels.cpu.lstm:lstm_layer_backward",
+        "cuda": "tinylm.kernels.cuda.lstm:lstm_layer_backward",
+    },
+    "cross_entropy_forward": {
+        "numpy": "tinylm.reference.cross_entropy:cross_entropy_forward",
+        "cython": "tinylm.kernels.cpu.cross_entropy:cross_entropy_forward",
+        "cuda": "tinylm.kernels.cuda.cross_entropy:cross_entropy_forward",
+    },
+    "cross_entropy_backward": {
+        "numpy": "tinylm.reference.cross_entropy:cross_entropy_backward",
+        "cython": "tinylm.kernels.cpu.cross_entropy:cross_entropy_backward",
+        "cuda": "tinylm.kernels.cuda.cross_entropy:cross_entropy_backward",
+    },
+    "attention_softmax_forward": {
+        "numpy": "tinylm.reference.softmax:attention_softmax_forward",
+        "cython": "tinylm.kernels.cpu.softmax:attention_softmax_forward",
+        "cuda": "tinylm.kernels.cuda.softmax:attention_softmax_forward",
+    },
+    "attention_softmax_backward": {
+        "numpy": "tinylm.reference.softmax:attention_softmax_backward",
+        "cython": "tinylm.kernels.cpu.softmax:attention_softmax_backward",
+        "cuda": "tinylm.kernels.cuda.softmax:attention_softmax_backward",
+    },
+    "layer_norm_forward": {
+        "numpy": "tinylm.reference.layer_norm:layer_norm_forward",
+        "cython": "tinylm.kernels.cpu.layer_norm:layer_norm_forward",
+        "cuda": "tinylm.kernels.cuda.layer_norm:layer_norm_forward",
+    },
+    "layer_norm_backward": {
+        "numpy": "tinylm.reference.layer_norm:layer_norm_backward",
+        "cython": "tinylm.kernels.cpu.layer_norm:layer_norm_backward",
+        "cuda": "tinylm.kernels.cuda.layer_norm:layer_norm_backward",
+    },
+    "dropout_forward": {
+        "numpy": "tinylm.reference.dropout:dropout_forward",
+        "cython": "tinylm.kernels.cpu.dropout:dropout_forward",
+        "cuda": "tinylm.kernels.cuda.dropout:dropout_forward",
+    },
+    "dropout_backward": {
+        "numpy": "tinylm.reference.dropout:dropout_backward",
+        "cython": "tinylm.kernels.cpu.dropout:dropout_backward",
+        "cuda": "tinylm.kernels.cuda.dropout:dropout_backward",
+    },
+    "causal_attention_forward": {
+        "numpy": "tinylm.reference.attention:causal_attention_forward",
+        "cuda": "tinylm.kernels.cuda.attention:causal_attention_forward",  # fused, flash-attention style
+    },
+    "causal_attention_backward": {
+        "numpy": "tinylm.reference.attention:causal_attention_backward",
+        "cuda": "tinylm.kernels.cuda.attention:causal_attention_backward",  # recomputes through the unfused kernels
     },
     "adam_update": {
         "numpy": "tinylm.reference.optim:adam_update",
         "cython": "tinylm.kernels.cpu.optim:adam_update",
+        "cuda": "tinylm.kernels.cuda.optim:adam_update",
     },
 }
 

@@ -40,6 +40,24 @@ def _outputs(fn, inputs) -> list:
     return _flatten(fn(*inputs))
 
 
+def _ops_behind(outputs, most: int = 8) -> str:
+    """The ops in the graph behind ``outputs``, output first (``"Softmax"`` or
+    ``"Add, Tanh, MatMul"``), so that an error says which backwards were involved."""
+    names, seen = [], set()
+    pending = [y.creator for y in outputs if y.creator is not None]
+    while pending:
+        function = pending.pop(0)
+        if id(function) in seen:
+            continue
+        seen.add(id(function))
+        if type(function).__name__ not in names:
+            names.append(type(function).__name__)
+        pending.extend(x.creator for x in function.inputs or () if x.creator is not None)
+    if len(names) > most:
+        return ", ".join(names[:most]) + f", ... ({len(names)} ops in all)"
+    return ", ".join(names) if names else "no op"
+
+
 def gradcheck(
     fn: Callable,
     *inputs: Tensor,
@@ -52,7 +70,8 @@ def gradcheck(
 
     ``fn`` takes the tensors and returns a tensor (or a tuple of tensors). Inputs that
     require grad must be float64. Returns True, or raises ``GradcheckError`` naming the
-    input, the largest error, where it is, and both values there.
+    input, the ops in fn's graph (output first: a wrong backward is among them), the
+    largest error, where it is, and both values there.
     """
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
@@ -71,6 +90,7 @@ def gradcheck(
     for i in checked:
         inputs[i].zero_grad()
     outputs = _outputs(fn, inputs)
+    ops_named = _ops_behind(outputs)  # now: backward frees the graph
     loss = None
     for y, w in zip(outputs, weights):
         if not y.requires_grad:
@@ -106,7 +126,7 @@ def gradcheck(
         if error.size and np.any(~(error <= allowed)):
             where = np.unravel_index(int(np.nanargmax(np.where(np.isnan(error), np.inf, error - allowed))), x.shape)
             raise GradcheckError(
-                f"gradcheck: input {i} of shape {x.shape}: backward and finite differences disagree; "
+                f"gradcheck: input {i} of shape {x.shape} through {ops_named}: backward and finite differences disagree; "
                 f"largest error {np.nanmax(error):.3g} at index {tuple(int(j) for j in where)}: "
                 f"backward gives {analytic[where]:.6g}, finite differences give {numeric[where]:.6g} "
                 f"(atol={atol}, rtol={rtol})"

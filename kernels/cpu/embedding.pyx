@@ -1,9 +1,10 @@
 # cython: language_level=3
-"""Embedding backward as a Cython kernel: the scatter-add of ``tinylm.reference.embedding``.
+"""Embedding as Cython kernels: the gather and scatter-add of ``tinylm.reference.embedding``.
 
-    grad_weight[ids[n], :] += grad_output[n, :]     for n = 0 .. N-1
+    forward:   out[n, :] = weight[ids[n], :]
+    backward:  grad_weight[ids[n], :] += grad_output[n, :]     for n = 0 .. N-1
 
-Same name, signature and meaning as the reference. What differs, and why:
+Same names, signatures and meaning as the reference. What differs, and why:
 
 - The Python-level wrapper checks everything first (dtype, shapes, every id in
   [0, num_embeddings)) and makes the inputs contiguous, so the ``nogil`` loop below
@@ -12,6 +13,8 @@ Same name, signature and meaning as the reference. What differs, and why:
   positions with the same id then never write one row at the same time, so no atomics
   are needed, and each element is summed over n in the same order as the reference,
   whatever the thread count, so results do not depend on it.
+- The forward splits the positions between threads (each writes its own output rows)
+  and copies each row with one memcpy.
 """
 
 import numpy as np
@@ -19,19 +22,70 @@ import numpy as np
 cimport cython
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
-cdef extern from "tinylm_parallel.h" nogil:
-    int tinylm_get_num_threads()  # OpenMP's thread count, or 1 in a serial build
+include "_math.pxi"
 
 PARALLEL_MIN_ELEMENTS = 1 << 16  # below this many gradient elements, one thread is faster
 
-ctypedef fused real:
-    float
-    double
+# Bounds checks and negative-index wrapping are off in the kernels only (the wrappers
+# have already guaranteed every index is in range); the wrappers keep Python semantics.
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _gather_rows(
+    const real[:, ::1] weight,        # (V, D)
+    const int64_t[::1] ids,           # (N,), every id already checked to be in range
+    real[:, ::1] out,                 # (N, D)
+    int threads,
+) noexcept nogil:
+    cdef Py_ssize_t n, dim = weight.shape[1]
+    for n in prange(ids.shape[0], schedule="static", num_threads=threads):
+        memcpy(&out[n, 0], &weight[ids[n], 0], dim * sizeof(real))
 
 
-# Bounds checks and negative-index wrapping are off in the kernel only (the wrapper
-# has already guaranteed every index is in range); the wrapper keeps Python semantics.
+def _checked_flat_ids(op, ids, num_embeddings):
+    """ids as a contiguous int64 (N,) array, every id in [0, num_embeddings), else IndexError."""
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{op}: ids must be an integer array, got {ids.dtype}")
+    if ids.size and ids.dtype.kind == "u" and int(ids.max()) >= num_embeddings:
+        raise IndexError(  # checked before the cast to int64, which would wrap ids >= 2**63
+            f"{op}: id {int(ids.max())} is out of range for a vocabulary of {num_embeddings} "
+            f"(ids must be in [0, {num_embeddings}))"
+        )
+    flat_ids = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)  # (N,)
+    if flat_ids.size:
+        low, high = int(flat_ids.min()), int(flat_ids.max())
+        if low < 0 or high >= num_embeddings:
+            bad = low if low < 0 else high
+            raise IndexError(
+                f"{op}: id {bad} is out of range for a vocabulary of {num_embeddings} "
+                f"(ids must be in [0, {num_embeddings}))"
+            )
+    return flat_ids
+
+
+def embedding_forward(weight, ids):
+    """out[n] = weight[ids[n]]: weight (V, D) float32/float64, ids integer of any shape
+    -> a new (*ids.shape, D) array."""
+    weight = np.asarray(weight)
+    ids = np.asarray(ids)
+    if weight.dtype != np.float32 and weight.dtype != np.float64:
+        raise TypeError(f"embedding_forward: weight must be float32 or float64, got {weight.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding_forward: weight must be (num_embeddings, dim), got shape {weight.shape}")
+    flat_ids = _checked_flat_ids("embedding_forward", ids, weight.shape[0])
+    dim = weight.shape[1]
+    out = np.empty((flat_ids.size, dim), dtype=weight.dtype)  # (N, D)
+    if flat_ids.size and dim:
+        table = np.ascontiguousarray(weight)
+        threads = tinylm_get_num_threads() if out.size >= PARALLEL_MIN_ELEMENTS else 1
+        if table.dtype == np.float32:
+            _gather_rows[float](table, flat_ids, out, threads)
+        else:
+            _gather_rows[double](table, flat_ids, out, threads)
+    return out.reshape(ids.shape + (dim,))
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
@@ -79,20 +133,7 @@ def embedding_backward(grad_output, ids, num_embeddings):
     if num_embeddings < 0:
         raise ValueError(f"embedding_backward: num_embeddings must be >= 0, got {num_embeddings}")
     dim = grad_output.shape[-1]
-    if ids.size and ids.dtype.kind == "u" and int(ids.max()) >= num_embeddings:
-        raise IndexError(  # checked before the cast to int64, which would wrap ids >= 2**63
-            f"embedding_backward: id {int(ids.max())} is out of range for a vocabulary of {num_embeddings} "
-            f"(ids must be in [0, {num_embeddings}))"
-        )
-    flat_ids = np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)  # (N,)
-    if flat_ids.size:
-        low, high = int(flat_ids.min()), int(flat_ids.max())
-        if low < 0 or high >= num_embeddings:
-            bad = low if low < 0 else high
-            raise IndexError(
-                f"embedding_backward: id {bad} is out of range for a vocabulary of {num_embeddings} "
-                f"(ids must be in [0, {num_embeddings}))"
-            )
+    flat_ids = _checked_flat_ids("embedding_backward", ids, num_embeddings)
     grad_weight = np.zeros((num_embeddings, dim), dtype=grad_output.dtype)
     if flat_ids.size == 0 or dim == 0:
         return grad_weight

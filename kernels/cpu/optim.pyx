@@ -19,24 +19,9 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf
-
-cdef extern from "tinylm_parallel.h" nogil:
-    int tinylm_get_num_threads()
+include "_math.pxi"
 
 PARALLEL_MIN_ELEMENTS = 1 << 16
-
-ctypedef fused real:
-    float
-    double
-
-
-cdef inline real _sqrt(real x) noexcept nogil:
-    if real is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
 
 @cython.boundscheck(False)
 @cython.wraparound(False)

@@ -13,8 +13,10 @@ import numpy as np
 from tinylm import backends, ops
 from tinylm.autograd import Tensor
 from tinylm.ops import embedding, log_softmax, softmax
+from tinylm.ops.attention_softmax import attention_softmax
+from tinylm.ops.dropout import dropout
+from tinylm.ops.layer_norm import layer_norm
 from tinylm.ops.cross_entropy import cross_entropy as _cross_entropy
-from tinylm.random import default_generator
 
 __all__ = [
     "linear", "embedding", "dropout", "layer_norm", "softmax", "log_softmax",
@@ -29,37 +31,6 @@ def linear(x, weight, bias=None):
             f"linear: input {x.shape} has {x.shape[-1]} features, weight {weight.shape} expects {weight.shape[-1]}"
         )
     y = x @ weight.T
-    return y + bias if bias is not None else y
-
-
-def dropout(x, p: float = 0.5, training: bool = True, generator=None):
-    """Zero each element with probability p and scale the survivors by 1/(1-p), so the
-    expected value is unchanged; the identity when not training. The mask is a
-    constant, so the backward is gy · mask / (1-p) through the graph's Mul."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    rng = generator or default_generator()
-    keep = rng.random(x.shape) >= p  # drawn on the CPU so every backend sees the same mask
-    scale = backends.to_device((keep / (1.0 - p)).astype(x.dtype), x.device)
-    return x * Tensor(scale)
-
-
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
-    """Normalise over the last ``len(normalized_shape)`` axes to mean 0 and variance 1
-    (the biased variance, as PyTorch), then scale by ``weight`` and shift by ``bias``."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if x.shape[x.ndim - len(normalized_shape):] != normalized_shape:
-        raise ValueError(f"layer_norm: input {x.shape} does not end in normalized_shape {normalized_shape}")
-    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
-    centered = x - x.mean(axis=axes, keepdims=True)
-    variance = (centered * centered).mean(axis=axes, keepdims=True)
-    y = centered / (variance + eps).sqrt()
-    if weight is not None:
-        y = y * weight
     return y + bias if bias is not None else y
 
 
@@ -86,24 +57,27 @@ def attention_weights(query, key, attn_mask=None, is_causal: bool = False, scale
 
     ``attn_mask``: a bool mask where True means *may attend* (PyTorch's SDPA
     convention), or a float mask added to the scores. ``is_causal`` lets query i see
-    keys 0..i only. ``scale`` defaults to 1/√E.
+    keys 0..i only. ``scale`` defaults to 1/√E. Scaling, masking and the softmax are
+    one fused op (``attention_softmax``), which takes an (L, S) mask; a mask broadcast
+    over batch or heads, or a float Tensor mask that learns, is added to the scores
+    through the graph instead. A row with every key masked comes out all 0.
     """
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"attention: query {query.shape} and key {key.shape} differ in their last axis")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = (query @ key.mT) * scale  # (..., L, S)
+    scores = query @ key.mT  # (..., L, S)
+    if attn_mask is None:
+        return attention_softmax(scores, scale, None, is_causal)
     xp = backends.get_array_module(scores.data)
-    if is_causal:
-        scores = ops.masked_fill(scores, ~causal_mask(query.shape[-2], key.shape[-2], xp), -np.inf)
-    if attn_mask is not None:
-        mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
-        if mask.dtype == bool:
-            scores = ops.masked_fill(scores, ~mask, -np.inf)
-        elif isinstance(attn_mask, Tensor):  # a float Tensor mask is an operand: it may learn
-            scores = scores + attn_mask
-        else:
-            scores = scores + Tensor(xp.asarray(mask, dtype=scores.dtype))
-    return softmax(scores, axis=-1)
+    if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
+        return attention_softmax(scores * scale + attn_mask, 1.0, None, is_causal)
+    mask = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
+    if mask.dtype == bool:
+        mask = xp.where(mask, 0.0, -np.inf)  # additive: 0 keeps, -inf drops
+    mask = mask.astype(scores.dtype, copy=False)
+    if mask.shape != scores.shape[-2:]:  # broadcast over batch or heads: add it through the graph
+        return attention_softmax(scores * scale + Tensor(mask), 1.0, None, is_causal)
+    return attention_softmax(scores, scale, mask, is_causal)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0,

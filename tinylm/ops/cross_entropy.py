@@ -5,6 +5,7 @@ from __future__ import annotations
 from tinylm import backends
 from tinylm.autograd import Function
 from tinylm.backends import get_array_module
+from tinylm.reference.cross_entropy import check_targets
 
 
 class CrossEntropy(Function):
@@ -26,14 +27,9 @@ class CrossEntropy(Function):
 
     def forward(self, logits):
         xp = get_array_module(logits)
-        rows = xp.arange(logits.shape[0])
-        valid = self.targets != self.ignore_index  # (N,)
-        safe_targets = xp.where(valid, self.targets, 0)  # any in-range class for ignored rows
-        shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C), each row's max is 0
-        log_normalizer = xp.log(xp.exp(shifted).sum(axis=1))  # (N,)
-        losses = (log_normalizer - shifted[rows, safe_targets]) * valid
-        self.count = int(valid.sum())
-        self.save_for_backward(shifted, log_normalizer, safe_targets, valid)
+        losses, logsumexp = backends.kernel("cross_entropy_forward")(logits, self.targets, self.ignore_index)
+        self.count = int((self.targets != self.ignore_index).sum())
+        self.save_for_backward(logits, logsumexp)
         if self.reduction == "none":
             return losses
         total = losses.sum()
@@ -43,15 +39,14 @@ class CrossEntropy(Function):
         return total / logits.dtype.type(self.count) if self.count else xp.asarray(xp.nan, dtype=logits.dtype)
 
     def backward(self, gy):
-        shifted, log_normalizer, safe_targets, valid = self.saved
-        xp = get_array_module(shifted)
-        grad = xp.exp(shifted - log_normalizer[:, None])  # softmax, (N, C)
-        grad[xp.arange(grad.shape[0]), safe_targets] -= 1  # minus one-hot
-        grad *= valid[:, None]
+        logits, logsumexp = self.saved
+        xp = get_array_module(logits)
         if self.reduction == "none":
-            return grad * gy[:, None]
-        scale = gy / gy.dtype.type(max(self.count, 1)) if self.reduction == "mean" else gy
-        return grad * scale
+            grad_losses = gy
+        else:  # every row's loss gets the same share of the upstream gradient
+            share = gy / gy.dtype.type(max(self.count, 1)) if self.reduction == "mean" else gy
+            grad_losses = xp.full(logits.shape[0], share, dtype=logits.dtype)
+        return backends.kernel("cross_entropy_backward")(grad_losses, logits, self.targets, logsumexp, self.ignore_index)
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean"):
@@ -63,15 +58,5 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         targets = backends.get_array_module(logits.data).asarray(targets)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if logits.ndim != 2 or tuple(targets.shape) != logits.shape[:1]:
-        raise ValueError(
-            f"cross_entropy: logits must be (N, C) and targets (N,), got {logits.shape} and {tuple(targets.shape)}"
-        )
-    if targets.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: targets must be integers, got {targets.dtype}")
-    classes = logits.shape[1]
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= classes))
-    if bool(bad.any()):
-        value = int(targets[bad][0])
-        raise IndexError(f"cross_entropy: target {value} is out of range for {classes} classes (ignore_index={ignore_index})")
+    check_targets("cross_entropy", logits, targets, ignore_index)
     return CrossEntropy(targets, ignore_index, reduction)(logits)

@@ -24,6 +24,14 @@ def check_ids(op: str, ids, num_embeddings: int) -> None:
         raise IndexError(f"{op}: id {bad} is out of range for a vocabulary of {num_embeddings} (ids must be in [0, {num_embeddings}))")
 
 
+def embedding_forward(weight, ids):
+    """out[n] = weight[ids[n]]: weight (V, D), ids integer of any shape -> (*ids.shape, D)."""
+    if weight.ndim != 2:
+        raise ValueError(f"embedding_forward: weight must be (num_embeddings, dim), got shape {tuple(weight.shape)}")
+    check_ids("embedding_forward", ids, weight.shape[0])
+    return weight[ids]
+
+
 def embedding_backward(grad_output, ids, num_embeddings: int):
     """grad_weight[v] = Σ over positions n with ids[n] == v of grad_output[n].
 
