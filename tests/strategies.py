@@ -37,3 +37,23 @@ def make_array(shape, seed: int, noncontiguous: bool = False, dtype=np.float64, 
 
 def leaf(shape, seed, noncontiguous=False, kind="normal", dtype=np.float64):
     return tinylm.Tensor(make_array(shape, seed, noncontiguous, dtype, kind), requires_grad=True)
+
+
+def run_with_threads(threads: int, fn, *args):
+    """``fn(*args)`` with the Cython kernels on ``threads`` threads, then the old count back."""
+    from tinylm import kernels
+
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        kernels.set_num_threads(before)
+
+
+def float_rows(draw, rows, cols, dtype, scale=1.0, noncontiguous=False, seed=0):
+    """A (rows, cols) float array of standard normals times ``scale``, optionally a strided view."""
+    rng = np.random.default_rng(seed)
+    if noncontiguous:
+        return (scale * rng.standard_normal((rows, 2 * cols))).astype(dtype)[:, ::2]
+    return (scale * rng.standard_normal((rows, cols))).astype(dtype)

@@ -123,3 +123,26 @@ def test_compiled_refuses_half_precision_and_negative_vocabulary():
         compiled(np.ones((3, 4), np.float16), np.zeros(3, np.int64), 2)
     with pytest.raises(ValueError, match="num_embeddings must be >= 0"):
         compiled(np.ones((0, 4), np.float32), np.zeros(0, np.int64), -1)
+
+
+# ------------------------------------------------------------------ the forward gather
+
+from tinylm.kernels.cpu.embedding import embedding_forward as compiled_forward  # noqa: E402
+from tinylm.reference.embedding import embedding_forward as reference_forward  # noqa: E402
+
+
+@given(problem=embedding_problems(), seed=seeds)
+def test_forward_gather_matches_reference(problem, seed):
+    grad, ids, vocab = problem  # grad's shape gives D; the table is drawn fresh
+    dim = grad.shape[-1]
+    table = np.random.default_rng(seed).standard_normal((vocab, 2 * dim)).astype(grad.dtype)[:, ::2]  # strided
+    got = compiled_forward(table, ids)
+    assert got.shape == ids.shape + (dim,) and got.dtype == table.dtype
+    np.testing.assert_array_equal(got, reference_forward(table, ids))  # a copy: exact
+
+
+@pytest.mark.parametrize("kernel", [compiled_forward, reference_forward], ids=["cython", "numpy"])
+@pytest.mark.parametrize("bad_id", [-1, 5, 2**40])
+def test_forward_refuses_out_of_range_ids(kernel, bad_id):
+    with pytest.raises(IndexError, match=rf"embedding_forward: id {bad_id} is out of range for a vocabulary of 5"):
+        kernel(np.zeros((5, 3), np.float32), np.array([0, bad_id]))

@@ -23,6 +23,8 @@ from libc.stdint cimport int64_t
 
 include "_math.pxi"
 
+from tinylm.kernels.cpu._checks import float_array, int_scalar
+
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
@@ -76,25 +78,21 @@ cdef void _backward(const real[::1] grad_losses, const real[:, ::1] logits, cons
 
 def _checked(op, logits, targets, ignore_index):
     """(contiguous logits (N, C) float, contiguous int64 targets (N,)), or a clear error."""
-    logits = np.asarray(logits)
+    logits = float_array(op, "logits", logits)
     targets = np.asarray(targets)
-    if logits.dtype != np.float32 and logits.dtype != np.float64:
-        raise TypeError(f"{op}: logits must be float32 or float64, got {logits.dtype}")
+    ignore_index = int_scalar(op, "ignore_index", ignore_index, -2**63, 2**63 - 1)
     if targets.dtype.kind not in "iu":
         raise TypeError(f"{op}: targets must be integers, got {targets.dtype}")
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"{op}: logits must be (N, C) and targets (N,), got {logits.shape} and {targets.shape}")
     if logits.shape[1] == 0 and logits.shape[0] > 0:
         raise ValueError(f"{op}: logits {logits.shape} have no classes")
-    ignore_index = int(ignore_index)
     classes = logits.shape[1]
     wide = targets.astype(object) if targets.dtype == np.uint64 else targets  # no wrap-around in the check
     bad = (wide != ignore_index) & ((wide < 0) | (wide >= classes))
     if bool(bad.any()):
         raise IndexError(f"{op}: target {int(targets[bad][0])} is out of range for {classes} classes "
                          f"(ignore_index={ignore_index})")
-    if not -2**63 <= ignore_index < 2**63:
-        raise ValueError(f"{op}: ignore_index {ignore_index} does not fit in int64")
     return np.ascontiguousarray(logits), np.ascontiguousarray(targets, dtype=np.int64), ignore_index
 
 
@@ -113,10 +111,11 @@ def cross_entropy_forward(logits, targets, ignore_index):
 
 def cross_entropy_backward(grad_losses, logits, targets, logsumexp, ignore_index):
     """dL/dlogits = (softmax - onehot) · grad_losses[:, None], 0 on ignored rows."""
-    logits, targets, ignore_index = _checked("cross_entropy_backward", logits, targets, ignore_index)
+    op = "cross_entropy_backward"
+    logits, targets, ignore_index = _checked(op, logits, targets, ignore_index)
     rows = logits.shape[0]
-    grad_losses = np.ascontiguousarray(grad_losses, dtype=logits.dtype)
-    logsumexp = np.ascontiguousarray(logsumexp, dtype=logits.dtype)
+    grad_losses = np.ascontiguousarray(float_array(op, "grad_losses", grad_losses), dtype=logits.dtype)
+    logsumexp = np.ascontiguousarray(float_array(op, "logsumexp", logsumexp), dtype=logits.dtype)
     if grad_losses.shape != (rows,) or logsumexp.shape != (rows,):
         raise ValueError(f"cross_entropy_backward: grad_losses {grad_losses.shape} and logsumexp {logsumexp.shape} "
                          f"must both be ({rows},) for logits {logits.shape}")

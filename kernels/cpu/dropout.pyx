@@ -22,6 +22,7 @@ include "_math.pxi"
 cdef extern from "tinylm_math.h" nogil:
     uint32_t tinylm_dropout_bits(uint64_t seed, uint64_t k)
 
+from tinylm.kernels.cpu._checks import float_array, int_scalar, real_scalar
 from tinylm.reference.dropout import dropout_threshold
 
 PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -48,26 +49,20 @@ cdef void _backward(const real[::1] grad_y, const uint8_t[::1] mask, real scale,
         grad_x[k] = grad_y[k] * <real>mask[k] * scale
 
 
-def _float_array(op, name, array):
-    array = np.asarray(array)
-    if array.dtype != np.float32 and array.dtype != np.float64:
-        raise TypeError(f"{op}: {name} must be float32 or float64, got {array.dtype}")
-    return array
-
-
 def _scale(p, dtype):
     return dtype.type(1.0 / (1.0 - p)) if p < 1.0 else dtype.type(0.0)
 
 
 def dropout_forward(x, p, seed):
     """-> (y = x · mask / (1 - p), mask uint8 of x's shape)."""
-    x = _float_array("dropout_forward", "x", x)
-    threshold = dropout_threshold(float(p))  # also checks 0 <= p <= 1
+    x = float_array("dropout_forward", "x", x)
+    p = real_scalar("dropout_forward", "p", p)
+    threshold = dropout_threshold(p)  # also checks 0 <= p <= 1
+    seed = int_scalar("dropout_forward", "seed", seed, 0, 2**64 - 1)
     flat = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(flat)
     mask = np.empty(flat.shape, dtype=np.uint8)
     threads = tinylm_get_num_threads() if flat.size >= PARALLEL_MIN_ELEMENTS else 1
-    seed = int(seed) % 2**64
     if flat.dtype == np.float32:
         _forward[float](flat, seed, threshold, _scale(p, flat.dtype), y, mask, threads)
     else:
@@ -77,11 +72,12 @@ def dropout_forward(x, p, seed):
 
 def dropout_backward(grad_y, mask, p):
     """dL/dx = dL/dy · mask / (1 - p)."""
-    grad_y = _float_array("dropout_backward", "grad_y", grad_y)
+    grad_y = float_array("dropout_backward", "grad_y", grad_y)
+    p = real_scalar("dropout_backward", "p", p)
     mask = np.asarray(mask)
     if mask.shape != grad_y.shape or mask.dtype != np.uint8:
         raise ValueError(f"dropout_backward: mask {mask.shape} {mask.dtype} must be uint8 of grad_y's shape {grad_y.shape}")
-    dropout_threshold(float(p))
+    dropout_threshold(p)
     flat = np.ascontiguousarray(grad_y).reshape(-1)
     grad_x = np.empty_like(flat)
     threads = tinylm_get_num_threads() if flat.size >= PARALLEL_MIN_ELEMENTS else 1

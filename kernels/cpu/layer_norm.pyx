@@ -23,6 +23,8 @@ from cython.parallel cimport prange
 
 include "_math.pxi"
 
+from tinylm.kernels.cpu._checks import float_array, real_scalar
+
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
@@ -102,9 +104,7 @@ cdef void _backward(const real[:, ::1] grad_y, const real[:, ::1] x, const real[
 
 
 def _checked(op, x, weight, name="weight"):
-    x = np.asarray(x)
-    if x.dtype != np.float32 and x.dtype != np.float64:
-        raise TypeError(f"{op}: x must be float32 or float64, got {x.dtype}")
+    x = float_array(op, "x", x)
     if x.ndim != 2 or (x.shape[1] == 0 and x.shape[0] > 0):
         raise ValueError(f"{op}: x must be (N, D) with D >= 1, got shape {x.shape}")
     if weight is None:
@@ -119,7 +119,7 @@ def layer_norm_forward(x, weight, bias, eps):
     """x (N, D), weight and bias (D,) or None -> (y (N, D), mean (N,), rstd (N,))."""
     x, weight_array = _checked("layer_norm_forward", x, weight)
     _, bias_array = _checked("layer_norm_forward", x, bias, "bias")
-    eps = float(eps)
+    eps = real_scalar("layer_norm_forward", "eps", eps)
     if not eps >= 0:
         raise ValueError(f"layer_norm_forward: eps must be >= 0, got {eps}")
     rows = x.shape[0]
@@ -138,7 +138,7 @@ def layer_norm_backward(grad_y, x, weight, mean, rstd):
     """-> (grad_x (N, D), grad_weight (D,) or None, grad_bias (D,) or None)."""
     op = "layer_norm_backward"
     x, weight_array = _checked(op, x, weight)
-    grad_y = np.asarray(grad_y)
+    grad_y = float_array(op, "grad_y", grad_y)
     if grad_y.shape != x.shape or grad_y.dtype != x.dtype:
         raise ValueError(f"{op}: grad_y {grad_y.shape} {grad_y.dtype} must match x {x.shape} {x.dtype}")
     rows, dim = x.shape

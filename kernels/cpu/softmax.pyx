@@ -27,6 +27,8 @@ from libc.math cimport INFINITY
 
 include "_math.pxi"
 
+from tinylm.kernels.cpu._checks import flag, float_array, real_scalar
+
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
@@ -90,18 +92,12 @@ cdef void _backward(const real[:, ::1] grad_probs, const real[:, ::1] probs, rea
         _backward_row(grad_probs, probs, r, scale, grad_scores)
 
 
-def _float_array(op, name, array):
-    array = np.asarray(array)
-    if array.dtype != np.float32 and array.dtype != np.float64:
-        raise TypeError(f"{op}: {name} must be float32 or float64, got {array.dtype}")
-    return array
-
-
 def attention_softmax_forward(scores, scale, mask=None, causal=False):
     """softmax over the last axis of scale · scores + mask; scores (..., L, S), mask an
     additive (L, S) array or None; causal drops keys j > i."""
     op = "attention_softmax_forward"
-    scores = _float_array(op, "scores", scores)
+    scores = float_array(op, "scores", scores)
+    scale, causal = real_scalar(op, "scale", scale), flag(op, "causal", causal)
     if scores.ndim < 2:
         raise ValueError(f"{op}: scores must be (..., L, S), got shape {scores.shape}")
     queries, keys = scores.shape[-2:]
@@ -119,17 +115,18 @@ def attention_softmax_forward(scores, scale, mask=None, causal=False):
     if rows.size:
         threads = tinylm_get_num_threads() if rows.size >= PARALLEL_MIN_ELEMENTS else 1
         if rows.dtype == np.float32:
-            _forward[float](rows, queries, float(scale), table, mask is not None, bool(causal), probs, threads)
+            _forward[float](rows, queries, scale, table, mask is not None, causal, probs, threads)
         else:
-            _forward[double](rows, queries, float(scale), table, mask is not None, bool(causal), probs, threads)
+            _forward[double](rows, queries, scale, table, mask is not None, causal, probs, threads)
     return probs.reshape(scores.shape)
 
 
 def attention_softmax_backward(grad_probs, probs, scale):
     """dL/dscores = scale · p ⊙ (g - Σ g p), row by row."""
     op = "attention_softmax_backward"
-    probs = _float_array(op, "probs", probs)
-    grad_probs = _float_array(op, "grad_probs", grad_probs)
+    probs = float_array(op, "probs", probs)
+    grad_probs = float_array(op, "grad_probs", grad_probs)
+    scale = real_scalar(op, "scale", scale)
     if grad_probs.shape != probs.shape or grad_probs.dtype != probs.dtype or probs.ndim < 1:
         raise ValueError(f"{op}: grad_probs {grad_probs.shape} {grad_probs.dtype} must match probs "
                          f"{probs.shape} {probs.dtype}")
@@ -142,7 +139,7 @@ def attention_softmax_backward(grad_probs, probs, scale):
     if p.size:
         threads = tinylm_get_num_threads() if p.size >= PARALLEL_MIN_ELEMENTS else 1
         if p.dtype == np.float32:
-            _backward[float](g, p, float(scale), grad_scores, threads)
+            _backward[float](g, p, scale, grad_scores, threads)
         else:
-            _backward[double](g, p, float(scale), grad_scores, threads)
+            _backward[double](g, p, scale, grad_scores, threads)
     return grad_scores.reshape(probs.shape)
