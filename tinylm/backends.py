@@ -44,9 +44,8 @@ KERNELS: dict[str, dict[str, str]] = {
         "cuda": "tinylm.kernels.cuda.embedding:embedding_backward",
     },
     "lstm_layer_forward": {
-        # The Cython forward is correct but slower than the reference: its scalar exp
-        # loses to NumPy's vectorised tanh (see kernels/cpu/lstm.pyx), so it is not served.
         "numpy": "tinylm.reference.lstm:lstm_layer_forward",
+        "cython": "tinylm.kernels.cpu.lstm:lstm_layer_forward",
         "cuda": "tinylm.kernels.cuda.lstm:lstm_layer_forward",
     },
     "lstm_layer_backward": {
@@ -100,7 +99,7 @@ KERNELS: dict[str, dict[str, str]] = {
     },
     "causal_attention_backward": {
         "numpy": "tinylm.reference.attention:causal_attention_backward",
-        "cuda": "tinylm.kernels.cuda.attention:causal_attention_backward",  # recomputes through the unfused kernels
+        "cuda": "tinylm.kernels.cuda.attention:causal_attention_backward",  # fused, recomputes p from logsumexp
     },
     "adam_update": {
         "numpy": "tinylm.reference.optim:adam_update",

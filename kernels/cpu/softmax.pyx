@@ -7,13 +7,16 @@
 
 Same names, signatures and meaning as the reference. What differs, and why:
 
-- Online softmax: one pass over a row finds the running maximum mᵢ and the running
-  denominator dᵢ together, rescaling d by e^(m_old - m_new) whenever the maximum grows;
-  a second pass writes the probabilities. The reference materialises z, z - max and e^z
-  as whole (..., L, S) temporaries.
+- Per row, four short passes over the row while it sits in L1: z and its maximum, then
+  e^(z - max) in place, the sum (in double), the division. The exponential pass is
+  branch-free, so GCC vectorises it (tinylm_math.h's exp); a one-pass online softmax
+  (running maximum and rescaled running sum together, as the CUDA kernel does, where
+  the row is read from global memory once) has a branch and a second exp per element
+  and ran at half the speed here. The reference materialises z, z - max and e^z as whole
+  (..., L, S) temporaries.
 - Causal rows stop at key i: the dropped keys are never read, only written as 0.
-- An all-dropped row (every key -inf) stays at m = -inf and is written as zeros, as in
-  the reference; -inf scores are skipped rather than exponentiated (e^(-inf - -inf) is NaN).
+- An all-dropped row (every key -inf) has maximum -inf and is written as zeros, as in
+  the reference.
 - Threads split the rows when there are enough elements; each row is reduced in the
   same order whatever the thread count.
 - The wrapper checks dtypes and the mask's shape and makes the inputs contiguous.
@@ -35,30 +38,27 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
-cdef inline void _forward_row(const real[:, ::1] scores, Py_ssize_t r, Py_ssize_t query, real scale,
-                              const real[:, ::1] mask, bint has_mask, bint causal, real[:, ::1] probs) noexcept nogil:
-    cdef Py_ssize_t j, keys = scores.shape[1]
-    cdef Py_ssize_t visible = min(query + 1, keys) if causal else keys
-    cdef real z, running_max = -INFINITY, denominator = 0
-    for j in range(visible):  # pass 1: running maximum and denominator together
-        z = scores[r, j] * scale
-        if has_mask:
-            z = z + mask[query, j]
-        if z == -INFINITY:
-            continue  # contributes e^-inf = 0
-        if z > running_max:
-            denominator = denominator * _exp(running_max - z) + 1
-            running_max = z
-        else:
-            denominator = denominator + _exp(z - running_max)
-    for j in range(keys):  # pass 2: the probabilities
-        if j >= visible or running_max == -INFINITY:
-            probs[r, j] = 0
-        else:
-            z = scores[r, j] * scale
-            if has_mask:
-                z = z + mask[query, j]
-            probs[r, j] = _exp(z - running_max) / denominator
+cdef inline void _forward_row(const real* scores, const real* mask, Py_ssize_t keys, Py_ssize_t visible,
+                              real scale, real* probs) noexcept nogil:
+    """One row: keys [0, visible) are seen, the rest are dropped (causal)."""
+    cdef Py_ssize_t j
+    cdef real running_max = -INFINITY, denominator = 0
+    cdef double total = 0
+    for j in range(visible):  # z into the output row, and its maximum
+        probs[j] = scores[j] * scale + (mask[j] if mask != NULL else 0)
+        if probs[j] > running_max:
+            running_max = probs[j]
+    if running_max == -INFINITY:  # every key dropped: no distribution, a row of zeros
+        visible = 0
+    for j in range(visible):  # e^(z - max): vectorised; -inf scores give exactly 0
+        probs[j] = _exp(probs[j] - running_max)
+    for j in range(visible):
+        total += probs[j]
+    denominator = <real>total
+    for j in range(visible):
+        probs[j] = probs[j] / denominator
+    for j in range(visible, keys):
+        probs[j] = 0
 
 
 @cython.boundscheck(False)
@@ -66,9 +66,11 @@ cdef inline void _forward_row(const real[:, ::1] scores, Py_ssize_t r, Py_ssize_
 @cython.cdivision(True)
 cdef void _forward(const real[:, ::1] scores, Py_ssize_t queries, real scale, const real[:, ::1] mask,
                    bint has_mask, bint causal, real[:, ::1] probs, int threads) noexcept nogil:
-    cdef Py_ssize_t r
+    cdef Py_ssize_t r, query, keys = scores.shape[1]
     for r in prange(scores.shape[0], schedule="static", num_threads=threads):
-        _forward_row(scores, r, r % queries, scale, mask, has_mask, causal, probs)
+        query = r % queries
+        _forward_row(&scores[r, 0], &mask[query, 0] if has_mask else NULL, keys,
+                     min(query + 1, keys) if causal else keys, scale, &probs[r, 0])
 
 
 @cython.boundscheck(False)

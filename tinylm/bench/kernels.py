@@ -125,7 +125,115 @@ def _adam_torch(args):
     return run
 
 
+def _gather_args(size, rng):
+    positions, vocab, dim = size
+    return rng.standard_normal((vocab, dim)).astype(np.float32), rng.integers(0, vocab, positions)
+
+
+def _gather_torch(args):
+    import torch
+
+    weight, ids = torch.from_numpy(args[0]), torch.from_numpy(args[1])
+    return lambda: (torch.nn.functional.embedding(ids, weight),)
+
+
+def _cross_entropy_args(size, rng):
+    rows, classes = size
+    targets = rng.integers(0, classes, rows)
+    targets[::17] = -100  # some ignored rows, as padding would give
+    return (3 * rng.standard_normal((rows, classes))).astype(np.float32), targets, -100
+
+
+def _cross_entropy_torch(args):
+    import torch
+
+    logits, targets = torch.from_numpy(args[0]), torch.from_numpy(args[1])
+    return lambda: (torch.nn.functional.cross_entropy(logits, targets, ignore_index=args[2], reduction="none"),)
+
+
+def _cross_entropy_backward_args(size, rng):
+    logits, targets, ignore_index = _cross_entropy_args(size, rng)
+    from tinylm.reference.cross_entropy import cross_entropy_forward
+
+    _, logsumexp = cross_entropy_forward(logits, targets, ignore_index)
+    grad_losses = np.full(logits.shape[0], 1.0 / logits.shape[0], np.float32)  # a mean's gradient
+    return grad_losses, logits, targets, logsumexp, ignore_index
+
+
+def _softmax_args(size, rng):
+    rows, length = size  # rows = batch x heads of causal (length x length) score matrices
+    return rng.standard_normal((rows, length, length)).astype(np.float32) * 4, 0.125, None, True
+
+
+def _softmax_torch(args):
+    import torch
+
+    scores, scale = torch.from_numpy(args[0]), args[1]
+    length = scores.shape[-1]
+    hidden = ~torch.tril(torch.ones(length, length, dtype=torch.bool))
+    return lambda: (torch.softmax((scores * scale).masked_fill(hidden, float("-inf")), dim=-1),)
+
+
+def _softmax_backward_args(size, rng):
+    from tinylm.reference.softmax import attention_softmax_forward
+
+    scores, scale, mask, causal = _softmax_args(size, rng)
+    probs = attention_softmax_forward(scores, scale, mask, causal)
+    return rng.standard_normal(probs.shape).astype(np.float32), probs, scale
+
+
+def _softmax_backward_torch(args):
+    import torch
+
+    grad, probs, scale = torch.from_numpy(args[0]), torch.from_numpy(args[1]), args[2]
+    return lambda: (torch._softmax_backward_data(grad, probs, -1, probs.dtype) * scale,)
+
+
+def _layer_norm_args(size, rng):
+    rows, dim = size
+    return (rng.standard_normal((rows, dim)).astype(np.float32), rng.standard_normal(dim).astype(np.float32),
+            rng.standard_normal(dim).astype(np.float32), 1e-5)
+
+
+def _layer_norm_torch(args):
+    import torch
+
+    x, weight, bias = (torch.from_numpy(a) for a in args[:3])
+    return lambda: (torch.nn.functional.layer_norm(x, weight.shape, weight, bias, args[3]),)
+
+
+def _layer_norm_backward_args(size, rng):
+    from tinylm.reference.layer_norm import layer_norm_forward
+
+    x, weight, bias, eps = _layer_norm_args(size, rng)
+    _, mean, rstd = layer_norm_forward(x, weight, bias, eps)
+    return rng.standard_normal(x.shape).astype(np.float32), x, weight, mean, rstd
+
+
+def _layer_norm_backward_torch(args):
+    import torch
+
+    grad, x, weight, mean, rstd = (torch.from_numpy(a) for a in args)
+    bias = torch.zeros_like(weight)
+    return lambda: torch.ops.aten.native_layer_norm_backward(
+        grad, x, [x.shape[1]], mean[:, None], rstd[:, None], weight, bias, [True, True, True])
+
+
+def _dropout_args(size, rng):
+    (count,) = size
+    return rng.standard_normal(count).astype(np.float32), 0.1, 12345
+
+
+ROWS_BY_CLASSES = {"tiny": (16, 7), "small": (2048, 96), "medium": (2048, 8192), "large": (8192, 32768)}
+ROWS_BY_WIDTH = {"tiny": (16, 8), "small": (2048, 128), "medium": (8192, 512), "large": (32768, 1024)}
+
+
 CASES = {
+    "embedding_forward": Case(
+        "embedding_forward", "positions x vocab x dim",
+        {"tiny": (64, 16, 8), "small": (2048, 128, 64), "medium": (8192, 8192, 256), "large": (16384, 32768, 512)},
+        _gather_args, lambda s: (8.0 * s[0] * s[2] + 8 * s[0], "byte"),  # read and write each row, read ids
+        lambda result, args: [result], _gather_torch),
     "embedding_backward": Case(
         "embedding_backward", "positions x vocab x dim",
         {"tiny": (64, 16, 8), "small": (2048, 128, 64), "medium": (8192, 8192, 256), "large": (16384, 32768, 512)},
@@ -140,6 +248,38 @@ CASES = {
         "lstm_layer_backward", "steps x batch x hidden",
         {"tiny": (3, 2, 8), "small": (16, 8, 64), "medium": (64, 32, 256), "large": (128, 64, 512)},
         _lstm_backward_args, _lstm_backward_flops, lambda result, args: list(result), None, rtol=1e-3, atol=1e-4),
+    "cross_entropy_forward": Case(
+        "cross_entropy_forward", "rows x classes", ROWS_BY_CLASSES, _cross_entropy_args,
+        lambda s: (4.0 * s[0] * s[1], "byte"),  # read the logits (once from memory)
+        lambda result, args: [result[0], result[1]],
+        None),
+    "cross_entropy_backward": Case(
+        "cross_entropy_backward", "rows x classes", ROWS_BY_CLASSES, _cross_entropy_backward_args,
+        lambda s: (8.0 * s[0] * s[1], "byte"),  # read the logits, write their gradient
+        lambda result, args: [result], None),
+    "attention_softmax_forward": Case(
+        "attention_softmax_forward", "(batch x heads) x length",
+        {"tiny": (2, 8), "small": (32, 64), "medium": (128, 64), "large": (64, 512)},
+        _softmax_args, lambda s: (8.0 * s[0] * s[1] * s[1], "byte"),  # read scores, write probabilities
+        lambda result, args: [result], _softmax_torch),
+    "attention_softmax_backward": Case(
+        "attention_softmax_backward", "(batch x heads) x length",
+        {"tiny": (2, 8), "small": (32, 64), "medium": (128, 64), "large": (64, 512)},
+        _softmax_backward_args, lambda s: (12.0 * s[0] * s[1] * s[1], "byte"),  # read g and p, write ds
+        lambda result, args: [result], _softmax_backward_torch),
+    "layer_norm_forward": Case(
+        "layer_norm_forward", "rows x width", ROWS_BY_WIDTH, _layer_norm_args,
+        lambda s: (8.0 * s[0] * s[1], "byte"),  # read x, write y
+        lambda result, args: [result[0]], _layer_norm_torch),
+    "layer_norm_backward": Case(
+        "layer_norm_backward", "rows x width", ROWS_BY_WIDTH, _layer_norm_backward_args,
+        lambda s: (12.0 * s[0] * s[1], "byte"),  # read dy and x, write dx
+        lambda result, args: list(result), _layer_norm_backward_torch, rtol=1e-3, atol=1e-3),
+    "dropout_forward": Case(
+        "dropout_forward", "elements",
+        {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
+        _dropout_args, lambda s: (9.0 * s[0], "byte"),  # read x, write y and the byte mask
+        lambda result, args: [result[0], result[1]], None),  # PyTorch's mask cannot match ours
     "adam_update": Case(
         "adam_update", "parameters",
         {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
