@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm import backends
+from tinylm import backends, ops
 from tinylm.autograd import Tensor
 from tinylm.nn import functional as F
 from tinylm.nn import init
@@ -48,10 +48,20 @@ class MultiheadAttention(Module):
         into heads: (B, num_heads, T, head_dim)."""
         rows = slice(which * self.embed_dim, (which + 1) * self.embed_dim)
         bias = self.in_proj_bias[rows] if self.in_proj_bias is not None else None
-        projected = F.linear(x, self.in_proj_weight[rows], bias)  # (B, T, E)
-        batch, length = x.shape[0], x.shape[1]
+        return self._heads(F.linear(x, self.in_proj_weight[rows], bias))
+
+    def _heads(self, projected):
+        """(B, T, E) -> (B, num_heads, T, head_dim)."""
+        batch, length = projected.shape[0], projected.shape[1]
         heads = projected.reshape(batch, length, self.num_heads, self.head_dim)  # (B, T, nh, hs)
         return heads.transpose(1, 2)  # (B, nh, T, hs)
+
+    def _project_self(self, x):
+        """Self-attention (query, key and value all x): one product with the whole packed
+        weight, (B, T, 3E), split in three, instead of three products with slices of it
+        (each slice's gradient would be scattered into a (3E, E) array of zeros)."""
+        projected = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3E)
+        return tuple(self._heads(part) for part in ops.split(projected, self.embed_dim, axis=-1))
 
     def _additive_mask(self, attn_mask, batch: int, like: Tensor):
         """The mask as a float array added to the scores, (L, S) or (B, nh, L, S)."""
@@ -71,10 +81,15 @@ class MultiheadAttention(Module):
                 need_weights: bool = False, average_attn_weights: bool = True):
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiheadAttention: query must be 3-D ending in embed_dim={self.embed_dim}, got {query.shape}")
+        self_attention = query is key and key is value
         if not self.batch_first:  # (T, B, E) -> (B, T, E)
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+            query = query.transpose(0, 1)
+            key, value = (query, query) if self_attention else (key.transpose(0, 1), value.transpose(0, 1))
         batch, q_len, k_len = query.shape[0], query.shape[1], key.shape[1]
-        q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)
+        if self_attention:
+            q, k, v = self._project_self(query)
+        else:
+            q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)
 
         mask = self._additive_mask(attn_mask, batch, q) if attn_mask is not None else None
         # softmax(Q Kᵀ / √d_k + mask), written out in F.attention_weights: (B, nh, L, S)
