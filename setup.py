@@ -61,8 +61,11 @@ extensions = [
 
 setup(
     package_dir={"tinylm": "tinylm", "tinylm.kernels": "kernels"},
-    packages=find_packages(include=["tinylm", "tinylm.*"]) + ["tinylm.kernels", "tinylm.kernels.cpu"],
-    package_data={"tinylm.kernels.cpu": ["*.pyx", "*.pxi", "*.h"]},
+    packages=find_packages(include=["tinylm", "tinylm.*"]) + ["tinylm.kernels", "tinylm.kernels.cpu", "tinylm.kernels.cuda"],
+    package_data={
+        "tinylm.kernels.cpu": ["*.pyx", "*.pxi", "*.h"],
+        "tinylm.kernels.cuda": ["*.cu", "*.cuh", "*.h", "README.md"],  # CUDA sources, compiled at run time
+    },
     ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
     cmdclass={"build_ext": BuildExtWithOpenMP},
 )

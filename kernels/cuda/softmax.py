@@ -1,0 +1,68 @@
+"""Launch wrappers for ``softmax.cu``: the ``cuda`` backend's attention softmax.
+
+Same names, signatures and meaning as ``tinylm/reference/softmax.py``: scores
+(..., L, S), an additive (L, S) mask or None, causal masking of keys j > i; rows with
+every key masked come out all 0. ``threads`` and ``max_blocks`` set the launch geometry
+(for tests and tuning).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, flag, float_suffix, real_scalar,
+                                        same_dtype, threads_for)
+from tinylm.reference.softmax import check_attention_mask
+
+SOURCE = CudaSource("softmax.cu")
+
+
+def attention_softmax_forward(scores, scale: float, mask=None, causal: bool = False, *, threads: int | None = None,
+                              max_blocks: int | None = None):
+    """softmax over the last axis of scale · scores + mask, keys j > i dropped if causal."""
+    op = "attention_softmax_forward"
+    xp = array_module_of(op, "scores", scores)
+    suffix = float_suffix(op, "scores", scores)
+    scale, causal = real_scalar(op, "scale", scale), flag(op, "causal", causal)
+    if mask is not None:
+        mask = as_array(op, "mask", mask, xp)
+    check_attention_mask(op, scores, mask)
+    if mask is not None and mask.dtype.kind != "f":
+        raise TypeError(f"{op}: mask must be a float array (0 keeps, -inf drops), got {mask.dtype}")
+    queries, keys = scores.shape[-2:]
+    rows = int(np.prod(scores.shape[:-1]))
+    has_mask = mask is not None
+    # As the reference: the mask is cast to the scores' dtype; no mask = an empty array never read.
+    mask = xp.ascontiguousarray(mask, dtype=scores.dtype) if mask is not None else xp.empty(0, dtype=scores.dtype)
+    probs = xp.empty(scores.shape, dtype=scores.dtype)
+    if keys == 0:
+        return probs
+    threads = threads_for(scores, threads, row_length=keys)
+    SOURCE.launch(f"{op}_{suffix}", blocks_for(scores, rows, max_blocks), threads,
+                  (xp.ascontiguousarray(scores), mask, probs, np.int64(rows), np.int64(queries), np.int64(keys),
+                   scores.dtype.type(scale), np.int32(has_mask),
+                   np.int32(causal)))
+    return probs
+
+
+def attention_softmax_backward(grad_probs, probs, scale: float, *, threads: int | None = None,
+                               max_blocks: int | None = None):
+    """dL/dscores = scale · p ⊙ (g - Σ g p), row by row."""
+    op = "attention_softmax_backward"
+    xp = array_module_of(op, "probs", probs)
+    suffix = float_suffix(op, "probs", probs)
+    scale = real_scalar(op, "scale", scale)
+    grad_probs = as_array(op, "grad_probs", grad_probs, xp)
+    if tuple(grad_probs.shape) != tuple(probs.shape) or probs.ndim < 1:
+        raise ValueError(f"{op}: grad_probs {tuple(grad_probs.shape)} and probs {tuple(probs.shape)} must have one shape")
+    same_dtype(op, "probs", probs, grad_probs=grad_probs)
+    keys = probs.shape[-1]
+    rows = int(np.prod(probs.shape[:-1]))
+    grad_scores = xp.empty(probs.shape, dtype=probs.dtype)
+    if keys == 0:
+        return grad_scores
+    threads = threads_for(probs, threads, row_length=keys)
+    SOURCE.launch(f"{op}_{suffix}", blocks_for(probs, rows, max_blocks), threads,
+                  (xp.ascontiguousarray(grad_probs), xp.ascontiguousarray(probs), grad_scores, np.int64(rows),
+                   np.int64(keys), probs.dtype.type(scale)))
+    return grad_scores
