@@ -245,3 +245,21 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus):
     assert step >= 5
     train.main(["--resume", str(run), "--steps", str(step + 3)])  # and it continues from there
     assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == step + 3
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_graph_free_lstm_stepper_gives_the_model_s_logits(backend, layers):
+    """LSTMStepper (what generation uses) matches the model's forward, step after step."""
+    from tinylm.models.lstm import LSTMStepper
+
+    tinylm.manual_seed(3)
+    model = LSTMLanguageModel(vocab_size=11, embedding_dim=6, hidden_dim=8, n_layers=layers, dropout=0.3).eval()
+    tokens = np.random.default_rng(0).integers(0, 11, size=(2, 7))  # a batch of 2, 7 steps
+    with tinylm.use_backend(backend), tinylm.no_grad():
+        stepper, state, step_state = LSTMStepper(model), None, None
+        for t in range(tokens.shape[1]):
+            logits, state = model(tokens[:, t:t + 1], state)
+            step_logits, step_state = stepper.step(tokens[:, t], step_state)
+            np.testing.assert_allclose(step_logits, logits.numpy()[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(step_state[1], state[1].numpy(), rtol=1e-5, atol=1e-6)

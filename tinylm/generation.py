@@ -7,7 +7,9 @@ from typing import Iterator
 import numpy as np
 
 import tinylm
+from tinylm import backends
 from tinylm.models import LSTMLanguageModel
+from tinylm.models.lstm import LSTMStepper
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
@@ -25,7 +27,8 @@ def sample_tokens(model, prompt_ids: np.ndarray, max_new_tokens: int, rng: np.ra
                   temperature: float = 1.0, top_k: int | None = None) -> Iterator[int]:
     """Yield ``max_new_tokens`` sampled ids continuing ``prompt_ids`` (at least one id).
 
-    The LSTM reads the prompt once and then one token per step, carrying its state; the
+    The LSTM reads the prompt once and then one token per step, carrying its state (the
+    steps through ``LSTMStepper``: the same kernels without the autograd graph); the
     transformer rereads its context (the last ``max_len`` tokens) at every step.
     """
     if len(prompt_ids) == 0:
@@ -33,19 +36,21 @@ def sample_tokens(model, prompt_ids: np.ndarray, max_new_tokens: int, rng: np.ra
     was_training = model.training
     model.eval()
     context = [int(i) for i in prompt_ids]
-    state = None
     try:
         with tinylm.no_grad():
-            feed = context
+            if isinstance(model, LSTMLanguageModel):
+                # The prompt in one forward, then one graph-free step per token.
+                logits, (h, c) = model(np.array([context]))
+                stepper, state, last = LSTMStepper(model), (h.data, c.data), logits.numpy()[0, -1]
             for _ in range(max_new_tokens):
-                if isinstance(model, LSTMLanguageModel):
-                    logits, state = model(np.array([feed]), state)
-                else:
-                    logits = model(np.array([context[-model.max_len:]]))
-                probabilities = next_token_distribution(logits.numpy()[0, -1], temperature, top_k)
+                if not isinstance(model, LSTMLanguageModel):
+                    last = model(np.array([context[-model.max_len:]])).numpy()[0, -1]
+                probabilities = next_token_distribution(last, temperature, top_k)
                 token = int(rng.choice(len(probabilities), p=probabilities))
                 context.append(token)
-                feed = [token]
+                if isinstance(model, LSTMLanguageModel):
+                    step_logits, state = stepper.step(np.array([token]), state)
+                    last = backends.to_device(step_logits, "cpu")[0]
                 yield token
     finally:
         model.train(was_training)

@@ -24,6 +24,7 @@ import numpy as np
 import tinylm
 from tinylm import backends, nn, optim
 from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
+from tinylm.models.lstm import LSTMStepper
 from tinylm.nn import functional as F
 
 BLOCK = 3  # calls timed per backend per round
@@ -163,12 +164,14 @@ class Runner:
             return
         with tinylm.use_backend(self.backend), tinylm.no_grad():
             context, state = [int(self.inputs[0, 0])], None
+            stepper = LSTMStepper(self.model) if self.kind == "lstm" else None  # what tinylm.generate uses
             for _ in range(steps):
                 if self.kind == "lstm":
-                    logits, state = self.model(np.array([context[-1:]]), state)
+                    logits, state = stepper.step(np.array(context[-1:]), state)
+                    context.append(int(backends.to_device(logits, "cpu")[0].argmax()))
                 else:
                     logits = self.model(np.array([context[-self.p["seq"]:]]))
-                context.append(int(logits.numpy()[0, -1].argmax()))
+                    context.append(int(logits.numpy()[0, -1].argmax()))
 
 
 def _rss_mib(field: str) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tinylm import nn
+import numpy as np
+
+from tinylm import backends, nn
 
 
 class LSTMLanguageModel(nn.Module):
@@ -28,3 +30,53 @@ class LSTMLanguageModel(nn.Module):
         embedded = self.embedding(ids)  # (B, T, E)
         output, state = self.lstm(embedded, state)  # (B, T, H), ((L, B, H), (L, B, H))
         return self.fc(self.dropout(output)), state  # (B, T, V)
+
+
+class LSTMStepper:
+    """The model's next-token logits one step at a time, for generation: the same maths as
+    ``LSTMLanguageModel.forward`` in eval mode (the same ``embedding_forward`` and
+    ``lstm_layer_forward`` kernels), on raw arrays, with no autograd graph.
+
+    At batch 1 a step is a few small products, so what the graph costs per op (a
+    Function, Tensors, checks: about 15 µs, 22 ops a step) outweighs the arithmetic;
+    here a step is about a dozen array calls. The weights are copied when the stepper is
+    made (transposed and contiguous, the two LSTM biases added), so make a new one after
+    the model changes.
+
+        stepper = LSTMStepper(model)
+        logits, state = stepper.step(np.array([token]))         # logits (1, V)
+        logits, state = stepper.step(np.array([next_token]), state)
+    """
+
+    def __init__(self, model: LSTMLanguageModel):
+        lstm = model.lstm
+        self.embedding = model.embedding.weight.data  # (V, E)
+        self.layers = []
+        for k in range(lstm.num_layers):
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l{k}").data, getattr(lstm, f"weight_hh_l{k}").data
+            xp = backends.get_array_module(w_ih)
+            bias = (getattr(lstm, f"bias_ih_l{k}").data + getattr(lstm, f"bias_hh_l{k}").data) if lstm.bias \
+                else xp.zeros(w_ih.shape[0], dtype=w_ih.dtype)
+            self.layers.append((xp.ascontiguousarray(w_ih.T), w_hh, bias))  # (E or H, 4H), (4H, H), (4H,)
+        self.fc_weight_t = backends.get_array_module(self.embedding).ascontiguousarray(model.fc.weight.data.T)  # (H, V)
+        self.fc_bias = model.fc.bias.data if model.fc.bias is not None else 0
+        self.hidden = lstm.hidden_size
+
+    def initial_state(self, batch: int):
+        xp = backends.get_array_module(self.embedding)
+        zeros = xp.zeros((len(self.layers), batch, self.hidden), dtype=self.embedding.dtype)
+        return zeros, zeros.copy()
+
+    def step(self, ids, state=None):
+        """ids (B,) -> logits (B, V) and the new state ((L, B, H), (L, B, H))."""
+        h, c = state if state is not None else self.initial_state(len(ids))
+        new_h, new_c = [], []
+        x = backends.kernel("embedding_forward")(self.embedding, ids)  # (B, E)
+        for k, (w_ih_t, w_hh, bias) in enumerate(self.layers):
+            x_proj = (x @ w_ih_t + bias)[None]  # (1, B, 4H): one time step
+            hs, c_k, _ = backends.kernel("lstm_layer_forward")(x_proj, w_hh, h[k], c[k])
+            x = hs[0]  # (B, H), the next layer's input
+            new_h.append(x)
+            new_c.append(c_k)
+        xp = backends.get_array_module(x)
+        return x @ self.fc_weight_t + self.fc_bias, (xp.stack(new_h), xp.stack(new_c))
