@@ -72,6 +72,13 @@ extern "C" __global__ void unwritten_shared(float* out) {
     out[threadIdx.x] = values[threadIdx.x];
 }
 
+extern "C" __global__ void only_block_zero_writes_shared(float* out) {
+    TINYLM_DYNAMIC_SHARED(float, values);
+    if (blockIdx.x == 0) values[threadIdx.x] = 1.0f;
+    __syncthreads();
+    out[blockIdx.x * blockDim.x + threadIdx.x] = values[threadIdx.x];
+}
+
 extern "C" __global__ void atomics(int* counter, double* total) {
     atomicAdd(counter, 1);
     atomicAdd(total, 0.5);
@@ -164,6 +171,16 @@ def test_unwritten_shared_memory_reads_as_nan(source):
     out = np.zeros(32, np.float32)
     source.launch("unwritten_shared", 1, 32, (out,), shared_bytes=32 * 4)
     assert np.isnan(out).all()
+
+
+@needs_emulation
+def test_each_block_gets_fresh_dynamic_shared_memory(source):
+    """On a GPU a block never sees another block's shared memory: here, what a block did
+    not write itself reads as NaN even after an earlier block wrote it."""
+    out = np.zeros(3 * 32, np.float32)
+    source.launch("only_block_zero_writes_shared", 3, 32, (out,), shared_bytes=32 * 4)
+    assert (out[:32] == 1).all()
+    assert np.isnan(out[32:]).all()
 
 
 @needs_emulation

@@ -49,9 +49,11 @@ __device__ void attention_softmax_forward(const T* __restrict__ scores, const T*
         T* out = probs + row * keys;
         for (long long j = threadIdx.x; j < keys; j += blockDim.x) {
             // an all-masked row has max -inf and sum 0: every p is 0 (e^-inf = 0 needs no special case
-            // for the others, since z = -inf gives e^(z - m) = 0 for finite m)
-            out[j] = total.sum > T(0) ? tl_exp(masked_score(in, mask_row, has_mask, causal, i, j, scale) - total.max) / total.sum
-                                      : T(0);
+            // for the others, since z = -inf gives e^(z - m) = 0 for finite m). Tested on the max, not
+            // on sum > 0, so that a NaN or +inf score (sum NaN) gives NaN, not a silent row of zeros.
+            out[j] = total.max != tl_neg_inf<T>()
+                         ? tl_exp(masked_score(in, mask_row, has_mask, causal, i, j, scale) - total.max) / total.sum
+                         : T(0);
         }
     }
 }

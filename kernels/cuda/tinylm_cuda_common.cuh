@@ -79,6 +79,10 @@ __device__ __forceinline__ MaxSum<T> max_sum_empty() { return {tl_neg_inf<T>(), 
 
 template <typename T>
 __device__ __forceinline__ MaxSum<T> max_sum_merge(MaxSum<T> a, MaxSum<T> b) {
+    // A NaN wins: fmax drops a NaN operand, so without this a NaN met while the other side
+    // is still empty (-inf) would vanish, and a row with a NaN would get a finite result.
+    if (a.max != a.max) return {a.max, a.max};
+    if (b.max != b.max) return {b.max, b.max};
     const T m = tl_max(a.max, b.max);
     if (m == tl_neg_inf<T>()) return max_sum_empty<T>();  // both empty: e^(-inf - -inf) would be NaN
     return {m, a.sum * tl_exp(a.max - m) + b.sum * tl_exp(b.max - m)};

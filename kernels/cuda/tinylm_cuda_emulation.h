@@ -17,8 +17,9 @@
  * - __shared__ becomes `static`: one copy in the library, shared by the whole team. As
  *   blocks run one at a time, that is exactly one copy per running block. Dynamic
  *   shared memory (TINYLM_DYNAMIC_SHARED in tinylm_cuda_common.cuh) is a buffer of the
- *   launch's shared-memory size, fresh for every launch (and filled with a NaN pattern,
- *   so a kernel that reads shared memory it never wrote gets NaNs, not zeros).
+ *   launch's shared-memory size, refilled for every block with a NaN pattern, so a block
+ *   that reads shared memory it never wrote gets NaNs, not zeros nor an earlier block's
+ *   values. (Static __shared__ arrays are not refilled: they keep the previous block's.)
  * - Warp shuffles (__shfl_sync, __shfl_down_sync, __shfl_xor_sync) go through a
  *   per-thread exchange array: every thread writes its value, a barrier, every thread
  *   reads its source lane's slot (two arrays used in turn, so one barrier per shuffle
@@ -63,6 +64,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -170,6 +172,9 @@ int run_grid(dim3 grid, dim3 block, size_t shared_bytes, Body body) {
         for (unsigned int by = 0; by < grid.y && error == kOk; ++by)
             for (unsigned int bx = 0; bx < grid.x && error == kOk; ++bx) {
                 blockIdx = {bx, by, bz};
+                // Fresh for every block, as on a GPU, where a block never sees another's shared
+                // memory: what this block did not write reads as NaN, not as the last block's values.
+                std::fill(shared_buffer.begin(), shared_buffer.end(), ~0ULL);
 #pragma omp parallel num_threads((int)threads)
                 {
                     // The same decision in every thread of the team: run all or none.
