@@ -7,6 +7,16 @@ kernel of the same name in ``tinylm.reference``.
 
 from __future__ import annotations
 
+import os
+
+# Below this many elements a kernel runs on one thread. OpenMP's threads and OpenBLAS's
+# compete for the cores: measured on 2 cores, training the issue's LSTM ran at ~16.7k
+# tokens/s with every kernel on one thread and ~11.5-13k with kernels of 65,536+ elements
+# on two (their thread team woke while BLAS's threads still spun), the transformer at
+# 7.7k against 5.4-6k. A million elements (the largest weight of those models is 262,144)
+# keeps parallel threads for the big arrays, where they pay: Adam over 16.8 M parameters.
+_parallel_min_elements = int(os.environ.get("TINYLM_PARALLEL_MIN_ELEMENTS", 1 << 20))
+
 
 def openmp_enabled() -> bool:
     """True when the Cython kernels were compiled with OpenMP."""
@@ -29,3 +39,22 @@ def set_num_threads(n: int) -> None:
     if int(n) < 1:
         raise ValueError(f"set_num_threads: need at least 1 thread, got {n}")
     _parallel.set_num_threads(int(n))
+
+
+def threads_for(elements: int) -> int:
+    """How many threads a kernel uses for ``elements`` elements: all of them for a big
+    array, one below the parallel threshold (see ``set_parallel_threshold``)."""
+    return get_num_threads() if elements >= _parallel_min_elements else 1
+
+
+def get_parallel_threshold() -> int:
+    return _parallel_min_elements
+
+
+def set_parallel_threshold(elements: int) -> None:
+    """Kernels on arrays of at least ``elements`` elements use every thread (default 2**20,
+    or ``$TINYLM_PARALLEL_MIN_ELEMENTS``); 0 makes every kernel parallel."""
+    global _parallel_min_elements
+    if int(elements) < 0:
+        raise ValueError(f"set_parallel_threshold: need a count >= 0, got {elements}")
+    _parallel_min_elements = int(elements)

@@ -40,15 +40,18 @@ def leaf(shape, seed, noncontiguous=False, kind="normal", dtype=np.float64):
 
 
 def run_with_threads(threads: int, fn, *args):
-    """``fn(*args)`` with the Cython kernels on ``threads`` threads, then the old count back."""
+    """``fn(*args)`` with the Cython kernels on ``threads`` threads whatever the array size
+    (the parallel threshold set to 0), then the old settings back."""
     from tinylm import kernels
 
-    before = kernels.get_num_threads()
+    before, threshold = kernels.get_num_threads(), kernels.get_parallel_threshold()
     kernels.set_num_threads(threads)
+    kernels.set_parallel_threshold(0)
     try:
         return fn(*args)
     finally:
         kernels.set_num_threads(before)
+        kernels.set_parallel_threshold(threshold)
 
 
 def float_rows(draw, rows, cols, dtype, scale=1.0, noncontiguous=False, seed=0):

@@ -60,7 +60,7 @@ def test_huge_logits_stay_finite():
 @pytest.mark.skipif(not kernels.openmp_enabled(), reason="built without OpenMP: the kernels run on one thread only")
 def test_one_and_two_threads_agree():
     rng = np.random.default_rng(0)
-    logits = rng.standard_normal((2048, 96)).astype(np.float32)  # past the serial threshold
+    logits = rng.standard_normal((2048, 96)).astype(np.float32)  # several rows per thread
     targets = rng.integers(0, 96, 2048)
     one = run_with_threads(1, compiled.cross_entropy_forward, logits, targets, -100)
     two = run_with_threads(2, compiled.cross_entropy_forward, logits, targets, -100)

@@ -15,7 +15,7 @@ from tinylm import kernels
 from tinylm.kernels.cpu.embedding import embedding_backward as compiled
 from tinylm.reference.embedding import embedding_backward as reference
 
-from strategies import seeds
+from strategies import run_with_threads, seeds
 
 ID_DTYPES = [np.int64, np.int32, np.uint8, np.int16]
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}  # relative; both sum in the same order
@@ -52,35 +52,19 @@ def test_compiled_matches_reference(problem):
 @given(problem=embedding_problems())
 def test_one_and_two_threads_give_identical_results(problem):
     grad, ids, vocab = problem
-    # Tiled past the kernel's serial threshold (65,536 elements) so that two threads really run.
-    repeats = -(-70_000 // max(grad.size, 1)) if grad.size else 1
-    grad = np.concatenate([grad] * repeats, axis=0) if grad.ndim > 1 else grad
-    ids = np.concatenate([ids] * repeats, axis=0) if ids.ndim > 0 else ids
-    before = kernels.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            kernels.set_num_threads(threads)
-            results.append(compiled(grad, ids, vocab))
-    finally:
-        kernels.set_num_threads(before)
-    np.testing.assert_array_equal(results[0], results[1])  # each element summed in the same order
+    one = run_with_threads(1, compiled, grad, ids, vocab)
+    two = run_with_threads(2, compiled, grad, ids, vocab)
+    np.testing.assert_array_equal(one, two)  # each element summed in the same order
 
 
 def test_many_repeats_of_one_id_with_wide_rows_use_every_thread_block():
-    """Large enough (500,000 elements) for the kernel to use its thread team."""
     rng = np.random.default_rng(1)
     grad = rng.standard_normal((5000, 100)).astype(np.float32)
     ids = np.zeros(5000, dtype=np.int64)
     ids[::7] = 3
     expected = reference(grad, ids, 4)
-    before = kernels.get_num_threads()
-    try:
-        for threads in (1, 2):
-            kernels.set_num_threads(threads)
-            np.testing.assert_allclose(compiled(grad, ids, 4), expected, rtol=1e-5)
-    finally:
-        kernels.set_num_threads(before)
+    for threads in (1, 2):
+        np.testing.assert_allclose(run_with_threads(threads, compiled, grad, ids, 4), expected, rtol=1e-5)
 
 
 @given(

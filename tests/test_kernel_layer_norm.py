@@ -67,7 +67,7 @@ def test_forward_and_backward_match_reference(problem):
 @pytest.mark.skipif(not kernels.openmp_enabled(), reason="built without OpenMP: the kernels run on one thread only")
 def test_one_and_two_threads_agree():
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((1024, 128)).astype(np.float32)  # past the serial threshold
+    x = rng.standard_normal((1024, 128)).astype(np.float32)  # several rows per thread
     w, b = rng.standard_normal(128).astype(np.float32), rng.standard_normal(128).astype(np.float32)
     one = run_with_threads(1, compiled.layer_norm_forward, x, w, b, 1e-5)
     two = run_with_threads(2, compiled.layer_norm_forward, x, w, b, 1e-5)

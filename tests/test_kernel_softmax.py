@@ -29,6 +29,8 @@ def problems(draw):
     magnitude = draw(st.sampled_from([1.0, 10.0, 1e4]))
     wide = rng.standard_normal(lead + (length, 2 * keys)) * magnitude
     scores = (wide[..., ::2] if draw(st.booleans()) else wide[..., :keys]).astype(dtype)
+    if draw(st.integers(0, 9)) == 0:
+        scores.flat[draw(st.integers(0, scores.size - 1))] = np.nan  # its row must come out NaN, not hidden
     mask = None
     if draw(st.booleans()):
         mask = np.where(rng.random((length, keys)) < 0.3, -np.inf, rng.standard_normal((length, keys)))
@@ -47,7 +49,10 @@ def test_forward_and_backward_match_reference(problem, seed):
     assert probs.shape == scores.shape and probs.dtype == scores.dtype
     np.testing.assert_allclose(probs, want, **tol)
     row_sums = probs.sum(axis=-1)
-    assert np.all((np.abs(row_sums - 1) < 1e-5) | (row_sums == 0))  # a distribution, or an all-masked row
+    seen = np.tril(np.ones(scores.shape[-2:], bool)) if causal else np.ones(scores.shape[-2:], bool)
+    has_nan = (np.isnan(scores) & seen).any(axis=-1)  # a NaN the row really looks at
+    assert np.all(np.isnan(row_sums) == has_nan)  # shows in its row, and only there
+    assert np.all((np.abs(row_sums[~has_nan] - 1) < 1e-5) | (row_sums[~has_nan] == 0))  # a distribution, or all masked
     if causal:
         assert np.all(np.triu(probs, k=1) == 0)  # no query sees a later key
     grad_probs = np.random.default_rng(seed).standard_normal(scores.shape).astype(scores.dtype)
@@ -65,7 +70,7 @@ def test_huge_scores_and_fully_masked_rows():
 @pytest.mark.skipif(not kernels.openmp_enabled(), reason="built without OpenMP: the kernels run on one thread only")
 def test_one_and_two_threads_agree():
     rng = np.random.default_rng(0)
-    scores = rng.standard_normal((8, 4, 64, 64)).astype(np.float32)  # past the serial threshold
+    scores = rng.standard_normal((8, 4, 64, 64)).astype(np.float32)  # several rows per thread
     one = run_with_threads(1, compiled.attention_softmax_forward, scores, 0.125, None, True)
     two = run_with_threads(2, compiled.attention_softmax_forward, scores, 0.125, None, True)
     np.testing.assert_array_equal(one, two)

@@ -25,9 +25,10 @@ from libc.stdint cimport int64_t
 
 include "_math.pxi"
 
+from tinylm.kernels import threads_for
+
 from tinylm.kernels.cpu._checks import float_array, int_scalar
 
-PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 DEF CHUNK = 256  # classes exponentiated per vectorised pass, into a buffer on the stack
@@ -112,7 +113,7 @@ def cross_entropy_forward(logits, targets, ignore_index):
     logits, targets, ignore_index = _checked("cross_entropy_forward", logits, targets, ignore_index)
     losses = np.empty(logits.shape[0], dtype=logits.dtype)
     logsumexp = np.empty(logits.shape[0], dtype=logits.dtype)
-    threads = tinylm_get_num_threads() if logits.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(logits.size)
     if logits.dtype == np.float32:
         _forward[float](logits, targets, ignore_index, losses, logsumexp, threads)
     else:
@@ -131,7 +132,7 @@ def cross_entropy_backward(grad_losses, logits, targets, logsumexp, ignore_index
         raise ValueError(f"cross_entropy_backward: grad_losses {grad_losses.shape} and logsumexp {logsumexp.shape} "
                          f"must both be ({rows},) for logits {logits.shape}")
     grad = np.empty_like(logits)
-    threads = tinylm_get_num_threads() if logits.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(logits.size)
     if logits.dtype == np.float32:
         _backward[float](grad_losses, logits, targets, logsumexp, ignore_index, grad, threads)
     else:

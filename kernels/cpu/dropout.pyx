@@ -19,13 +19,14 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 include "_math.pxi"
 
+from tinylm.kernels import threads_for
+
 cdef extern from "tinylm_math.h" nogil:
     uint32_t tinylm_dropout_bits(uint64_t seed, uint64_t k)
 
 from tinylm.kernels.cpu._checks import float_array, int_scalar, real_scalar
 from tinylm.reference.dropout import dropout_threshold
 
-PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @cython.boundscheck(False)
@@ -62,7 +63,7 @@ def dropout_forward(x, p, seed):
     flat = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(flat)
     mask = np.empty(flat.shape, dtype=np.uint8)
-    threads = tinylm_get_num_threads() if flat.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(flat.size)
     if flat.dtype == np.float32:
         _forward[float](flat, seed, threshold, _scale(p, flat.dtype), y, mask, threads)
     else:
@@ -80,7 +81,7 @@ def dropout_backward(grad_y, mask, p):
     dropout_threshold(p)
     flat = np.ascontiguousarray(grad_y).reshape(-1)
     grad_x = np.empty_like(flat)
-    threads = tinylm_get_num_threads() if flat.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(flat.size)
     if flat.dtype == np.float32:
         _backward[float](flat, np.ascontiguousarray(mask).reshape(-1), _scale(p, flat.dtype), grad_x, threads)
     else:

@@ -26,7 +26,8 @@ from libc.string cimport memcpy
 
 include "_math.pxi"
 
-PARALLEL_MIN_ELEMENTS = 1 << 16  # below this many gradient elements, one thread is faster
+from tinylm.kernels import threads_for
+
 
 # Bounds checks and negative-index wrapping are off in the kernels only (the wrappers
 # have already guaranteed every index is in range); the wrappers keep Python semantics.
@@ -78,7 +79,7 @@ def embedding_forward(weight, ids):
     out = np.empty((flat_ids.size, dim), dtype=weight.dtype)  # (N, D)
     if flat_ids.size and dim:
         table = np.ascontiguousarray(weight)
-        threads = tinylm_get_num_threads() if out.size >= PARALLEL_MIN_ELEMENTS else 1
+        threads = threads_for(out.size)
         if table.dtype == np.float32:
             _gather_rows[float](table, flat_ids, out, threads)
         else:
@@ -139,7 +140,7 @@ def embedding_backward(grad_output, ids, num_embeddings):
         return grad_weight
     rows = np.ascontiguousarray(grad_output.reshape(flat_ids.size, dim))  # (N, D)
     # Waking a thread team costs tens of microseconds: small problems run on one thread.
-    threads = tinylm_get_num_threads() if rows.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(rows.size)
     block = max(16, (dim + threads - 1) // threads)  # >= 16 columns per task: whole cache lines
     if rows.dtype == np.float32:
         _scatter_add_columns[float](rows, flat_ids, grad_weight, block, threads)

@@ -23,9 +23,10 @@ from cython.parallel cimport prange
 
 include "_math.pxi"
 
+from tinylm.kernels import threads_for
+
 from tinylm.kernels.cpu._checks import float_array, real_scalar
 
-PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @cython.boundscheck(False)
@@ -126,7 +127,7 @@ def layer_norm_forward(x, weight, bias, eps):
     y = np.empty_like(x)
     mean = np.empty(rows, dtype=x.dtype)
     rstd = np.empty(rows, dtype=x.dtype)
-    threads = tinylm_get_num_threads() if x.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(x.size)
     if x.dtype == np.float32:
         _forward[float](x, weight_array, bias_array, weight is not None, bias is not None, eps, y, mean, rstd, threads)
     else:
@@ -148,7 +149,7 @@ def layer_norm_backward(grad_y, x, weight, mean, rstd):
         raise ValueError(f"{op}: mean {mean.shape} and rstd {rstd.shape} must both be ({rows},) for x {x.shape}")
     grad_y = np.ascontiguousarray(grad_y)
     grad_x = np.empty_like(x)
-    threads = tinylm_get_num_threads() if x.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(x.size)
     threads = max(1, min(threads, rows))
     partial_weight = np.zeros((threads, dim), dtype=np.float64)  # (threads, D): one accumulator per thread
     partial_bias = np.zeros((threads, dim), dtype=np.float64)

@@ -21,7 +21,8 @@ cimport cython
 from cython.parallel cimport prange
 include "_math.pxi"
 
-PARALLEL_MIN_ELEMENTS = 1 << 16
+from tinylm.kernels import threads_for
+
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
@@ -92,7 +93,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
         raise ValueError(f"adam_update: step counts from 1, got {step}")
     step_size = lr / (1 - beta1 ** step)
     bias2_sqrt = np.sqrt(1 - beta2 ** step)
-    threads = tinylm_get_num_threads() if param.size >= PARALLEL_MIN_ELEMENTS else 1
+    threads = threads_for(param.size)
     flat = [a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq)]  # views: C-contiguous, so no copies
     if param.dtype == np.float32:
         _adam[float](*flat, step_size, bias2_sqrt, beta1, beta2, eps, weight_decay,

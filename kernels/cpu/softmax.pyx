@@ -15,8 +15,8 @@ Same names, signatures and meaning as the reference. What differs, and why:
   and ran at half the speed here. The reference materialises z, z - max and e^z as whole
   (..., L, S) temporaries.
 - Causal rows stop at key i: the dropped keys are never read, only written as 0.
-- An all-dropped row (every key -inf) has maximum -inf and is written as zeros, as in
-  the reference.
+- An all-dropped row (every key -inf) is written as zeros, and a row with a NaN score
+  as NaN at every key not dropped, as in the reference.
 - Threads split the rows when there are enough elements; each row is reduced in the
   same order whatever the thread count.
 - The wrapper checks dtypes and the mask's shape and makes the inputs contiguous.
@@ -26,13 +26,14 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN
 
 include "_math.pxi"
 
+from tinylm.kernels import threads_for
+
 from tinylm.kernels.cpu._checks import flag, float_array, real_scalar
 
-PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
 @cython.boundscheck(False)
@@ -44,11 +45,18 @@ cdef inline void _forward_row(const real* scores, const real* mask, Py_ssize_t k
     cdef Py_ssize_t j
     cdef real running_max = -INFINITY, denominator = 0
     cdef double total = 0
+    cdef bint any_seen = False, any_nan = False
     for j in range(visible):  # z into the output row, and its maximum
         probs[j] = scores[j] * scale + (mask[j] if mask != NULL else 0)
+        any_seen = any_seen or probs[j] != -INFINITY
+        any_nan = any_nan or probs[j] != probs[j]
         if probs[j] > running_max:
             running_max = probs[j]
-    if running_max == -INFINITY:  # every key dropped: no distribution, a row of zeros
+    if any_nan:  # NaN at every key not dropped, as the reference: a NaN is never hidden
+        for j in range(keys):
+            probs[j] = NAN if j < visible and probs[j] != -INFINITY else 0
+        return
+    elif not any_seen:  # every key dropped: no distribution, a row of zeros
         visible = 0
     for j in range(visible):  # e^(z - max): vectorised; -inf scores give exactly 0
         probs[j] = _exp(probs[j] - running_max)
@@ -115,7 +123,7 @@ def attention_softmax_forward(scores, scale, mask=None, causal=False):
     table = np.ascontiguousarray(mask if mask is not None else np.zeros((0, 0)), dtype=scores.dtype)
     probs = np.empty_like(rows)
     if rows.size:
-        threads = tinylm_get_num_threads() if rows.size >= PARALLEL_MIN_ELEMENTS else 1
+        threads = threads_for(rows.size)
         if rows.dtype == np.float32:
             _forward[float](rows, queries, scale, table, mask is not None, causal, probs, threads)
         else:
@@ -139,7 +147,7 @@ def attention_softmax_backward(grad_probs, probs, scale):
     g = np.ascontiguousarray(grad_probs).reshape(-1, keys)
     grad_scores = np.empty_like(p)
     if p.size:
-        threads = tinylm_get_num_threads() if p.size >= PARALLEL_MIN_ELEMENTS else 1
+        threads = threads_for(p.size)
         if p.dtype == np.float32:
             _backward[float](g, p, scale, grad_scores, threads)
         else:

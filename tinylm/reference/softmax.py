@@ -7,6 +7,8 @@ For scores s (..., L, S) (query i, key j):
 ``mask`` is additive (L, S) (0 to keep, -inf to drop, or any bias); ``causal`` drops
 every key j > i. A row whose every key is dropped has no distribution: it gets
 probabilities 0 (PyTorch returns NaN there), so one empty row cannot poison a batch.
+A NaN score is never hidden: its row is NaN at every key not dropped (dropped keys,
+-inf, stay 0).
 
 Backward, as for any softmax (dpᵢ/dzⱼ = pᵢ(δᵢⱼ - pⱼ)), times the scale:
 
@@ -39,11 +41,14 @@ def attention_softmax_forward(scores, scale: float, mask=None, causal: bool = Fa
     if causal:
         length, keys = scores.shape[-2:]
         z = xp.where(xp.tril(xp.ones((length, keys), dtype=bool)), z, -np.inf)
-    row_max = z.max(axis=-1, keepdims=True)
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0)  # an all -inf row: e^-inf = 0 below
-    e = xp.exp(z - row_max)
+    nan_rows = xp.isnan(z).any(axis=-1, keepdims=True)
+    z_clean = xp.where(xp.isnan(z), -np.inf, z)  # a NaN row is overwritten below
+    row_max = z_clean.max(axis=-1, keepdims=True)
+    row_max = xp.where(row_max == -np.inf, 0, row_max)  # an all -inf row: e^-inf = 0 below
+    e = xp.exp(z_clean - row_max)
     total = e.sum(axis=-1, keepdims=True)
-    return e / xp.where(total > 0, total, 1)  # an all-dropped row stays 0
+    probs = e / xp.where(total == 0, 1, total)  # an all-dropped row stays 0
+    return xp.where(nan_rows & (z != -np.inf), np.nan, probs).astype(scores.dtype, copy=False)
 
 
 def attention_softmax_backward(grad_probs, probs, scale: float):
