@@ -13,9 +13,10 @@ import os
 # compete for the cores: measured on 2 cores, training the issue's LSTM ran at ~16.7k
 # tokens/s with every kernel on one thread and ~11.5-13k with kernels of 65,536+ elements
 # on two (their thread team woke while BLAS's threads still spun), the transformer at
-# 7.7k against 5.4-6k. A million elements (the largest weight of those models is 262,144)
+# 7.7k against 5.4-6k. Two million elements (more than any activation of those models,
+# whose MLP activations hold exactly 2**20; the largest weight holds 262,144)
 # keeps parallel threads for the big arrays, where they pay: Adam over 16.8 M parameters.
-_parallel_min_elements = int(os.environ.get("TINYLM_PARALLEL_MIN_ELEMENTS", 1 << 20))
+_parallel_min_elements = int(os.environ.get("TINYLM_PARALLEL_MIN_ELEMENTS", 1 << 21))
 
 
 def openmp_enabled() -> bool:
@@ -52,7 +53,7 @@ def get_parallel_threshold() -> int:
 
 
 def set_parallel_threshold(elements: int) -> None:
-    """Kernels on arrays of at least ``elements`` elements use every thread (default 2**20,
+    """Kernels on arrays of at least ``elements`` elements use every thread (default 2**21,
     or ``$TINYLM_PARALLEL_MIN_ELEMENTS``); 0 makes every kernel parallel."""
     global _parallel_min_elements
     if int(elements) < 0:

@@ -47,7 +47,7 @@ def test_bad_inputs_are_refused_not_copied():
     strided = np.zeros(8, np.float32)[::2]
     with pytest.raises(ValueError, match="param must be C-contiguous"):
         compiled(strided, p.copy(), p.copy(), p.copy(), 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
-    with pytest.raises(ValueError, match="step counts from 1"):
+    with pytest.raises(ValueError, match="adam_update: step must be >= 1, got 0"):
         compiled(p, p.copy(), p.copy(), p.copy(), 0, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
     frozen = np.zeros(4, np.float32)
     frozen.flags.writeable = False

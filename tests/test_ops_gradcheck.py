@@ -310,3 +310,17 @@ def test_dropout_gradcheck_on_each_cpu_backend(backend, seed, shape, p):
         # A fresh generator of the same seed per call: the mask stays fixed while
         # gradcheck perturbs x, as the derivative assumes.
         assert tinylm.gradcheck(lambda t: dropout(t, p, generator=np.random.default_rng(seed)), x)
+
+
+@given(seed=seeds, lead=hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3),
+       sizes=st.tuples(st.integers(1, 4), st.integers(1, 4)), bias=st.booleans(), noncontiguous=st.booleans())
+def test_linear_gradcheck(seed, lead, sizes, bias, noncontiguous):
+    """The fused x Wᵀ + b op against finite differences, and against matmul + add."""
+    from tinylm.nn import functional as F
+
+    k, m = sizes
+    x, weight = leaf(lead + (k,), seed, noncontiguous), leaf((m, k), seed + 1)
+    params = (weight, leaf((m,), seed + 2)) if bias else (weight,)
+    assert tinylm.gradcheck(lambda x, *p: F.linear(x, *p), x, *params)
+    expected = x.numpy() @ weight.numpy().T + (params[1].numpy() if bias else 0)
+    np.testing.assert_allclose(F.linear(x, *params).numpy(), expected, rtol=1e-12)

@@ -101,6 +101,14 @@ KERNELS: dict[str, dict[str, str]] = {
         "numpy": "tinylm.reference.attention:causal_attention_backward",
         "cuda": "tinylm.kernels.cuda.attention:causal_attention_backward",  # fused, recomputes p from logsumexp
     },
+    "gelu_forward": {
+        "numpy": "tinylm.reference.activations:gelu_forward",
+        "cython": "tinylm.kernels.cpu.activations:gelu_forward",
+    },
+    "gelu_backward": {
+        "numpy": "tinylm.reference.activations:gelu_backward",
+        "cython": "tinylm.kernels.cpu.activations:gelu_backward",
+    },
     "adam_update": {
         "numpy": "tinylm.reference.optim:adam_update",
         "cython": "tinylm.kernels.cpu.optim:adam_update",

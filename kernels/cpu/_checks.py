@@ -35,7 +35,8 @@ def int_scalar(op: str, name: str, value, low: int | None = None, high: int | No
         raise TypeError(f"{op}: {name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{op}: {name} must be in [{low}, {high}], got {value}")
+        bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+        raise ValueError(f"{op}: {name} must be {bounds}, got {value}")
     return value
 
 

@@ -22,6 +22,7 @@ from cython.parallel cimport prange
 include "_math.pxi"
 
 from tinylm.kernels import threads_for
+from tinylm.kernels.cpu._checks import flag, int_scalar, real_scalar
 
 
 @cython.boundscheck(False)
@@ -89,15 +90,17 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
                     raise ValueError(f"adam_update: {name} and {other} share memory; each must be its own array")
     if param.dtype != np.float32 and param.dtype != np.float64:
         raise TypeError(f"adam_update: param must be float32 or float64, got {param.dtype}")
-    if int(step) < 1:
-        raise ValueError(f"adam_update: step counts from 1, got {step}")
+    step = int_scalar("adam_update", "step", step, 1, None)  # counts from 1
+    lr, beta1, beta2, eps, weight_decay = (real_scalar("adam_update", name, value) for name, value in (
+        ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay)))
+    decoupled = flag("adam_update", "decoupled", decoupled)
     step_size = lr / (1 - beta1 ** step)
     bias2_sqrt = np.sqrt(1 - beta2 ** step)
     threads = threads_for(param.size)
     flat = [a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq)]  # views: C-contiguous, so no copies
     if param.dtype == np.float32:
         _adam[float](*flat, step_size, bias2_sqrt, beta1, beta2, eps, weight_decay,
-                     1 - lr * weight_decay, bool(decoupled), threads)
+                     1 - lr * weight_decay, decoupled, threads)
     else:
         _adam[double](*flat, step_size, bias2_sqrt, beta1, beta2, eps, weight_decay,
-                      1 - lr * weight_decay, bool(decoupled), threads)
+                      1 - lr * weight_decay, decoupled, threads)

@@ -224,6 +224,23 @@ def _dropout_args(size, rng):
     return rng.standard_normal(count).astype(np.float32), 0.1, 12345
 
 
+def _gelu_args(size, rng):
+    (count,) = size
+    return (rng.standard_normal(count).astype(np.float32),)
+
+
+def _gelu_torch(args):
+    import torch
+
+    x = torch.from_numpy(args[0])
+    return lambda: (torch.nn.functional.gelu(x, approximate="tanh"),)
+
+
+def _gelu_backward_args(size, rng):
+    (count,) = size
+    return rng.standard_normal(count).astype(np.float32), rng.standard_normal(count).astype(np.float32)
+
+
 ROWS_BY_CLASSES = {"tiny": (16, 7), "small": (2048, 96), "medium": (2048, 8192), "large": (8192, 32768)}
 ROWS_BY_WIDTH = {"tiny": (16, 8), "small": (2048, 128), "medium": (8192, 512), "large": (32768, 1024)}
 
@@ -280,6 +297,14 @@ CASES = {
         {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
         _dropout_args, lambda s: (9.0 * s[0], "byte"),  # read x, write y and the byte mask
         lambda result, args: [result[0], result[1]], None),  # PyTorch's mask cannot match ours
+    "gelu_forward": Case(
+        "gelu_forward", "elements",
+        {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
+        _gelu_args, lambda s: (8.0 * s[0], "byte"), lambda result, args: [result], _gelu_torch),
+    "gelu_backward": Case(
+        "gelu_backward", "elements",
+        {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
+        _gelu_backward_args, lambda s: (12.0 * s[0], "byte"), lambda result, args: [result], None),
     "adam_update": Case(
         "adam_update", "parameters",
         {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},

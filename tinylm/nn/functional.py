@@ -16,6 +16,7 @@ from tinylm.ops import embedding, log_softmax, softmax
 from tinylm.ops.attention_softmax import attention_softmax
 from tinylm.ops.dropout import dropout
 from tinylm.ops.layer_norm import layer_norm
+from tinylm.ops.linear import Linear
 from tinylm.ops.cross_entropy import cross_entropy as _cross_entropy
 
 __all__ = [
@@ -25,13 +26,19 @@ __all__ = [
 
 
 def linear(x, weight, bias=None):
-    """y = x Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch."""
-    if x.shape[-1] != weight.shape[-1]:
+    """y = x Wᵀ + b, with W of shape (out_features, in_features) as in PyTorch: one fused
+    op (``tinylm/ops/linear.py``)."""
+    if x.shape[-1] != weight.shape[-1] or weight.ndim != 2:
         raise ValueError(
             f"linear: input {x.shape} has {x.shape[-1]} features, weight {weight.shape} expects {weight.shape[-1]}"
         )
-    y = x @ weight.T
-    return y + bias if bias is not None else y
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"linear: bias {bias.shape} must be (out_features,) = {weight.shape[:1]}")
+    operands = (x, weight) if bias is None else (x, weight, bias)
+    if len({t.dtype for t in operands}) > 1:
+        raise TypeError(f"linear: input {x.dtype}, weight {weight.dtype}"
+                        + (f" and bias {bias.dtype}" if bias is not None else "") + " must share one dtype")
+    return Linear()(*operands)
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean"):

@@ -82,9 +82,8 @@ class LSTM(Module):
         for k in range(self.num_layers):
             w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
             # The input projection of every time step in one matrix product: (T, B, 4H).
-            projected = layer_input @ w_ih.T
-            if self.bias:
-                projected = projected + (getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}"))
+            bias = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}") if self.bias else None
+            projected = F.linear(layer_input, w_ih, bias)
             # The recurrence over time, forward and backward, is one fused op.
             layer_input, h_n, c_n = lstm_layer(projected, w_hh, h0[k], c0[k])  # (T, B, H), (B, H), (B, H)
             final_h.append(h_n)

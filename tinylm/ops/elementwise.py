@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from tinylm.autograd import Function
+from tinylm import backends
 from tinylm.backends import get_array_module
 
 
@@ -102,20 +103,17 @@ class GELU(Function):
     By the product and chain rules, with t = tanh u and dt/du = 1 - t²:
 
         dy/dx = ½ (1 + t) + ½ x (1 - t²) · c (1 + 3 · 0.044715 x²)
+
+    computed by the ``gelu_*`` kernels (``tinylm/reference/activations.py``).
     """
 
-    C = math.sqrt(2.0 / math.pi)
-    K = 0.044715
-
     def forward(self, x):
-        t = get_array_module(x).tanh(self.C * (x + self.K * x**3))
-        self.save_for_backward(x, t)
-        return 0.5 * x * (1 + t)
+        self.save_for_backward(x)
+        return backends.kernel("gelu_forward")(x)
 
     def backward(self, gy):
-        x, t = self.saved
-        du_dx = self.C * (1 + 3 * self.K * x * x)
-        return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx)
+        (x,) = self.saved
+        return backends.kernel("gelu_backward")(gy, x)
 
 
 class AsType(Function):
