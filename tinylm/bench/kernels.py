@@ -241,7 +241,7 @@ def _gelu_backward_args(size, rng):
     return rng.standard_normal(count).astype(np.float32), rng.standard_normal(count).astype(np.float32)
 
 
-ROWS_BY_CLASSES = {"tiny": (16, 7), "small": (2048, 96), "medium": (2048, 8192), "large": (8192, 32768)}
+ROWS_BY_CLASSES = {"tiny": (16, 7), "small": (2048, 96), "medium": (2048, 8192), "large": (2048, 32768)}
 ROWS_BY_WIDTH = {"tiny": (16, 8), "small": (2048, 128), "medium": (8192, 512), "large": (32768, 1024)}
 
 
