@@ -37,7 +37,7 @@ ARITY = {  # the number of positional arguments of each kernel
     "embedding_forward": 2, "embedding_backward": 3, "cross_entropy_forward": 3, "cross_entropy_backward": 5,
     "attention_softmax_forward": 4, "attention_softmax_backward": 3, "layer_norm_forward": 4,
     "layer_norm_backward": 5, "dropout_forward": 3, "dropout_backward": 3, "adam_update": 11,
-    "lstm_layer_forward": 4, "gelu_forward": 1, "gelu_backward": 2,
+    "lstm_layer_forward": 4, "lstm_cell_forward": 2, "gelu_forward": 1, "gelu_backward": 2,
 }
 CYTHON_KERNELS = sorted(name for name, where in KERNELS.items() if "cython" in where and name in ARITY)
 

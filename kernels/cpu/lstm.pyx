@@ -157,6 +157,25 @@ def _check_shapes(name, x_proj, w_hh, h0, c0):
         raise ValueError(f"{name}: the sequence is empty (T = 0)")
 
 
+def lstm_cell_forward(gates, c_prev):
+    """As ``tinylm.reference.lstm.lstm_cell_forward``: one step from its gate
+    pre-activations (B, 4H) and c_prev (B, H) -> (h, c, (activations, tanh_c)). The
+    layer's fused cell with a zero recurrent term (adding 0 changes nothing)."""
+    dtype = np.asarray(gates).dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"lstm_cell_forward: gates must be float32 or float64, got {dtype}")
+    gates, c_prev = _checked("lstm_cell_forward", dtype, gates=gates, c_prev=c_prev)
+    if gates.ndim != 2 or c_prev.ndim != 2 or gates.shape != (c_prev.shape[0], 4 * c_prev.shape[1]):
+        raise ValueError(f"lstm_cell_forward: gates {gates.shape} must be (B, 4H) for c_prev {c_prev.shape} (B, H)")
+    activations, zeros = np.empty_like(gates), np.zeros_like(gates)
+    c, tanh_c, h = np.empty_like(c_prev), np.empty_like(c_prev), np.empty_like(c_prev)
+    if dtype == np.float32:
+        _cell_forward[float](gates, zeros, c_prev, activations, c, tanh_c, h)
+    else:
+        _cell_forward[double](gates, zeros, c_prev, activations, c, tanh_c, h)
+    return h, c, (activations, tanh_c)
+
+
 def lstm_layer_forward(x_proj, w_hh, h0, c0):
     """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved)."""
     dtype = np.asarray(x_proj).dtype

@@ -34,14 +34,14 @@ class LSTMLanguageModel(nn.Module):
 
 class LSTMStepper:
     """The model's next-token logits one step at a time, for generation: the same maths as
-    ``LSTMLanguageModel.forward`` in eval mode (the same ``embedding_forward`` and
-    ``lstm_layer_forward`` kernels), on raw arrays, with no autograd graph.
+    ``LSTMLanguageModel.forward`` in eval mode, on raw arrays, with no autograd graph.
 
-    At batch 1 a step is a few small products, so what the graph costs per op (a
-    Function, Tensors, checks: about 15 µs, 22 ops a step) outweighs the arithmetic;
-    here a step is about a dozen array calls. The weights are copied when the stepper is
-    made (transposed and contiguous, the two LSTM biases added), so make a new one after
-    the model changes.
+    At batch 1 a step is a few matrix-vector products, so what the graph costs per op (a
+    Function, Tensors, checks: about 15 µs, 22 ops a step) outweighs the arithmetic.
+    Here each layer is one product and one cell kernel: the gates are
+    [x, h] @ [W_ih, W_hh]ᵀ + b_ih + b_hh (the two products of the layer as one, the
+    weights stacked and transposed once), then ``lstm_cell_forward``. The weights are
+    copied when the stepper is made, so make a new one after the model changes.
 
         stepper = LSTMStepper(model)
         logits, state = stepper.step(np.array([token]))         # logits (1, V)
@@ -51,14 +51,15 @@ class LSTMStepper:
     def __init__(self, model: LSTMLanguageModel):
         lstm = model.lstm
         self.embedding = model.embedding.weight.data  # (V, E)
+        xp = backends.get_array_module(self.embedding)
         self.layers = []
         for k in range(lstm.num_layers):
             w_ih, w_hh = getattr(lstm, f"weight_ih_l{k}").data, getattr(lstm, f"weight_hh_l{k}").data
-            xp = backends.get_array_module(w_ih)
             bias = (getattr(lstm, f"bias_ih_l{k}").data + getattr(lstm, f"bias_hh_l{k}").data) if lstm.bias \
                 else xp.zeros(w_ih.shape[0], dtype=w_ih.dtype)
-            self.layers.append((xp.ascontiguousarray(w_ih.T), w_hh, bias))  # (E or H, 4H), (4H, H), (4H,)
-        self.fc_weight_t = backends.get_array_module(self.embedding).ascontiguousarray(model.fc.weight.data.T)  # (H, V)
+            stacked_t = xp.ascontiguousarray(xp.concatenate([w_ih, w_hh], axis=1).T)  # (E or H, + H, 4H)
+            self.layers.append((stacked_t, bias))
+        self.fc_weight_t = xp.ascontiguousarray(model.fc.weight.data.T)  # (H, V)
         self.fc_bias = model.fc.bias.data if model.fc.bias is not None else 0
         self.hidden = lstm.hidden_size
 
@@ -70,13 +71,12 @@ class LSTMStepper:
     def step(self, ids, state=None):
         """ids (B,) -> logits (B, V) and the new state ((L, B, H), (L, B, H))."""
         h, c = state if state is not None else self.initial_state(len(ids))
+        xp = backends.get_array_module(self.embedding)
         new_h, new_c = [], []
         x = backends.kernel("embedding_forward")(self.embedding, ids)  # (B, E)
-        for k, (w_ih_t, w_hh, bias) in enumerate(self.layers):
-            x_proj = (x @ w_ih_t + bias)[None]  # (1, B, 4H): one time step
-            hs, c_k, _ = backends.kernel("lstm_layer_forward")(x_proj, w_hh, h[k], c[k])
-            x = hs[0]  # (B, H), the next layer's input
+        for k, (stacked_t, bias) in enumerate(self.layers):
+            gates = xp.concatenate([x, h[k]], axis=1) @ stacked_t + bias  # (B, 4H)
+            x, c_k, _ = backends.kernel("lstm_cell_forward")(gates, c[k])  # h of this layer: the next one's input
             new_h.append(x)
             new_c.append(c_k)
-        xp = backends.get_array_module(x)
         return x @ self.fc_weight_t + self.fc_bias, (xp.stack(new_h), xp.stack(new_c))
