@@ -42,7 +42,7 @@ ARITY = {  # positional arguments of each kernel
     "embedding_forward": 2, "embedding_backward": 3, "cross_entropy_forward": 3, "cross_entropy_backward": 5,
     "attention_softmax_forward": 4, "attention_softmax_backward": 3, "layer_norm_forward": 4,
     "layer_norm_backward": 5, "dropout_forward": 3, "dropout_backward": 3, "adam_update": 11,
-    "lstm_layer_forward": 4, "causal_attention_forward": 4, "causal_attention_backward": 7,
+    "lstm_layer_forward": 4, "lstm_cell_forward": 2, "causal_attention_forward": 4, "causal_attention_backward": 7,
 }
 CUDA_KERNELS = sorted(name for name, where in KERNELS.items() if "cuda" in where and name in ARITY)
 
