@@ -63,3 +63,15 @@ def test_overlapping_in_place_arrays_are_refused():
     m = np.zeros(8, np.float32)
     with pytest.raises(ValueError, match="share memory"):
         compiled(p, p.copy(), m, m, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_weight_decay_leaves_the_moments_of_a_non_finite_param_alone(dtype):
+    # Adam with weight_decay=0 never forms g + 0·p (the reference skips it), so an inf
+    # param must not turn its moments into NaN through 0·inf.
+    arrays = [np.array([np.inf, 1.0], dtype), np.ones(2, dtype), np.zeros(2, dtype), np.zeros(2, dtype)]
+    copies = [a.copy() for a in arrays]
+    compiled(*arrays, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    reference(*copies, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    for got, want in zip(arrays, copies):
+        np.testing.assert_array_equal(got, want)

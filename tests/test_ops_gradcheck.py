@@ -324,3 +324,23 @@ def test_linear_gradcheck(seed, lead, sizes, bias, noncontiguous):
     assert tinylm.gradcheck(lambda x, *p: F.linear(x, *p), x, *params)
     expected = x.numpy() @ weight.numpy().T + (params[1].numpy() if bias else 0)
     np.testing.assert_allclose(F.linear(x, *params).numpy(), expected, rtol=1e-12)
+
+
+def test_cross_entropy_refuses_targets_of_another_shape_with_the_same_size():
+    # logits (N, C, d) need targets (N, d): (d, N) has as many elements but would pair
+    # each position with another position's target.
+    import tinylm.nn.functional as F
+
+    logits = tinylm.Tensor(np.zeros((2, 5, 3), np.float32))
+    with pytest.raises(ValueError, match=r"cross_entropy: targets \(3, 2\) must be \(N, d1, \.\.\.\) = \(2, 3\)"):
+        F.cross_entropy(logits, np.zeros((3, 2), np.int64))
+    assert F.cross_entropy(logits, [[0, 1, 2], [3, 4, 0]], reduction="none").shape == (2, 3)  # a nested list works
+
+
+def test_attention_softmax_takes_a_constant_tensor_mask():
+    scores = tinylm.Tensor(np.random.default_rng(0).standard_normal((2, 3, 4)))
+    mask = np.where(np.tri(3, 4, dtype=bool), 0.0, -np.inf)
+    want = attention_softmax(scores, 0.5, mask).data
+    np.testing.assert_array_equal(attention_softmax(scores, 0.5, tinylm.Tensor(mask)).data, want)
+    with pytest.raises(ValueError, match="attention_softmax: mask is a constant"):
+        attention_softmax(scores, 0.5, tinylm.Tensor(mask, requires_grad=True))

@@ -94,6 +94,10 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
     lr, beta1, beta2, eps, weight_decay = (real_scalar("adam_update", name, value) for name, value in (
         ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay)))
     decoupled = flag("adam_update", "decoupled", decoupled)
+    if not decoupled and weight_decay == 0:
+        # The reference skips g + 0·p: take the decoupled loop with factor 1 (p·1 = p
+        # exactly), so an inf/NaN param does not turn the moments into NaN via 0·inf.
+        decoupled = True
     step_size = lr / (1 - beta1 ** step)
     bias2_sqrt = np.sqrt(1 - beta2 ** step)
     threads = threads_for(param.size)

@@ -49,6 +49,12 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         moved = ops.permute(logits, 0, *range(2, logits.ndim), 1)  # (N, d1, ..., C)
         flat = moved.reshape(-1, classes)  # (N * d1 * ..., C)
         target_array = targets.data if isinstance(targets, Tensor) else targets
+        if not hasattr(target_array, "dtype"):  # a list of ints
+            target_array = backends.get_array_module(logits.data).asarray(target_array)
+        expected = (logits.shape[0],) + tuple(logits.shape[2:])
+        if tuple(target_array.shape) != expected:  # same size, other shape: would pair rows wrongly
+            raise ValueError(f"cross_entropy: targets {tuple(target_array.shape)} must be (N, d1, ...) = {expected} "
+                             f"for logits {tuple(logits.shape)}")
         loss = _cross_entropy(flat, target_array.reshape(-1), ignore_index, reduction)
         return loss.reshape(*target_array.shape) if reduction == "none" else loss
     return _cross_entropy(logits, targets, ignore_index, reduction)

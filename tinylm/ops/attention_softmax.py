@@ -30,6 +30,12 @@ class AttentionSoftmax(Function):
 def attention_softmax(scores, scale: float = 1.0, mask=None, causal: bool = False):
     """scores (..., L, S) -> probabilities over S; ``mask`` an additive (L, S) array
     (0 keeps, -inf drops). Rows with every key dropped come out all 0, not NaN."""
+    from tinylm.autograd import Tensor
+
+    if isinstance(mask, Tensor):  # the mask is a constant here: no gradient can flow to it
+        if mask.requires_grad:
+            raise ValueError("attention_softmax: mask is a constant; add a learned mask to the scores instead")
+        mask = mask.data
     if scores.ndim < 2:
         raise ValueError(f"attention_softmax: scores must be (..., L, S), got shape {scores.shape}")
     if mask is not None and tuple(mask.shape) != scores.shape[-2:]:
