@@ -26,7 +26,8 @@
 static inline float tinylm_expf(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     const float round_magic = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to an integer */
-    float clamped = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    /* NaN goes in as 0 (a NaN cast to int32 is undefined behaviour) and comes out as NaN below. */
+    float clamped = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : (x == x ? x : 0.0f));
     float n = (clamped * log2e + round_magic) - round_magic;
     float r = clamped - n * ln2_hi - n * ln2_lo;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f
@@ -35,6 +36,7 @@ static inline float tinylm_expf(float x) {
     float two_to_n;
     memcpy(&two_to_n, &bits, sizeof two_to_n);
     float result = x < -87.0f ? 0.0f : p * two_to_n;
+    result = x == x ? result : x; /* NaN in, NaN out */
     return x > 88.0f ? __builtin_inff() : result;
 }
 
