@@ -60,3 +60,38 @@ def float_rows(draw, rows, cols, dtype, scale=1.0, noncontiguous=False, seed=0):
     if noncontiguous:
         return (scale * rng.standard_normal((rows, 2 * cols))).astype(dtype)[:, ::2]
     return (scale * rng.standard_normal((rows, cols))).astype(dtype)
+
+
+# ------------------------------------------------------ random arguments for the kernel fuzz tests
+
+FUZZ_DTYPES = [np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_]
+
+# Positional arguments of each registered kernel, for tests/test_kernel_fuzz.py (Cython)
+# and tests/test_cuda_fuzz.py (CUDA); each takes the kernels its backend serves.
+KERNEL_ARITY = {
+    "embedding_forward": 2, "embedding_backward": 3, "cross_entropy_forward": 3, "cross_entropy_backward": 5,
+    "attention_softmax_forward": 4, "attention_softmax_backward": 3, "layer_norm_forward": 4,
+    "layer_norm_backward": 5, "dropout_forward": 3, "dropout_backward": 3, "adam_update": 11,
+    "lstm_layer_forward": 4, "lstm_cell_forward": 2, "gelu_forward": 1, "gelu_backward": 2,
+    "causal_attention_forward": 4, "causal_attention_backward": 7,
+}
+
+
+@st.composite
+def fuzz_arrays(draw, strided: bool = False):
+    """Small arrays of any dtype (ints in [-3, 9)), sometimes with inf, NaN or 1e4 in a float
+    one, and with ``strided`` sometimes a strided view."""
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
+    dtype = draw(st.sampled_from(FUZZ_DTYPES))
+    array = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).integers(-3, 9, size=shape).astype(dtype)
+    if dtype in (np.float32, np.float64) and array.size and draw(st.booleans()):
+        array.flat[0] = draw(st.sampled_from([np.inf, -np.inf, np.nan, 1e4]))
+    if strided and array.ndim and array.shape[-1] > 1 and draw(st.booleans()):
+        array = array[..., ::2]
+    return array
+
+
+def fuzz_arguments(strided: bool = False):
+    """One argument of a kernel call: mostly arrays, else an int, a float, None or a bool."""
+    return st.one_of(fuzz_arrays(strided), fuzz_arrays(strided), st.integers(-3, 9), st.floats(-2, 2),
+                     st.none(), st.booleans())
