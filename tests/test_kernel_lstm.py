@@ -3,13 +3,23 @@
 Property: for any shapes (1 included), float32 or float64, contiguous or not, and gate
 pre-activations from ordinary to saturated (±30), forward and backward agree with the
 reference; either backward accepts either forward's ``saved``; bad input is refused.
+The layer kernels are checked on each of their paths: the loop over time in C calling
+NumPy's gemm (64-bit BLAS integers, NumPy's wheels), the same with a 32-bit-integer
+CBLAS (SciPy's OpenBLAS, where SciPy is installed), and the loop in Python calling
+``np.matmul`` (where NumPy's BLAS is not found).
 """
+
+import contextlib
+import glob
+import os
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tinylm.kernels.cpu import blas
 from tinylm.kernels.cpu import lstm as compiled
 from tinylm.reference import lstm as reference
 
@@ -34,11 +44,56 @@ def lstm_problems(draw):
     return x_proj, w_hh, h0, c0, grads
 
 
+def _scipy_cblas():
+    """SciPy's OpenBLAS (32-bit integers), loaded, or None without SciPy."""
+    try:
+        import scipy
+    except ImportError:
+        return None
+    for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "*openblas*")):
+        found = blas._find_in(path)
+        if found is not None and not found.int64:
+            return found
+    return None
+
+
+PRODUCT_PATHS = ["numpy blas in C", "32-bit cblas in C", "np.matmul per step"]
+
+
+@contextlib.contextmanager
+def products_through(path):
+    """Run the layer kernels with their per-step products on ``path``."""
+    if path == "numpy blas in C":
+        if blas.numpy_gemm() is None:
+            pytest.skip("NumPy's BLAS is not an OpenBLAS exporting cblas_sgemm here")
+        yield
+        return
+    found = _scipy_cblas() if path == "32-bit cblas in C" else None
+    if path == "32-bit cblas in C" and found is None:
+        pytest.skip("needs SciPy's OpenBLAS, a CBLAS with 32-bit integers")
+    with mock.patch.object(blas, "numpy_gemm", lambda: found):
+        yield
+
+
+def test_numpy_s_own_blas_is_found_where_numpy_uses_openblas():
+    """The fast path is not silently lost: with NumPy's OpenBLAS (its wheels), the loop
+    over time runs in C."""
+    from threadpoolctl import threadpool_info
+
+    if not any(info.get("internal_api") == "openblas" for info in threadpool_info()):
+        pytest.skip("NumPy is not linked against OpenBLAS here")
+    found = blas.numpy_gemm()
+    assert found is not None and found.sgemm and found.dgemm
+    assert compiled._blas_ready(1)
+
+
+@pytest.mark.parametrize("path", PRODUCT_PATHS)
 @given(problem=lstm_problems())
-def test_forward_matches_reference(problem):
+def test_forward_matches_reference(path, problem):
     x_proj, w_hh, h0, c0, _ = problem
     tolerance = TOLERANCE[x_proj.dtype.type]
-    hs, c_n, saved = compiled.lstm_layer_forward(x_proj, w_hh, h0, c0)
+    with products_through(path):
+        hs, c_n, saved = compiled.lstm_layer_forward(x_proj, w_hh, h0, c0)
     expected_hs, expected_c, expected_saved = reference.lstm_layer_forward(x_proj, w_hh, h0, c0)
     assert hs.dtype == x_proj.dtype
     np.testing.assert_allclose(hs, expected_hs, **tolerance)
@@ -64,13 +119,15 @@ def test_one_cell_step_refuses_mismatched_shapes():
         compiled.lstm_cell_forward(np.zeros((2, 8), np.float32), np.zeros((2, 3), np.float32))
 
 
+@pytest.mark.parametrize("path", PRODUCT_PATHS)
 @given(problem=lstm_problems(), forward_from=st.sampled_from(["compiled", "reference"]))
-def test_backward_matches_reference_after_either_forward(problem, forward_from):
+def test_backward_matches_reference_after_either_forward(path, problem, forward_from):
     x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n) = problem
     tolerance = TOLERANCE[x_proj.dtype.type]
     forward = compiled.lstm_layer_forward if forward_from == "compiled" else reference.lstm_layer_forward
-    saved = forward(x_proj, w_hh, h0, c0)[2]
-    got = compiled.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
+    with products_through(path):
+        saved = forward(x_proj, w_hh, h0, c0)[2]
+        got = compiled.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
     expected = reference.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
     for name, a, b in zip(("d_x_proj", "d_w_hh", "d_h0", "d_c0"), got, expected):
         scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
@@ -101,3 +158,27 @@ def test_backward_refuses_non_float_saved_arrays():
     saved = tuple(np.zeros(s, np.int64) for s in ((2, 3, 2), (2, 3, 2), (2, 3, 8), (2, 3, 2)))
     with pytest.raises(TypeError, match="float32 or float64, got int64"):
         compiled.lstm_layer_backward(np.zeros((2, 3, 2), np.int64), h, h, w, h, h, saved)
+
+
+@pytest.mark.parametrize("path", PRODUCT_PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_layer_of_training_size_matches_reference(path, dtype):
+    """Sizes where OpenBLAS blocks and threads its products (B = 33, H = 70, T = 6)."""
+    rng = np.random.default_rng(1)
+    steps, batch, hidden = 6, 33, 70
+    x_proj = rng.standard_normal((steps, batch, 4 * hidden)).astype(dtype)
+    w_hh = (rng.standard_normal((4 * hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
+    h0, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(2))
+    d_hs = rng.standard_normal((steps, batch, hidden)).astype(dtype)
+    d_h_n, d_c_n = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(2))
+    tolerance = TOLERANCE[dtype]
+    with products_through(path):
+        hs, c_n, saved = compiled.lstm_layer_forward(x_proj, w_hh, h0, c0)
+        got = compiled.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
+    expected_hs, expected_c, expected_saved = reference.lstm_layer_forward(x_proj, w_hh, h0, c0)
+    np.testing.assert_allclose(hs, expected_hs, **tolerance)
+    np.testing.assert_allclose(c_n, expected_c, **tolerance)
+    expected = reference.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, expected_saved)
+    for name, a, b in zip(("d_x_proj", "d_w_hh", "d_h0", "d_c0"), got, expected):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale, err_msg=name)

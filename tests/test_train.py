@@ -249,17 +249,33 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus):
 
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_the_graph_free_lstm_stepper_gives_the_model_s_logits(backend, layers):
+@pytest.mark.parametrize("vocab", [11, 40])  # 11 <= 4E: layer 0's gates looked up per token; 40: computed
+def test_the_graph_free_lstm_stepper_gives_the_model_s_logits(backend, layers, vocab):
     """LSTMStepper (what generation uses) matches the model's forward, step after step."""
     from tinylm.models.lstm import LSTMStepper
 
     tinylm.manual_seed(3)
-    model = LSTMLanguageModel(vocab_size=11, embedding_dim=6, hidden_dim=8, n_layers=layers, dropout=0.3).eval()
-    tokens = np.random.default_rng(0).integers(0, 11, size=(2, 7))  # a batch of 2, 7 steps
+    model = LSTMLanguageModel(vocab_size=vocab, embedding_dim=6, hidden_dim=8, n_layers=layers, dropout=0.3).eval()
+    tokens = np.random.default_rng(0).integers(0, vocab, size=(2, 7))  # a batch of 2, 7 steps
     with tinylm.use_backend(backend), tinylm.no_grad():
         stepper, state, step_state = LSTMStepper(model), None, None
+        assert (stepper.token_gates is not None) == (vocab <= 4 * 6)
         for t in range(tokens.shape[1]):
             logits, state = model(tokens[:, t:t + 1], state)
             step_logits, step_state = stepper.step(tokens[:, t], step_state)
             np.testing.assert_allclose(step_logits, logits.numpy()[:, 0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(step_state[1], state[1].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_lstm_stepper_refuses_ids_out_of_range_or_of_another_batch():
+    from tinylm.models.lstm import LSTMStepper
+
+    model = LSTMLanguageModel(vocab_size=11, embedding_dim=6, hidden_dim=8, n_layers=2).eval()
+    stepper = LSTMStepper(model)
+    with pytest.raises(IndexError, match=r"LSTMStepper.step: ids \(1,\) must be .* in \[0, 11\)"):
+        stepper.step(np.array([11]))
+    with pytest.raises(IndexError, match="LSTMStepper.step"):
+        stepper.step(np.array([-1]))
+    _, state = stepper.step(np.array([1, 2]))
+    with pytest.raises(IndexError, match=r"ids \(1,\) must be \(B,\) = \(2,\)"):
+        stepper.step(np.array([3]), state)

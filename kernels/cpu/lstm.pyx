@@ -7,9 +7,12 @@ backward can follow either forward. What differs, and why:
 - The gate nonlinearities and the cell update of a step are one fused loop over the
   (B, H) elements (``_cell_forward``, ``_cell_backward``): one pass over memory instead
   of a dozen NumPy temporaries per step.
-- The matrix products stay BLAS (``np.matmul`` into preallocated buffers, which
-  releases the GIL): one (B, H) @ (H, 4H) per step, and dWₕₕ as one product over all
-  steps after the loop, as in the reference.
+- The loop over time runs in C without the GIL: each step's (B, H) @ (H, 4H) product
+  calls ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy itself uses (found by
+  ``blas.py``), between the fused cell loops, so no Python runs per time step. Where
+  NumPy's BLAS cannot be found (MKL, Accelerate) the same loop runs in Python with
+  ``np.matmul`` into preallocated buffers; the results are the same. dWₕₕ is one
+  product over all steps after the loop, as in the reference.
 - The float exp is ``tinylm_math.h``'s branch-free polynomial, which GCC vectorises
   (libm's ``expf`` is a call, which it does not), and each batch row's gate loops touch
   few enough arrays for GCC to vectorise them (see ``_cell_forward_row``). Measured
@@ -26,8 +29,61 @@ backward can follow either forward. What differs, and why:
 import numpy as np
 
 cimport cython
+from libc.stdint cimport int64_t, uintptr_t
+
+from tinylm.kernels.cpu import blas as _blas
 
 include "_math.pxi"
+
+
+# CBLAS's signatures, with 32-bit or 64-bit integers (NumPy's wheels: 64-bit).
+ctypedef void (*sgemm64_t)(int, int, int, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                           const float*, int64_t, float, float*, int64_t) noexcept nogil
+ctypedef void (*sgemm32_t)(int, int, int, int, int, int, float, const float*, int,
+                           const float*, int, float, float*, int) noexcept nogil
+ctypedef void (*dgemm64_t)(int, int, int, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t) noexcept nogil
+ctypedef void (*dgemm32_t)(int, int, int, int, int, int, double, const double*, int,
+                           const double*, int, double, double*, int) noexcept nogil
+
+cdef enum:
+    ROW_MAJOR = 101  # CblasRowMajor
+    NO_TRANS = 111   # CblasNoTrans
+    TRANS = 112      # CblasTrans
+
+cdef void* _sgemm = NULL
+cdef void* _dgemm = NULL
+cdef bint _blas_int64 = False
+
+
+def _blas_ready(Py_ssize_t largest_dimension):
+    """Point the C loops at NumPy's gemm; False (use the Python loop) where it is not found
+    or a dimension would not fit its integers."""
+    global _sgemm, _dgemm, _blas_int64
+    found = _blas.numpy_gemm()
+    if found is None or (not found.int64 and largest_dimension >= 2 ** 31):
+        return False
+    _sgemm, _dgemm, _blas_int64 = <void*><uintptr_t>found.sgemm, <void*><uintptr_t>found.dgemm, found.int64
+    return True
+
+
+cdef inline void _gemm(bint transpose_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* a,
+                       const real* b, Py_ssize_t ldb, real* c) noexcept nogil:
+    """c (m, n) = a (m, k) @ b (k, n), or @ bᵀ with b (n, k) when ``transpose_b``; all
+    row-major and contiguous (a's rows are k long, c's n)."""
+    cdef int op_b = TRANS if transpose_b else NO_TRANS
+    if real is float:
+        if _blas_int64:
+            (<sgemm64_t>_sgemm)(ROW_MAJOR, NO_TRANS, op_b, m, n, k, 1, a, k, b, ldb, 0, c, n)
+        else:
+            (<sgemm32_t>_sgemm)(ROW_MAJOR, NO_TRANS, op_b, <int>m, <int>n, <int>k, 1, a, <int>k, b, <int>ldb,
+                                0, c, <int>n)
+    else:
+        if _blas_int64:
+            (<dgemm64_t>_dgemm)(ROW_MAJOR, NO_TRANS, op_b, m, n, k, 1, a, k, b, ldb, 0, c, n)
+        else:
+            (<dgemm32_t>_dgemm)(ROW_MAJOR, NO_TRANS, op_b, <int>m, <int>n, <int>k, 1, a, <int>k, b, <int>ldb,
+                                0, c, <int>n)
 
 
 @cython.boundscheck(False)
@@ -136,6 +192,64 @@ cdef inline void _cell_backward_row(const real* d_h_out, const real* d_h_next, r
             d_c[start + j] = dc[j] * f[j]
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _forward_steps(
+    const real[:, :, ::1] x_proj,  # (T, B, 4H)
+    const real[:, ::1] w,          # Wₕₕᵀ (H, 4H), or Wₕₕ (4H, H) itself when ``w_is_w_hh``
+    bint w_is_w_hh,
+    const real[:, ::1] h0,         # (B, H)
+    const real[:, ::1] c0,         # (B, H)
+    real[:, ::1] recurrent,        # (B, 4H) scratch: h_{t-1} Wₕₕᵀ
+    real[:, :, ::1] activations,   # (T, B, 4H) out
+    real[:, :, ::1] hs,            # (T, B, H) out
+    real[:, :, ::1] cs,            # (T, B, H) out
+    real[:, :, ::1] tanh_cs,       # (T, B, H) out
+) noexcept:
+    """The reference's loop over time, in C: per step one gemm and the fused cell.
+    Needs B ≥ 1 and H ≥ 1 (the wrapper checks)."""
+    cdef Py_ssize_t steps = x_proj.shape[0], batch = x_proj.shape[1], hidden = hs.shape[2], t, b
+    cdef const real* h_prev
+    cdef const real* c_prev
+    with nogil:
+        for t in range(steps):
+            if t == 0:
+                h_prev, c_prev = &h0[0, 0], &c0[0, 0]
+            else:
+                h_prev, c_prev = &hs[t - 1, 0, 0], &cs[t - 1, 0, 0]
+            _gemm(w_is_w_hh, batch, 4 * hidden, hidden, h_prev, &w[0, 0], w.shape[1], &recurrent[0, 0])
+            for b in range(batch):
+                _cell_forward_row(&x_proj[t, b, 0], &recurrent[b, 0], c_prev + b * hidden, &activations[t, b, 0],
+                                  &cs[t, b, 0], &tanh_cs[t, b, 0], &hs[t, b, 0], hidden)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _backward_steps(
+    const real[:, :, ::1] d_hs,         # (T, B, H)
+    real[:, ::1] d_h,                   # (B, H) in: dL/dh_n; out: dL/dh0
+    real[:, ::1] d_c,                   # (B, H) in: dL/dc_n; out: dL/dc0
+    const real[:, ::1] w_hh,            # (4H, H)
+    const real[:, ::1] c0,              # (B, H)
+    const real[:, :, ::1] cs,           # (T, B, H)
+    const real[:, :, ::1] activations,  # (T, B, 4H)
+    const real[:, :, ::1] tanh_cs,      # (T, B, H)
+    real[:, :, ::1] d_gates,            # (T, B, 4H) out
+) noexcept:
+    """Backpropagation through time in C: per step the fused cell backward, then one gemm
+    for what h_{t-1} receives, dgates_t Wₕₕ. Needs B ≥ 1 and H ≥ 1."""
+    cdef Py_ssize_t steps = d_hs.shape[0], batch = d_hs.shape[1], hidden = d_hs.shape[2], t, b
+    cdef const real* c_prev
+    with nogil:
+        for t in range(steps - 1, -1, -1):
+            c_prev = &c0[0, 0] if t == 0 else &cs[t - 1, 0, 0]
+            for b in range(batch):
+                _cell_backward_row(&d_hs[t, b, 0], &d_h[b, 0], &d_c[b, 0], c_prev + b * hidden,
+                                   &activations[t, b, 0], &tanh_cs[t, b, 0], &d_gates[t, b, 0], hidden)
+            # d_h's row b was read above, before this product overwrites it.
+            _gemm(False, batch, hidden, 4 * hidden, &d_gates[t, 0, 0], &w_hh[0, 0], hidden, &d_h[0, 0])
+
+
 def _checked(name, dtype, **arrays):
     """Every array as a C-contiguous array of ``dtype``, or a TypeError naming it."""
     out = []
@@ -193,15 +307,27 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0):
     # sequence longer than one step pays for it (sampling runs one step per call).
     w_hh_t = np.ascontiguousarray(w_hh.T) if steps > 1 else w_hh.T
     recurrent = np.empty((batch, 4 * hidden), dtype)
-    h, c = h0, c0
-    for t in range(steps):
+    if batch and hidden and _blas_ready(4 * hidden * max(batch, hidden)):
+        w, w_is_w_hh = (w_hh_t, False) if steps > 1 else (w_hh, True)
+        if dtype == np.float32:
+            _forward_steps[float](x_proj, w, w_is_w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs)
+        else:
+            _forward_steps[double](x_proj, w, w_is_w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs)
+    else:
+        _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations, hs, cs, tanh_cs)
+    return hs, cs[steps - 1], (hs, cs, activations, tanh_cs)
+
+
+def _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations, hs, cs, tanh_cs):
+    """``_forward_steps`` with the products through ``np.matmul`` (NumPy's BLAS not found)."""
+    dtype, h, c = x_proj.dtype, h0, c0
+    for t in range(x_proj.shape[0]):
         np.matmul(h, w_hh_t, out=recurrent)
         if dtype == np.float32:
             _cell_forward[float](x_proj[t], recurrent, c, activations[t], cs[t], tanh_cs[t], hs[t])
         else:
             _cell_forward[double](x_proj[t], recurrent, c, activations[t], cs[t], tanh_cs[t], hs[t])
         h, c = hs[t], cs[t]
-    return hs, cs[steps - 1], (hs, cs, activations, tanh_cs)
 
 
 def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
@@ -223,13 +349,25 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     d_gates = np.empty_like(activations)  # (T, B, 4H)
     d_h = d_h_n.copy()  # dL/dh_t arriving from step t+1 (at first: from the final state)
     d_c = d_c_n.copy()
-    for t in range(steps - 1, -1, -1):
+    if batch and hidden and _blas_ready(4 * hidden * max(batch, hidden)):
+        if dtype == np.float32:
+            _backward_steps[float](d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
+        else:
+            _backward_steps[double](d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
+    else:
+        _backward_steps_through_numpy(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
+    h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
+    d_w_hh = d_gates.reshape(-1, 4 * hidden).T @ h_prev.reshape(-1, hidden)  # (4H, H), one product
+    return d_gates, d_w_hh, d_h, d_c
+
+
+def _backward_steps_through_numpy(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates):
+    """``_backward_steps`` with the products through ``np.matmul`` (NumPy's BLAS not found)."""
+    dtype = d_hs.dtype
+    for t in range(d_hs.shape[0] - 1, -1, -1):
         c_prev = cs[t - 1] if t > 0 else c0
         if dtype == np.float32:
             _cell_backward[float](d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
         else:
             _cell_backward[double](d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
         np.matmul(d_gates[t], w_hh, out=d_h)  # (B, H): what h_{t-1} receives from step t
-    h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
-    d_w_hh = d_gates.reshape(-1, 4 * hidden).T @ h_prev.reshape(-1, hidden)  # (4H, H), one product
-    return d_gates, d_w_hh, d_h, d_c

@@ -36,12 +36,20 @@ class LSTMStepper:
     """The model's next-token logits one step at a time, for generation: the same maths as
     ``LSTMLanguageModel.forward`` in eval mode, on raw arrays, with no autograd graph.
 
-    At batch 1 a step is a few matrix-vector products, so what the graph costs per op (a
-    Function, Tensors, checks: about 15 µs, 22 ops a step) outweighs the arithmetic.
-    Here each layer is one product and one cell kernel: the gates are
-    [x, h] @ [W_ih, W_hh]ᵀ + b_ih + b_hh (the two products of the layer as one, the
-    weights stacked and transposed once), then ``lstm_cell_forward``. The weights are
-    copied when the stepper is made, so make a new one after the model changes.
+    At batch 1 a step is a few matrix-vector products over about 3.5 MB of weights, and
+    what the graph costs per op (a Function, Tensors, checks: about 15 µs, 22 ops a step)
+    outweighs the arithmetic. Here each layer is one or two products and one cell kernel:
+
+    - layer 0's input is an embedding row, so its input projection is looked up, not
+      computed: row v of ``token_gates`` = embedding[v] W_ih0ᵀ + b_ih0 + b_hh0, for every
+      token v at once, (V, 4H). Made when V ≤ 4E (the table is then at most four times
+      W_ih0's size); a larger vocabulary multiplies as the model does.
+    - a later layer multiplies [x, h] by [W_ih, W_hh] stacked side by side, (4H, H + H):
+      one product of twice the size, which OpenBLAS splits over two threads (one of
+      1024 x 256 it runs on one).
+
+    The weights are copied when the stepper is made (about 0.5 ms for the default model),
+    so make a new one after the model changes.
 
         stepper = LSTMStepper(model)
         logits, state = stepper.step(np.array([token]))         # logits (1, V)
@@ -52,31 +60,43 @@ class LSTMStepper:
         lstm = model.lstm
         self.embedding = model.embedding.weight.data  # (V, E)
         xp = backends.get_array_module(self.embedding)
-        self.layers = []
-        for k in range(lstm.num_layers):
-            w_ih, w_hh = getattr(lstm, f"weight_ih_l{k}").data, getattr(lstm, f"weight_hh_l{k}").data
-            bias = (getattr(lstm, f"bias_ih_l{k}").data + getattr(lstm, f"bias_hh_l{k}").data) if lstm.bias \
-                else xp.zeros(w_ih.shape[0], dtype=w_ih.dtype)
-            stacked_t = xp.ascontiguousarray(xp.concatenate([w_ih, w_hh], axis=1).T)  # (E or H, + H, 4H)
-            self.layers.append((stacked_t, bias))
-        self.fc_weight_t = xp.ascontiguousarray(model.fc.weight.data.T)  # (H, V)
+        weights = [(getattr(lstm, f"weight_ih_l{k}").data, getattr(lstm, f"weight_hh_l{k}").data)
+                   for k in range(lstm.num_layers)]
+        self.biases = [(getattr(lstm, f"bias_ih_l{k}").data + getattr(lstm, f"bias_hh_l{k}").data) if lstm.bias
+                       else xp.zeros(w_ih.shape[0], dtype=w_ih.dtype) for k, (w_ih, _) in enumerate(weights)]
+        vocab, embedding_dim = self.embedding.shape
+        self.w_ih0, self.w_hh0 = weights[0]  # (4H, E), (4H, H)
+        self.token_gates = self.embedding @ self.w_ih0.T + self.biases[0] if vocab <= 4 * embedding_dim else None
+        self.stacked = [xp.concatenate([w_ih, w_hh], axis=1) for w_ih, w_hh in weights[1:]]  # (4H, H + H)
+        self.fc_weight = model.fc.weight.data  # (V, H)
         self.fc_bias = model.fc.bias.data if model.fc.bias is not None else 0
         self.hidden = lstm.hidden_size
 
     def initial_state(self, batch: int):
         xp = backends.get_array_module(self.embedding)
-        zeros = xp.zeros((len(self.layers), batch, self.hidden), dtype=self.embedding.dtype)
+        zeros = xp.zeros((len(self.biases), batch, self.hidden), dtype=self.embedding.dtype)
         return zeros, zeros.copy()
 
     def step(self, ids, state=None):
         """ids (B,) -> logits (B, V) and the new state ((L, B, H), (L, B, H))."""
         h, c = state if state is not None else self.initial_state(len(ids))
         xp = backends.get_array_module(self.embedding)
-        new_h, new_c = [], []
-        x = backends.kernel("embedding_forward")(self.embedding, ids)  # (B, E)
-        for k, (stacked_t, bias) in enumerate(self.layers):
-            gates = xp.concatenate([x, h[k]], axis=1) @ stacked_t + bias  # (B, 4H)
-            x, c_k, _ = backends.kernel("lstm_cell_forward")(gates, c[k])  # h of this layer: the next one's input
+        ids = xp.asarray(ids)
+        if ids.ndim != 1 or ids.shape[0] != h.shape[1] or (ids.size and not 0 <= int(ids.min()) <= int(ids.max()) < len(self.embedding)):
+            raise IndexError(f"LSTMStepper.step: ids {ids.shape} must be (B,) = ({h.shape[1]},) "
+                             f"token ids in [0, {len(self.embedding)})")
+        cell = backends.kernel("lstm_cell_forward")
+        if self.token_gates is not None:
+            gates = self.token_gates[ids]  # (B, 4H)
+        else:
+            gates = self.embedding[ids] @ self.w_ih0.T + self.biases[0]
+        gates += h[0] @ self.w_hh0.T
+        x, c_0, _ = cell(gates, c[0])  # h of layer 0: the next layer's input
+        new_h, new_c = [x], [c_0]
+        for k, stacked in enumerate(self.stacked, start=1):
+            gates = xp.concatenate([x, h[k]], axis=1) @ stacked.T  # (B, 4H)
+            gates += self.biases[k]
+            x, c_k, _ = cell(gates, c[k])
             new_h.append(x)
             new_c.append(c_k)
-        return x @ self.fc_weight_t + self.fc_bias, (xp.stack(new_h), xp.stack(new_c))
+        return x @ self.fc_weight.T + self.fc_bias, (xp.stack(new_h), xp.stack(new_c))
