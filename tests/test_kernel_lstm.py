@@ -182,3 +182,44 @@ def test_a_layer_of_training_size_matches_reference(path, dtype):
     for name, a, b in zip(("d_x_proj", "d_w_hh", "d_h0", "d_c0"), got, expected):
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a, b, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale, err_msg=name)
+
+
+@st.composite
+def stack_step_problems(draw):
+    layers, batch, hidden = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    scale = draw(st.sampled_from([1.0, 30.0]))  # 30: saturated gates
+    rng = np.random.default_rng(draw(seeds))
+    gates0 = (scale * rng.standard_normal((batch, 4 * hidden))).astype(dtype)
+    h, c = (rng.standard_normal((layers, batch, hidden)).astype(dtype) for _ in range(2))
+    w_hh0 = (rng.standard_normal((4 * hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
+    stacked = (scale * rng.standard_normal((layers - 1, 4 * hidden, 2 * hidden)) / np.sqrt(hidden)).astype(dtype)
+    biases = rng.standard_normal((layers - 1, 4 * hidden)).astype(dtype)
+    if draw(st.booleans()):  # non-contiguous views with the same values
+        h, stacked = np.asfortranarray(h), np.ascontiguousarray(stacked.transpose(0, 2, 1)).transpose(0, 2, 1)
+    return gates0, h, c, w_hh0, stacked, biases
+
+
+@pytest.mark.parametrize("path", PRODUCT_PATHS)
+@given(problem=stack_step_problems())
+def test_one_step_of_the_whole_stack_matches_reference(path, problem):
+    tolerance = TOLERANCE[problem[0].dtype.type]
+    with products_through(path):
+        new_h, new_c = compiled.lstm_stack_step(*problem)
+    expected_h, expected_c = reference.lstm_stack_step(*problem)
+    assert new_h.dtype == problem[0].dtype and new_h.shape == problem[1].shape
+    np.testing.assert_allclose(new_h, expected_h, **tolerance)
+    np.testing.assert_allclose(new_c, expected_c, **tolerance)
+
+
+def test_the_stack_step_refuses_mismatched_shapes():
+    h = np.zeros((2, 1, 3), np.float32)
+    good = dict(gates0=np.zeros((1, 12), np.float32), h=h, c=h, w_hh0=np.zeros((12, 3), np.float32),
+                stacked=np.zeros((1, 12, 6), np.float32), biases=np.zeros((1, 12), np.float32))
+    compiled.lstm_stack_step(**good)
+    with pytest.raises(ValueError, match=r"lstm_stack_step: stacked \(1, 12, 3\) must be \(1, 12, 6\)"):
+        compiled.lstm_stack_step(**{**good, "stacked": np.zeros((1, 12, 3), np.float32)})
+    with pytest.raises(ValueError, match=r"lstm_stack_step: h \(1, 3\) and c \(1, 3\) must both be \(L, B, H\)"):
+        compiled.lstm_stack_step(**{**good, "h": h[0], "c": h[0]})
+    with pytest.raises(TypeError, match="lstm_stack_step: biases is float64, expected float32"):
+        compiled.lstm_stack_step(**{**good, "biases": np.zeros((1, 12))})

@@ -48,6 +48,10 @@ KERNELS: dict[str, dict[str, str]] = {
         "cython": "tinylm.kernels.cpu.lstm:lstm_cell_forward",
         "cuda": "tinylm.kernels.cuda.lstm:lstm_cell_forward",
     },
+    "lstm_stack_step": {  # one step of every layer at once, for generation (LSTMStepper)
+        "numpy": "tinylm.reference.lstm:lstm_stack_step",
+        "cython": "tinylm.kernels.cpu.lstm:lstm_stack_step",
+    },
     "lstm_layer_forward": {
         "numpy": "tinylm.reference.lstm:lstm_layer_forward",
         "cython": "tinylm.kernels.cpu.lstm:lstm_layer_forward",

@@ -23,6 +23,7 @@ from tinylm.checkpoint import save_checkpoint, write_json
 from tinylm.data import ContiguousBatches, DataError, clean, load_corpus, random_batch, split_train_validation
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
+from tinylm.memory import keep_freed_memory
 from tinylm.models import LSTMLanguageModel
 from tinylm.nn import functional as F
 from tinylm.random import default_generator
@@ -293,6 +294,7 @@ def setup(args):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    keep_freed_memory()  # reuse each step's freed arrays instead of fresh pages (tinylm/memory.py)
     trainer = setup(args)
     t = trainer.t
     from tqdm import tqdm

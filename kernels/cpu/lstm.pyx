@@ -45,6 +45,14 @@ ctypedef void (*dgemm64_t)(int, int, int, int64_t, int64_t, int64_t, double, con
                            const double*, int64_t, double, double*, int64_t) noexcept nogil
 ctypedef void (*dgemm32_t)(int, int, int, int, int, int, double, const double*, int,
                            const double*, int, double, double*, int) noexcept nogil
+ctypedef void (*sgemv64_t)(int, int, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                           float, float*, int64_t) noexcept nogil
+ctypedef void (*sgemv32_t)(int, int, int, int, float, const float*, int, const float*, int,
+                           float, float*, int) noexcept nogil
+ctypedef void (*dgemv64_t)(int, int, int64_t, int64_t, double, const double*, int64_t, const double*, int64_t,
+                           double, double*, int64_t) noexcept nogil
+ctypedef void (*dgemv32_t)(int, int, int, int, double, const double*, int, const double*, int,
+                           double, double*, int) noexcept nogil
 
 cdef enum:
     ROW_MAJOR = 101  # CblasRowMajor
@@ -53,24 +61,33 @@ cdef enum:
 
 cdef void* _sgemm = NULL
 cdef void* _dgemm = NULL
+cdef void* _sgemv = NULL
+cdef void* _dgemv = NULL
 cdef bint _blas_int64 = False
 
 
 def _blas_ready(Py_ssize_t largest_dimension):
     """Point the C loops at NumPy's gemm; False (use the Python loop) where it is not found
     or a dimension would not fit its integers."""
-    global _sgemm, _dgemm, _blas_int64
+    global _sgemm, _dgemm, _sgemv, _dgemv, _blas_int64
     found = _blas.numpy_gemm()
     if found is None or (not found.int64 and largest_dimension >= 2 ** 31):
         return False
-    _sgemm, _dgemm, _blas_int64 = <void*><uintptr_t>found.sgemm, <void*><uintptr_t>found.dgemm, found.int64
+    _sgemm, _dgemm = <void*><uintptr_t>found.sgemm, <void*><uintptr_t>found.dgemm
+    _sgemv, _dgemv = <void*><uintptr_t>found.sgemv, <void*><uintptr_t>found.dgemv
+    _blas_int64 = found.int64
     return True
 
 
 cdef inline void _gemm(bint transpose_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* a,
                        const real* b, Py_ssize_t ldb, real* c) noexcept nogil:
     """c (m, n) = a (m, k) @ b (k, n), or @ bᵀ with b (n, k) when ``transpose_b``; all
-    row-major and contiguous (a's rows are k long, c's n)."""
+    row-major and contiguous (a's rows are k long, c's n). One row (batch 1) goes to gemv,
+    as in NumPy: c = b a, or bᵀ a."""
+    if m == 1:
+        # gemv's matrix is b: (n, k) for c = b a, (k, n) for c = bᵀ a
+        _gemv(not transpose_b, n if transpose_b else k, k if transpose_b else n, b, ldb, a, c)
+        return
     cdef int op_b = TRANS if transpose_b else NO_TRANS
     if real is float:
         if _blas_int64:
@@ -84,6 +101,22 @@ cdef inline void _gemm(bint transpose_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t 
         else:
             (<dgemm32_t>_dgemm)(ROW_MAJOR, NO_TRANS, op_b, <int>m, <int>n, <int>k, 1, a, <int>k, b, <int>ldb,
                                 0, c, <int>n)
+
+
+cdef inline void _gemv(bint transpose, Py_ssize_t rows, Py_ssize_t cols, const real* matrix, Py_ssize_t ld,
+                       const real* x, real* y) noexcept nogil:
+    """y = matrix x, or matrixᵀ x when ``transpose``; matrix (rows, cols) row-major."""
+    cdef int op = TRANS if transpose else NO_TRANS
+    if real is float:
+        if _blas_int64:
+            (<sgemv64_t>_sgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, 0, y, 1)
+        else:
+            (<sgemv32_t>_sgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, 0, y, 1)
+    else:
+        if _blas_int64:
+            (<dgemv64_t>_dgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, 0, y, 1)
+        else:
+            (<dgemv32_t>_dgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, 0, y, 1)
 
 
 @cython.boundscheck(False)
@@ -371,3 +404,73 @@ def _backward_steps_through_numpy(d_hs, d_h, d_c, w_hh, c0, cs, activations, tan
         else:
             _cell_backward[double](d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
         np.matmul(d_gates[t], w_hh, out=d_h)  # (B, H): what h_{t-1} receives from step t
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _stack_step(
+    const real[:, ::1] gates0,      # (B, 4H) layer 0's input part of the gates
+    const real[:, :, ::1] h,        # (L, B, H)
+    const real[:, :, ::1] c,        # (L, B, H)
+    const real[:, ::1] w_hh0,       # (4H, H)
+    const real[:, :, ::1] stacked,  # (L-1, 4H, 2H)
+    const real[:, ::1] biases,      # (L-1, 4H)
+    real[:, ::1] product,           # (B, 4H) scratch: the product part of the gates
+    real[:, ::1] x_and_h,           # (B, 2H) scratch: a later layer's [x, h]
+    real[::1] activations,          # (4H,) scratch
+    real[::1] tanh_c,               # (H,) scratch
+    real[:, :, ::1] new_h,          # (L, B, H) out
+    real[:, :, ::1] new_c,          # (L, B, H) out
+) noexcept:
+    """The reference's layers in C: per layer one gemm, then the fused cell of each row
+    (the cell adds its two inputs: layer 0's gates0 + h W_hh0ᵀ, a later layer's bias +
+    [x, h] [W_ih | W_hh]ᵀ). Needs B ≥ 1 and H ≥ 1."""
+    cdef Py_ssize_t layers = h.shape[0], batch = h.shape[1], hidden = h.shape[2], k, b, j
+    with nogil:
+        _gemm(True, batch, 4 * hidden, hidden, &h[0, 0, 0], &w_hh0[0, 0], hidden, &product[0, 0])
+        for b in range(batch):
+            _cell_forward_row(&gates0[b, 0], &product[b, 0], &c[0, b, 0], &activations[0], &new_c[0, b, 0],
+                              &tanh_c[0], &new_h[0, b, 0], hidden)
+        for k in range(1, layers):
+            for b in range(batch):
+                for j in range(hidden):
+                    x_and_h[b, j] = new_h[k - 1, b, j]
+                    x_and_h[b, hidden + j] = h[k, b, j]
+            _gemm(True, batch, 4 * hidden, 2 * hidden, &x_and_h[0, 0], &stacked[k - 1, 0, 0], 2 * hidden,
+                  &product[0, 0])
+            for b in range(batch):
+                _cell_forward_row(&biases[k - 1, 0], &product[b, 0], &c[k, b, 0], &activations[0],
+                                  &new_c[k, b, 0], &tanh_c[0], &new_h[k, b, 0], hidden)
+
+
+def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
+    """As ``tinylm.reference.lstm.lstm_stack_step``: one step of L layers -> (new_h, new_c),
+    in one call and one pass through C. At batch 1 (sampling) the step is a few
+    matrix-vector products, and a dozen NumPy calls around them cost as much again; here
+    the gates, cells and state copies of every layer run without Python in between.
+    Where NumPy's BLAS is not found (see ``blas.py``), the reference serves."""
+    dtype = np.asarray(gates0).dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"lstm_stack_step: gates0 must be float32 or float64, got {dtype}")
+    gates0, h, c, w_hh0, stacked, biases = _checked(
+        "lstm_stack_step", dtype, gates0=gates0, h=h, c=c, w_hh0=w_hh0, stacked=stacked, biases=biases)
+    if h.ndim != 3 or c.shape != h.shape or h.shape[0] < 1:
+        raise ValueError(f"lstm_stack_step: h {h.shape} and c {c.shape} must both be (L, B, H) with L >= 1")
+    layers, batch, hidden = h.shape
+    expected = dict(gates0=(batch, 4 * hidden), w_hh0=(4 * hidden, hidden),
+                    stacked=(layers - 1, 4 * hidden, 2 * hidden), biases=(layers - 1, 4 * hidden))
+    for key, value in (("gates0", gates0), ("w_hh0", w_hh0), ("stacked", stacked), ("biases", biases)):
+        if value.shape != expected[key]:
+            raise ValueError(f"lstm_stack_step: {key} {value.shape} must be {expected[key]} for h (L, B, H) = {h.shape}")
+    if not (batch and hidden and _blas_ready(4 * hidden * max(batch, 2 * hidden))):
+        from tinylm.reference.lstm import lstm_stack_step as reference
+
+        return reference(gates0, h, c, w_hh0, stacked, biases)
+    new_h, new_c = np.empty_like(h), np.empty_like(c)
+    product, x_and_h = np.empty((batch, 4 * hidden), dtype), np.empty((batch, 2 * hidden), dtype)
+    activations, tanh_c = np.empty(4 * hidden, dtype), np.empty(hidden, dtype)
+    if dtype == np.float32:
+        _stack_step[float](gates0, h, c, w_hh0, stacked, biases, product, x_and_h, activations, tanh_c, new_h, new_c)
+    else:
+        _stack_step[double](gates0, h, c, w_hh0, stacked, biases, product, x_and_h, activations, tanh_c, new_h, new_c)
+    return new_h, new_c

@@ -9,6 +9,7 @@ from pathlib import Path
 from tinylm import cli
 from tinylm.bench import machine, report
 from tinylm.bench.kernels import CASES, parse_sizes, run_kernels
+from tinylm.memory import keep_freed_memory
 
 ALL_BACKENDS = ["numpy", "cython", "cupy", "cuda", "torch"]
 
@@ -50,6 +51,7 @@ def set_threads(threads: int) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    keep_freed_memory()  # as tinylm.train does (tinylm/memory.py); the training workers call it too
     names = [k.strip() for k in args.kernels.split(",") if k.strip()]
     unknown = [k for k in names if k not in CASES]
     if unknown:

@@ -9,6 +9,7 @@ backend in turn (A B C A B C ...), so a slow moment of a noisy machine hits ever
 backend alike and the ratios hold. Each backend lives in its own process (spawned), so
 no library's thread pool competes with another's; only one of them works at a time. Peak memory is measured per backend in a fresh
 process (``spawn``), as the growth of its peak resident set over building the model.
+Every worker first calls ``tinylm.memory.keep_freed_memory()``, as ``tinylm.train`` does.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ import numpy as np
 import tinylm
 from tinylm import backends, nn, optim
 from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
+from tinylm.memory import keep_freed_memory
 from tinylm.models.lstm import LSTMStepper
 from tinylm.nn import functional as F
 
 BLOCK = 3  # calls timed per backend per round
+# Seconds of quiet before each block: a pool of threads that just worked keeps spinning
+# for a while (OpenBLAS's for up to about 0.1 s), on the cores the next backend's process
+# needs. Without the pause, the LSTM sampled at 2.1k tokens/s on the cython backend when
+# it followed the numpy backend's block, and at 4.5-5.5k in a process of its own.
+IDLE_BEFORE_BLOCK = 0.3
 PRESETS = {
     "tiny": dict(vocab=32, batch=2, seq=8, width=8, layers=1, heads=2, sample=4),
     "small": dict(vocab=96, batch=16, seq=64, width=128, layers=2, heads=4, sample=32),
@@ -188,6 +195,7 @@ def _rss_mib(field: str) -> float:
 
 
 def _memory_child(kind, backend, p, steps, queue):
+    keep_freed_memory()
     rng = np.random.default_rng(0)
     batch = rng.integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
     runner = Runner(kind, backend, p, batch)
@@ -214,6 +222,7 @@ def _worker(kind: str, backend: str, p: dict, registry: dict, connection) -> Non
     Separate processes keep each library's thread pools (OpenBLAS, OpenMP, PyTorch's) from
     competing with another's: in one shared process PyTorch ran at half its speed. The
     parent's kernel registry comes along, so kernels registered at run time are measured."""
+    keep_freed_memory()  # every backend, PyTorch's too: the same allocator settings for all
     backends.KERNELS.clear()
     backends.KERNELS.update(registry)
     batch = np.random.default_rng(0).integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
@@ -276,8 +285,9 @@ def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_m
             for _ in range(repeat):  # interleaved rounds: every backend in turn, one at a time
                 for task in ("train", "eval", "sample"):
                     for backend in workers:
-                        # A short block of calls, the first one not counted: the previous
-                        # backend's thread pools may still be spinning down during it.
+                        # A short block of calls after a pause, the first one not counted
+                        # (warm caches): the previous backend's thread pools have gone idle.
+                        time.sleep(IDLE_BEFORE_BLOCK)
                         times[(backend, task)].extend(ask(backend, (task, BLOCK + 1))[1:])
         finally:
             for process, connection in workers.values():

@@ -38,7 +38,8 @@ class LSTMStepper:
 
     At batch 1 a step is a few matrix-vector products over about 3.5 MB of weights, and
     what the graph costs per op (a Function, Tensors, checks: about 15 µs, 22 ops a step)
-    outweighs the arithmetic. Here each layer is one or two products and one cell kernel:
+    outweighs the arithmetic. Here a step is a table lookup, one ``lstm_stack_step`` kernel
+    call for all layers (in C on the cython backend) and the output layer's product:
 
     - layer 0's input is an embedding row, so its input projection is looked up, not
       computed: row v of ``token_gates`` = embedding[v] W_ih0ᵀ + b_ih0 + b_hh0, for every
@@ -67,7 +68,11 @@ class LSTMStepper:
         vocab, embedding_dim = self.embedding.shape
         self.w_ih0, self.w_hh0 = weights[0]  # (4H, E), (4H, H)
         self.token_gates = self.embedding @ self.w_ih0.T + self.biases[0] if vocab <= 4 * embedding_dim else None
-        self.stacked = [xp.concatenate([w_ih, w_hh], axis=1) for w_ih, w_hh in weights[1:]]  # (4H, H + H)
+        hidden = lstm.hidden_size
+        self.stacked = xp.stack([xp.concatenate([w_ih, w_hh], axis=1) for w_ih, w_hh in weights[1:]]) \
+            if len(weights) > 1 else xp.zeros((0, 4 * hidden, 2 * hidden), dtype=self.w_hh0.dtype)  # (L-1, 4H, 2H)
+        self.later_biases = xp.stack(self.biases[1:]) if len(weights) > 1 \
+            else xp.zeros((0, 4 * hidden), dtype=self.w_hh0.dtype)  # (L-1, 4H)
         self.fc_weight = model.fc.weight.data  # (V, H)
         self.fc_bias = model.fc.bias.data if model.fc.bias is not None else 0
         self.hidden = lstm.hidden_size
@@ -85,18 +90,9 @@ class LSTMStepper:
         if ids.ndim != 1 or ids.shape[0] != h.shape[1] or (ids.size and not 0 <= int(ids.min()) <= int(ids.max()) < len(self.embedding)):
             raise IndexError(f"LSTMStepper.step: ids {ids.shape} must be (B,) = ({h.shape[1]},) "
                              f"token ids in [0, {len(self.embedding)})")
-        cell = backends.kernel("lstm_cell_forward")
         if self.token_gates is not None:
-            gates = self.token_gates[ids]  # (B, 4H)
+            gates0 = self.token_gates[ids]  # (B, 4H)
         else:
-            gates = self.embedding[ids] @ self.w_ih0.T + self.biases[0]
-        gates += h[0] @ self.w_hh0.T
-        x, c_0, _ = cell(gates, c[0])  # h of layer 0: the next layer's input
-        new_h, new_c = [x], [c_0]
-        for k, stacked in enumerate(self.stacked, start=1):
-            gates = xp.concatenate([x, h[k]], axis=1) @ stacked.T  # (B, 4H)
-            gates += self.biases[k]
-            x, c_k, _ = cell(gates, c[k])
-            new_h.append(x)
-            new_c.append(c_k)
-        return x @ self.fc_weight.T + self.fc_bias, (xp.stack(new_h), xp.stack(new_c))
+            gates0 = self.embedding[ids] @ self.w_ih0.T + self.biases[0]
+        h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases)
+        return h[-1] @ self.fc_weight.T + self.fc_bias, (h, c)

@@ -101,3 +101,22 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     # dWₕₕ = Σ_t dgates_tᵀ h_{t-1}: all steps in one product, (4H, T·B) @ (T·B, H).
     d_w_hh = d_gates.reshape(-1, four_h).T @ h_prev.reshape(-1, hidden)
     return d_gates, d_w_hh, dh_next, dc_next
+
+
+def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
+    """One time step of a stack of L layers, for generation (``LSTMStepper``).
+
+    gates0 (B, 4H): layer 0's input part, x W_ih0ᵀ + b_ih0 + b_hh0 (a row of a lookup table
+    when x is an embedding); h, c (L, B, H): the state after the previous step;
+    w_hh0 (4H, H); stacked (L-1, 4H, 2H): [W_ih | W_hh] of each later layer side by side,
+    so its gates are one product, [x, h] [W_ih | W_hh]ᵀ = x W_ihᵀ + h W_hhᵀ;
+    biases (L-1, 4H): b_ih + b_hh of each later layer. Returns the new h, c (L, B, H);
+    h[-1] is the stack's output.
+    """
+    xp = get_array_module(gates0)
+    new_h, new_c = xp.empty_like(h), xp.empty_like(c)
+    new_h[0], new_c[0], _ = lstm_cell_forward(gates0 + h[0] @ w_hh0.T, c[0])
+    for k in range(1, h.shape[0]):
+        x_and_h = xp.concatenate([new_h[k - 1], h[k]], axis=1)  # (B, 2H): this layer's input, its own h
+        new_h[k], new_c[k], _ = lstm_cell_forward(x_and_h @ stacked[k - 1].T + biases[k - 1], c[k])
+    return new_h, new_c
