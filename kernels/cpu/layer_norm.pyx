@@ -10,6 +10,9 @@ Same names, signatures and meaning as the reference. What differs, and why:
   both accumulated in double: the two-pass variance does not cancel catastrophically)
   and once more to write y; the backward recomputes x̂ on the fly instead of keeping an
   (N, D) temporary, and gets both row sums in one pass.
+- Row sums run in 8 interleaved partial sums (a fixed order, the same for any thread
+  count), so GCC vectorises them; a single running sum it may not reorder, and the
+  kernels ran 2-3x slower that way (2048 x 128 float32: forward 0.68 ms, backward 1.6).
 - dw and db sum over rows, which threads share: each thread sums its own block of rows
   into its own (D,) accumulator in double, and the accumulators are added at the end.
   So 1 and 2 threads agree to rounding, not bit for bit.
@@ -29,68 +32,110 @@ from tinylm.kernels.cpu._checks import float_array, real_scalar
 
 
 
+DEF LANES = 8  # independent partial sums per row sum: one AVX-512 register of doubles
+
+
+cdef inline double _sum_lanes(double* lanes) noexcept nogil:
+    cdef double total = 0
+    cdef int lane
+    for lane in range(LANES):
+        total += lanes[lane]
+    return total
+
+
+@cython.cdivision(True)
+cdef inline void _row_moments(const real* x, Py_ssize_t dim, double* mean, double* rstd, double eps) noexcept nogil:
+    """Mean and 1/√(var + ε) of one row, in double, by two passes (the variance of the
+    centred values does not cancel catastrophically). Each sum runs in LANES interleaved
+    partial sums, a fixed order GCC can vectorise (one running sum it cannot: reordering
+    a floating-point sum changes its rounding, which it may not do on its own)."""
+    cdef double lanes[LANES]
+    cdef double centred, row_mean
+    cdef Py_ssize_t j, lane, whole = dim - dim % LANES
+    for lane in range(LANES):
+        lanes[lane] = 0
+    for j in range(0, whole, LANES):
+        for lane in range(LANES):
+            lanes[lane] += x[j + lane]
+    for j in range(whole, dim):
+        lanes[0] += x[j]
+    row_mean = _sum_lanes(lanes) / dim
+    for lane in range(LANES):
+        lanes[lane] = 0
+    for j in range(0, whole, LANES):
+        for lane in range(LANES):
+            centred = x[j + lane] - row_mean
+            lanes[lane] += centred * centred
+    for j in range(whole, dim):
+        centred = x[j] - row_mean
+        lanes[0] += centred * centred
+    mean[0], rstd[0] = row_mean, 1 / sqrt(_sum_lanes(lanes) / dim + eps)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
-@cython.cdivision(True)
-cdef inline void _forward_row(const real[:, ::1] x, Py_ssize_t n, const real[::1] weight, const real[::1] bias,
-                              bint has_weight, bint has_bias, double eps,
-                              real[:, ::1] y, real[::1] mean, real[::1] rstd) noexcept nogil:
-    cdef Py_ssize_t j, dim = x.shape[1]
-    cdef double total = 0, squares = 0, centred, row_mean, row_rstd
-    cdef real value
+cdef inline void _forward_row(const real* x, Py_ssize_t dim, const real* weight, const real* bias,
+                              bint has_weight, bint has_bias, double eps, real* y, real* mean,
+                              real* rstd) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double row_mean, row_rstd
+    _row_moments(x, dim, &row_mean, &row_rstd, eps)
+    mean[0], rstd[0] = <real>row_mean, <real>row_rstd
     for j in range(dim):
-        total += x[n, j]
-    row_mean = total / dim
-    for j in range(dim):
-        centred = x[n, j] - row_mean
-        squares += centred * centred
-    row_rstd = 1 / sqrt(squares / dim + eps)
-    mean[n], rstd[n] = <real>row_mean, <real>row_rstd
-    for j in range(dim):
-        value = <real>((x[n, j] - row_mean) * row_rstd)
-        if has_weight:
-            value = value * weight[j]
-        if has_bias:
-            value = value + bias[j]
-        y[n, j] = value
+        y[j] = <real>((x[j] - row_mean) * row_rstd)
+    if has_weight:  # separate passes: one loop with both branches inside would not vectorise
+        for j in range(dim):
+            y[j] = y[j] * weight[j]
+    if has_bias:
+        for j in range(dim):
+            y[j] = y[j] + bias[j]
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _forward(const real[:, ::1] x, const real[::1] weight, const real[::1] bias, bint has_weight,
                    bint has_bias, double eps, real[:, ::1] y, real[::1] mean, real[::1] rstd, int threads) noexcept nogil:
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, dim = x.shape[1]
+    cdef const real* w = &weight[0] if has_weight else NULL
+    cdef const real* b = &bias[0] if has_bias else NULL
     for n in prange(x.shape[0], schedule="static", num_threads=threads):
-        _forward_row(x, n, weight, bias, has_weight, has_bias, eps, y, mean, rstd)
+        _forward_row(&x[n, 0], dim, w, b, has_weight, has_bias, eps, &y[n, 0], &mean[n], &rstd[n])
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
-cdef inline void _backward_rows(const real[:, ::1] grad_y, const real[:, ::1] x, const real[::1] weight,
-                                bint has_weight, const real[::1] mean, const real[::1] rstd,
-                                Py_ssize_t start, Py_ssize_t stop, real[:, ::1] grad_x,
-                                double[:, ::1] partial_weight, double[:, ::1] partial_bias,
-                                Py_ssize_t chunk) noexcept nogil:
-    """Rows [start, stop); this chunk's dw, db go to row ``chunk`` of the partial sums."""
-    cdef Py_ssize_t n, j, dim = x.shape[1]
-    cdef double g_hat, x_hat, sum_g, sum_gx, r
-    for n in range(start, stop):
-        r = rstd[n]
-        sum_g = 0
-        sum_gx = 0
+cdef inline void _backward_row(const real* grad_y, const real* x, const real* weight, bint has_weight,
+                               double mean, double r, Py_ssize_t dim, real* grad_x,
+                               double* partial_weight, double* partial_bias) noexcept nogil:
+    """One row: Σ ĝ and Σ ĝ x̂ (in LANES partial sums, as in ``_row_moments``), then dx,
+    then the row's share of dw and db added to this thread's accumulators."""
+    cdef double sum_lanes[LANES]
+    cdef double dot_lanes[LANES]
+    cdef double g_hat, x_hat, mean_g, mean_gx
+    cdef Py_ssize_t j, lane, whole = dim - dim % LANES
+    for lane in range(LANES):
+        sum_lanes[lane] = 0
+        dot_lanes[lane] = 0
+    for j in range(0, whole, LANES):
+        for lane in range(LANES):
+            g_hat = grad_y[j + lane] * weight[j + lane] if has_weight else grad_y[j + lane]
+            sum_lanes[lane] += g_hat
+            dot_lanes[lane] += g_hat * ((x[j + lane] - mean) * r)
+    for j in range(whole, dim):
+        g_hat = grad_y[j] * weight[j] if has_weight else grad_y[j]
+        sum_lanes[0] += g_hat
+        dot_lanes[0] += g_hat * ((x[j] - mean) * r)
+    mean_g, mean_gx = _sum_lanes(sum_lanes) / dim, _sum_lanes(dot_lanes) / dim
+    for j in range(dim):
+        x_hat = (x[j] - mean) * r
+        g_hat = grad_y[j] * weight[j] if has_weight else grad_y[j]
+        grad_x[j] = <real>(r * (g_hat - mean_g - x_hat * mean_gx))
+    if has_weight:
         for j in range(dim):
-            x_hat = (x[n, j] - mean[n]) * r
-            g_hat = grad_y[n, j] * weight[j] if has_weight else grad_y[n, j]
-            sum_g += g_hat
-            sum_gx += g_hat * x_hat
-            if has_weight:
-                partial_weight[chunk, j] += grad_y[n, j] * x_hat
-                partial_bias[chunk, j] += grad_y[n, j]
+            partial_weight[j] += grad_y[j] * ((x[j] - mean) * r)
         for j in range(dim):
-            x_hat = (x[n, j] - mean[n]) * r
-            g_hat = grad_y[n, j] * weight[j] if has_weight else grad_y[n, j]
-            grad_x[n, j] = <real>(r * (g_hat - sum_g / dim - x_hat * (sum_gx / dim)))
+            partial_bias[j] += grad_y[j]
 
 
 @cython.boundscheck(False)
@@ -98,10 +143,13 @@ cdef inline void _backward_rows(const real[:, ::1] grad_y, const real[:, ::1] x,
 cdef void _backward(const real[:, ::1] grad_y, const real[:, ::1] x, const real[::1] weight, bint has_weight,
                     const real[::1] mean, const real[::1] rstd, real[:, ::1] grad_x,
                     double[:, ::1] partial_weight, double[:, ::1] partial_bias, int threads) noexcept nogil:
-    cdef Py_ssize_t rows = x.shape[0], chunk_rows = (rows + threads - 1) // threads, c
-    for c in prange(threads, schedule="static", num_threads=threads):  # one block of rows per thread
-        _backward_rows(grad_y, x, weight, has_weight, mean, rstd, c * chunk_rows,
-                       min((c + 1) * chunk_rows, rows), grad_x, partial_weight, partial_bias, c)
+    """One block of rows per thread; each thread's dw, db go to its own row of the partial sums."""
+    cdef Py_ssize_t rows = x.shape[0], dim = x.shape[1], chunk_rows = (rows + threads - 1) // threads, c, n
+    cdef const real* w = &weight[0] if has_weight else NULL
+    for c in prange(threads, schedule="static", num_threads=threads):
+        for n in range(c * chunk_rows, min((c + 1) * chunk_rows, rows)):
+            _backward_row(&grad_y[n, 0], &x[n, 0], w, has_weight, mean[n], rstd[n], dim, &grad_x[n, 0],
+                          &partial_weight[c, 0], &partial_bias[c, 0])
 
 
 def _checked(op, x, weight, name="weight"):

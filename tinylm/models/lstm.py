@@ -68,11 +68,12 @@ class LSTMStepper:
         vocab, embedding_dim = self.embedding.shape
         self.w_ih0, self.w_hh0 = weights[0]  # (4H, E), (4H, H)
         self.token_gates = self.embedding @ self.w_ih0.T + self.biases[0] if vocab <= 4 * embedding_dim else None
-        hidden = lstm.hidden_size
-        self.stacked = xp.stack([xp.concatenate([w_ih, w_hh], axis=1) for w_ih, w_hh in weights[1:]]) \
-            if len(weights) > 1 else xp.zeros((0, 4 * hidden, 2 * hidden), dtype=self.w_hh0.dtype)  # (L-1, 4H, 2H)
-        self.later_biases = xp.stack(self.biases[1:]) if len(weights) > 1 \
-            else xp.zeros((0, 4 * hidden), dtype=self.w_hh0.dtype)  # (L-1, 4H)
+        hidden, dtype = lstm.hidden_size, self.w_hh0.dtype
+        self.stacked = xp.empty((len(weights) - 1, 4 * hidden, 2 * hidden), dtype)  # (L-1, 4H, 2H)
+        self.later_biases = xp.empty((len(weights) - 1, 4 * hidden), dtype)  # (L-1, 4H)
+        for k, (w_ih, w_hh) in enumerate(weights[1:]):
+            self.stacked[k, :, :hidden], self.stacked[k, :, hidden:] = w_ih, w_hh
+            self.later_biases[k] = self.biases[k + 1]
         self.fc_weight = model.fc.weight.data  # (V, H)
         self.fc_bias = model.fc.bias.data if model.fc.bias is not None else 0
         self.hidden = lstm.hidden_size
