@@ -99,6 +99,44 @@ def _lstm_backward_flops(size):
     return forward + steps * 2 * batch * 4 * hidden * hidden, "flop"  # + the one dW_hh product
 
 
+def _stack_step_args(size, rng):
+    layers, batch, hidden = size
+    scale = 1 / np.sqrt(hidden)
+    return (rng.standard_normal((batch, 4 * hidden)).astype(np.float32),
+            0.1 * rng.standard_normal((layers, batch, hidden)).astype(np.float32),
+            0.1 * rng.standard_normal((layers, batch, hidden)).astype(np.float32),
+            (scale * rng.standard_normal((4 * hidden, hidden))).astype(np.float32),
+            (scale * rng.standard_normal((layers - 1, 4 * hidden, 2 * hidden))).astype(np.float32),
+            rng.standard_normal((layers - 1, 4 * hidden)).astype(np.float32))
+
+
+def _stack_step_bytes(size):
+    layers, batch, hidden = size  # the weights dominate: 4H x H, then 4H x 2H per later layer
+    return 4.0 * (4 * hidden * hidden * (2 * layers - 1) + 4 * batch * hidden * (2 * layers + 1)), "byte"
+
+
+def _stack_step_torch(args):
+    import torch
+
+    gates0, h, c, w_hh0, stacked, biases = (torch.from_numpy(a) for a in args)
+
+    def cell(gates, c_prev):
+        i, f, g, o = gates.chunk(4, dim=1)
+        c_new = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+    def run():  # the same step with torch ops, layer by layer
+        with torch.no_grad():
+            new_h, new_c = [None] * len(h), [None] * len(h)
+            new_h[0], new_c[0] = cell(gates0 + h[0] @ w_hh0.T, c[0])
+            for k in range(1, len(h)):
+                x_and_h = torch.cat([new_h[k - 1], h[k]], dim=1)
+                new_h[k], new_c[k] = cell(x_and_h @ stacked[k - 1].T + biases[k - 1], c[k])
+            return torch.stack(new_h), torch.stack(new_c)
+
+    return run
+
+
 def _adam_args(size, rng):
     (count,) = size
     param, grad = rng.standard_normal(count).astype(np.float32), rng.standard_normal(count).astype(np.float32)
@@ -261,6 +299,10 @@ CASES = {
         "lstm_layer_forward", "steps x batch x hidden",
         {"tiny": (3, 2, 8), "small": (16, 8, 64), "medium": (64, 32, 256), "large": (128, 64, 512)},
         _lstm_args, _lstm_flops, lambda result, args: [result[0], result[1]], _lstm_torch),
+    "lstm_stack_step": Case(
+        "lstm_stack_step", "layers x batch x hidden",
+        {"tiny": (1, 1, 8), "small": (2, 1, 64), "medium": (2, 1, 256), "large": (3, 1, 512)},
+        _stack_step_args, _stack_step_bytes, lambda result, args: list(result), _stack_step_torch),
     "lstm_layer_backward": Case(
         "lstm_layer_backward", "steps x batch x hidden",
         {"tiny": (3, 2, 8), "small": (16, 8, 64), "medium": (64, 32, 256), "large": (128, 64, 512)},
