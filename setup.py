@@ -65,7 +65,10 @@ class BuildExtWithOpenMP(build_ext):
             # -fno-trapping-math: lets GCC vectorise the branch-free exp of tinylm_math.h.
             # -ffp-contract=off: no fused multiply-adds, so a kernel rounds each step as the
             # NumPy reference does (with FMA, Adam's moments drifted 2e-5 from it in float32).
-            ext.extra_compile_args += ["-O3", "-fno-trapping-math", "-ffp-contract=off"] + (
+            # -fno-math-errno: sqrt need not set errno for a negative argument, so it is one
+            # instruction and not a branch around a libm call, which kept Adam's loop from
+            # vectorising (1 M float32 parameters: 5.2 ms). The results are the same.
+            ext.extra_compile_args += ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"] + (
                 ["-march=native"] if native else [])
             if openmp:
                 ext.extra_compile_args += ["-fopenmp"]
