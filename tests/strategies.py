@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
+from unittest import mock
+
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -95,3 +101,44 @@ def fuzz_arguments(strided: bool = False):
     """One argument of a kernel call: mostly arrays, else an int, a float, None or a bool."""
     return st.one_of(fuzz_arrays(strided), fuzz_arrays(strided), st.integers(-3, 9), st.floats(-2, 2),
                      st.none(), st.booleans())
+
+
+# ------------------------------------------------- where the C kernels' matrix products go
+
+def _scipy_cblas():
+    """SciPy's OpenBLAS (32-bit integers), loaded, or None without SciPy."""
+    from tinylm.kernels.cpu import blas
+
+    try:
+        import scipy
+    except ImportError:
+        return None
+    for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "*openblas*")):
+        found = blas._find_in(path)
+        if found is not None and not found.int64:
+            return found
+    return None
+
+
+# The paths of the kernels that multiply inside a C loop (LSTM layer and stack step,
+# causal attention): NumPy's own gemm (64-bit BLAS integers, NumPy's wheels), a CBLAS with
+# 32-bit integers (SciPy's OpenBLAS, where SciPy is installed), and NumPy's BLAS not found
+# (each kernel's Python fallback: np.matmul per step, or the reference).
+PRODUCT_PATHS = ["numpy blas in C", "32-bit cblas in C", "numpy blas not found"]
+
+
+@contextlib.contextmanager
+def products_through(path):
+    """Run the kernels with their products on ``path`` (one of PRODUCT_PATHS)."""
+    from tinylm.kernels.cpu import blas
+
+    if path == "numpy blas in C":
+        if blas.numpy_gemm() is None:
+            pytest.skip("NumPy's BLAS is not an OpenBLAS exporting cblas_sgemm here")
+        yield
+        return
+    found = _scipy_cblas() if path == "32-bit cblas in C" else None
+    if path == "32-bit cblas in C" and found is None:
+        pytest.skip("needs SciPy's OpenBLAS, a CBLAS with 32-bit integers")
+    with mock.patch.object(blas, "numpy_gemm", lambda: found):
+        yield

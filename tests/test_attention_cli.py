@@ -63,8 +63,12 @@ def test_writes_a_heatmap_per_layer_and_head_and_every_weight_as_csv(run_dir, tm
 
 
 def test_the_weights_are_the_ones_the_model_uses(run_dir, monkeypatch):
-    """Record every attention_weights result during the model's own forward and
-    compare with what the tool recomputes from the blocks' inputs."""
+    """The model's forward attends through the fused ``causal_attention`` op, which keeps
+    no weights. Run it once more with the op written out (``F.attention_weights``, then
+    @ v), recording every weights array: the logits are the fused forward's, and the
+    tool's maps, recomputed from the blocks' inputs, are the recorded weights."""
+    import tinylm.nn.attention as mha
+
     _, tokenizer, model, _, _ = load_run(run_dir)
     model.eval()
     ids = tokenizer.encode(TEXT)
@@ -76,9 +80,15 @@ def test_the_weights_are_the_ones_the_model_uses(run_dir, monkeypatch):
         recorded.append(weights.numpy()[0])
         return weights
 
+    def written_out(q, k, v):
+        return F.attention_weights(q, k, is_causal=True) @ v
+
+    fused_logits = model(ids[None, :]).numpy()
     monkeypatch.setattr(F, "attention_weights", recording)
-    model(ids[None, :])
-    monkeypatch.setattr(F, "attention_weights", original)
+    monkeypatch.setattr(mha, "causal_attention", written_out)
+    written_out_logits = model(ids[None, :]).numpy()
+    monkeypatch.undo()
+    np.testing.assert_allclose(written_out_logits, fused_logits, rtol=1e-5, atol=1e-5)
     maps = attention.attention_maps(model, ids)
     assert len(maps) == len(recorded) == 2
     for ours, theirs in zip(maps, recorded):

@@ -9,11 +9,6 @@ CBLAS (SciPy's OpenBLAS, where SciPy is installed), and the loop in Python calli
 ``np.matmul`` (where NumPy's BLAS is not found).
 """
 
-import contextlib
-import glob
-import os
-from unittest import mock
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -23,7 +18,7 @@ from tinylm.kernels.cpu import blas
 from tinylm.kernels.cpu import lstm as compiled
 from tinylm.reference import lstm as reference
 
-from strategies import seeds
+from strategies import PRODUCT_PATHS, products_through, seeds
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
@@ -42,37 +37,6 @@ def lstm_problems(draw):
         w_hh = np.ascontiguousarray(w_hh.T).T
     grads = tuple(rng.standard_normal(s).astype(dtype) for s in ((steps, batch, hidden), (batch, hidden), (batch, hidden)))
     return x_proj, w_hh, h0, c0, grads
-
-
-def _scipy_cblas():
-    """SciPy's OpenBLAS (32-bit integers), loaded, or None without SciPy."""
-    try:
-        import scipy
-    except ImportError:
-        return None
-    for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "*openblas*")):
-        found = blas._find_in(path)
-        if found is not None and not found.int64:
-            return found
-    return None
-
-
-PRODUCT_PATHS = ["numpy blas in C", "32-bit cblas in C", "np.matmul per step"]
-
-
-@contextlib.contextmanager
-def products_through(path):
-    """Run the layer kernels with their per-step products on ``path``."""
-    if path == "numpy blas in C":
-        if blas.numpy_gemm() is None:
-            pytest.skip("NumPy's BLAS is not an OpenBLAS exporting cblas_sgemm here")
-        yield
-        return
-    found = _scipy_cblas() if path == "32-bit cblas in C" else None
-    if path == "32-bit cblas in C" and found is None:
-        pytest.skip("needs SciPy's OpenBLAS, a CBLAS with 32-bit integers")
-    with mock.patch.object(blas, "numpy_gemm", lambda: found):
-        yield
 
 
 def test_numpy_s_own_blas_is_found_where_numpy_uses_openblas():

@@ -104,10 +104,12 @@ KERNELS: dict[str, dict[str, str]] = {
     },
     "causal_attention_forward": {
         "numpy": "tinylm.reference.attention:causal_attention_forward",
+        "cython": "tinylm.kernels.cpu.attention:causal_attention_forward",
         "cuda": "tinylm.kernels.cuda.attention:causal_attention_forward",  # fused, flash-attention style
     },
     "causal_attention_backward": {
         "numpy": "tinylm.reference.attention:causal_attention_backward",
+        "cython": "tinylm.kernels.cpu.attention:causal_attention_backward",
         "cuda": "tinylm.kernels.cuda.attention:causal_attention_backward",  # fused, recomputes p from logsumexp
     },
     "gelu_forward": {

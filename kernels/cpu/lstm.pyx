@@ -29,94 +29,8 @@ backward can follow either forward. What differs, and why:
 import numpy as np
 
 cimport cython
-from libc.stdint cimport int64_t, uintptr_t
-
-from tinylm.kernels.cpu import blas as _blas
-
 include "_math.pxi"
-
-
-# CBLAS's signatures, with 32-bit or 64-bit integers (NumPy's wheels: 64-bit).
-ctypedef void (*sgemm64_t)(int, int, int, int64_t, int64_t, int64_t, float, const float*, int64_t,
-                           const float*, int64_t, float, float*, int64_t) noexcept nogil
-ctypedef void (*sgemm32_t)(int, int, int, int, int, int, float, const float*, int,
-                           const float*, int, float, float*, int) noexcept nogil
-ctypedef void (*dgemm64_t)(int, int, int, int64_t, int64_t, int64_t, double, const double*, int64_t,
-                           const double*, int64_t, double, double*, int64_t) noexcept nogil
-ctypedef void (*dgemm32_t)(int, int, int, int, int, int, double, const double*, int,
-                           const double*, int, double, double*, int) noexcept nogil
-ctypedef void (*sgemv64_t)(int, int, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
-                           float, float*, int64_t) noexcept nogil
-ctypedef void (*sgemv32_t)(int, int, int, int, float, const float*, int, const float*, int,
-                           float, float*, int) noexcept nogil
-ctypedef void (*dgemv64_t)(int, int, int64_t, int64_t, double, const double*, int64_t, const double*, int64_t,
-                           double, double*, int64_t) noexcept nogil
-ctypedef void (*dgemv32_t)(int, int, int, int, double, const double*, int, const double*, int,
-                           double, double*, int) noexcept nogil
-
-cdef enum:
-    ROW_MAJOR = 101  # CblasRowMajor
-    NO_TRANS = 111   # CblasNoTrans
-    TRANS = 112      # CblasTrans
-
-cdef void* _sgemm = NULL
-cdef void* _dgemm = NULL
-cdef void* _sgemv = NULL
-cdef void* _dgemv = NULL
-cdef bint _blas_int64 = False
-
-
-def _blas_ready(Py_ssize_t largest_dimension):
-    """Point the C loops at NumPy's gemm; False (use the Python loop) where it is not found
-    or a dimension would not fit its integers."""
-    global _sgemm, _dgemm, _sgemv, _dgemv, _blas_int64
-    found = _blas.numpy_gemm()
-    if found is None or (not found.int64 and largest_dimension >= 2 ** 31):
-        return False
-    _sgemm, _dgemm = <void*><uintptr_t>found.sgemm, <void*><uintptr_t>found.dgemm
-    _sgemv, _dgemv = <void*><uintptr_t>found.sgemv, <void*><uintptr_t>found.dgemv
-    _blas_int64 = found.int64
-    return True
-
-
-cdef inline void _gemm(bint transpose_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const real* a,
-                       const real* b, Py_ssize_t ldb, real* c) noexcept nogil:
-    """c (m, n) = a (m, k) @ b (k, n), or @ bᵀ with b (n, k) when ``transpose_b``; all
-    row-major and contiguous (a's rows are k long, c's n). One row (batch 1) goes to gemv,
-    as in NumPy: c = b a, or bᵀ a."""
-    if m == 1:
-        # gemv's matrix is b: (n, k) for c = b a, (k, n) for c = bᵀ a
-        _gemv(not transpose_b, n if transpose_b else k, k if transpose_b else n, b, ldb, a, c)
-        return
-    cdef int op_b = TRANS if transpose_b else NO_TRANS
-    if real is float:
-        if _blas_int64:
-            (<sgemm64_t>_sgemm)(ROW_MAJOR, NO_TRANS, op_b, m, n, k, 1, a, k, b, ldb, 0, c, n)
-        else:
-            (<sgemm32_t>_sgemm)(ROW_MAJOR, NO_TRANS, op_b, <int>m, <int>n, <int>k, 1, a, <int>k, b, <int>ldb,
-                                0, c, <int>n)
-    else:
-        if _blas_int64:
-            (<dgemm64_t>_dgemm)(ROW_MAJOR, NO_TRANS, op_b, m, n, k, 1, a, k, b, ldb, 0, c, n)
-        else:
-            (<dgemm32_t>_dgemm)(ROW_MAJOR, NO_TRANS, op_b, <int>m, <int>n, <int>k, 1, a, <int>k, b, <int>ldb,
-                                0, c, <int>n)
-
-
-cdef inline void _gemv(bint transpose, Py_ssize_t rows, Py_ssize_t cols, const real* matrix, Py_ssize_t ld,
-                       const real* x, real* y) noexcept nogil:
-    """y = matrix x, or matrixᵀ x when ``transpose``; matrix (rows, cols) row-major."""
-    cdef int op = TRANS if transpose else NO_TRANS
-    if real is float:
-        if _blas_int64:
-            (<sgemv64_t>_sgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, 0, y, 1)
-        else:
-            (<sgemv32_t>_sgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, 0, y, 1)
-    else:
-        if _blas_int64:
-            (<dgemv64_t>_dgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, 0, y, 1)
-        else:
-            (<dgemv32_t>_dgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, 0, y, 1)
+include "_blas.pxi"
 
 
 @cython.boundscheck(False)
@@ -250,7 +164,8 @@ cdef void _forward_steps(
                 h_prev, c_prev = &h0[0, 0], &c0[0, 0]
             else:
                 h_prev, c_prev = &hs[t - 1, 0, 0], &cs[t - 1, 0, 0]
-            _gemm(w_is_w_hh, batch, 4 * hidden, hidden, h_prev, &w[0, 0], w.shape[1], &recurrent[0, 0])
+            _gemm(False, w_is_w_hh, batch, 4 * hidden, hidden, h_prev, hidden, &w[0, 0], w.shape[1],
+                  &recurrent[0, 0], 4 * hidden)
             for b in range(batch):
                 _cell_forward_row(&x_proj[t, b, 0], &recurrent[b, 0], c_prev + b * hidden, &activations[t, b, 0],
                                   &cs[t, b, 0], &tanh_cs[t, b, 0], &hs[t, b, 0], hidden)
@@ -280,7 +195,8 @@ cdef void _backward_steps(
                 _cell_backward_row(&d_hs[t, b, 0], &d_h[b, 0], &d_c[b, 0], c_prev + b * hidden,
                                    &activations[t, b, 0], &tanh_cs[t, b, 0], &d_gates[t, b, 0], hidden)
             # d_h's row b was read above, before this product overwrites it.
-            _gemm(False, batch, hidden, 4 * hidden, &d_gates[t, 0, 0], &w_hh[0, 0], hidden, &d_h[0, 0])
+            _gemm(False, False, batch, hidden, 4 * hidden, &d_gates[t, 0, 0], 4 * hidden, &w_hh[0, 0], hidden,
+                  &d_h[0, 0], hidden)
 
 
 def _checked(name, dtype, **arrays):
@@ -427,7 +343,8 @@ cdef void _stack_step(
     [x, h] [W_ih | W_hh]ᵀ). Needs B ≥ 1 and H ≥ 1."""
     cdef Py_ssize_t layers = h.shape[0], batch = h.shape[1], hidden = h.shape[2], k, b, j
     with nogil:
-        _gemm(True, batch, 4 * hidden, hidden, &h[0, 0, 0], &w_hh0[0, 0], hidden, &product[0, 0])
+        _gemm(False, True, batch, 4 * hidden, hidden, &h[0, 0, 0], hidden, &w_hh0[0, 0], hidden, &product[0, 0],
+              4 * hidden)
         for b in range(batch):
             _cell_forward_row(&gates0[b, 0], &product[b, 0], &c[0, b, 0], &activations[0], &new_c[0, b, 0],
                               &tanh_c[0], &new_h[0, b, 0], hidden)
@@ -436,8 +353,8 @@ cdef void _stack_step(
                 for j in range(hidden):
                     x_and_h[b, j] = new_h[k - 1, b, j]
                     x_and_h[b, hidden + j] = h[k, b, j]
-            _gemm(True, batch, 4 * hidden, 2 * hidden, &x_and_h[0, 0], &stacked[k - 1, 0, 0], 2 * hidden,
-                  &product[0, 0])
+            _gemm(False, True, batch, 4 * hidden, 2 * hidden, &x_and_h[0, 0], 2 * hidden, &stacked[k - 1, 0, 0],
+                  2 * hidden, &product[0, 0], 4 * hidden)
             for b in range(batch):
                 _cell_forward_row(&biases[k - 1, 0], &product[b, 0], &c[k, b, 0], &activations[0],
                                   &new_c[k, b, 0], &tanh_c[0], &new_h[k, b, 0], hidden)

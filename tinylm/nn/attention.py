@@ -10,6 +10,7 @@ from tinylm.nn import functional as F
 from tinylm.nn import init
 from tinylm.nn.basic import Linear
 from tinylm.nn.module import Module, Parameter
+from tinylm.ops.causal_attention import causal_attention
 
 
 class MultiheadAttention(Module):
@@ -91,11 +92,16 @@ class MultiheadAttention(Module):
         else:
             q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)
 
-        mask = self._additive_mask(attn_mask, batch, q) if attn_mask is not None else None
-        # softmax(Q Kᵀ / √d_k + mask), written out in F.attention_weights: (B, nh, L, S)
-        weights = F.attention_weights(q, k, mask, is_causal=is_causal and mask is None)
-        weights = F.dropout(weights, self.dropout, self.training, self.generator)  # returned so, as PyTorch
-        attended = weights @ v  # (B, nh, L, hs)
+        if (is_causal and attn_mask is None and not need_weights and q_len == k_len
+                and (self.dropout == 0 or not self.training)):
+            # The whole of softmax(Q Kᵀ / √d_k, causal) V as one fused op: no (L, S) weights kept
+            attended = causal_attention(q, k, v)  # (B, nh, L, hs)
+        else:
+            mask = self._additive_mask(attn_mask, batch, q) if attn_mask is not None else None
+            # softmax(Q Kᵀ / √d_k + mask), written out in F.attention_weights: (B, nh, L, S)
+            weights = F.attention_weights(q, k, mask, is_causal=is_causal and mask is None)
+            weights = F.dropout(weights, self.dropout, self.training, self.generator)  # returned so, as PyTorch
+            attended = weights @ v  # (B, nh, L, hs)
         merged = attended.transpose(1, 2).reshape(batch, q_len, self.embed_dim)  # (B, L, E)
         output = self.out_proj(merged)
         if not self.batch_first:

@@ -1,0 +1,160 @@
+# cython: language_level=3
+"""Causal scaled dot-product attention as Cython kernels: the drop-ins for
+``tinylm/reference/attention.py`` (whose docstring derives the backward).
+
+Same names, signatures and meaning: q, k, v (N, T, hs) -> (out, logsumexp), and the
+backward rebuilds the probabilities from logsumexp instead of keeping the (N, T, T)
+matrix. What differs, and why:
+
+- One head at a time in C, without the GIL: q kᵀ, then the scale, the causal mask and
+  the softmax of each row in place, then p v, with the two products through the cblas
+  gemm NumPy itself uses (``_blas.pxi``). The reference does the same per head with
+  NumPy's batched matmul and about eight (N, T, T) temporaries (the mask, exp, the
+  products); here a head's (T, T) scores stay in one scratch buffer that fits in L2.
+- The softmax is two passes over a row (max, then exp and sum; a third scales by
+  1/sum), not one online pass: the row is in cache already, and the online form's
+  rescaling cost more than the pass it saves (see ``softmax.pyx``). Sums in double.
+- The backward scales dL/ds before its two products (scale (dL/ds) k), where the
+  reference scales after; the results agree to rounding.
+- The heads run on one thread: at T = 64 a head is a few microseconds of work, and an
+  OpenMP team would compete with BLAS's threads for the cores.
+- Where NumPy's BLAS is not found (see ``blas.py``), the reference serves.
+"""
+
+import numpy as np
+
+cimport cython
+
+include "_math.pxi"
+include "_blas.pxi"
+
+from tinylm.kernels.cpu._checks import real_scalar
+from tinylm.reference import attention as reference
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef inline void _softmax_rows(real* scores, Py_ssize_t steps, real scale, real* logsumexp) noexcept nogil:
+    """scores (T, T) -> causal softmax in place: row i keeps keys j <= i, the rest 0."""
+    cdef Py_ssize_t i, j
+    cdef real row_max, value
+    cdef double total
+    cdef real* row
+    for i in range(steps):
+        row = scores + i * steps
+        row_max = row[0] * scale
+        for j in range(1, i + 1):
+            value = row[j] * scale
+            if value > row_max or value != value:  # a NaN score makes the row NaN, as NumPy's max does
+                row_max = value
+        for j in range(i + 1):
+            row[j] = _exp(row[j] * scale - row_max)
+        total = 0
+        for j in range(i + 1):
+            total += row[j]
+        for j in range(i + 1):
+            row[j] = <real>(row[j] / total)
+        for j in range(i + 1, steps):
+            row[j] = 0
+        logsumexp[i] = <real>(row_max + _log(<real>total))
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _forward(const real[:, :, ::1] q, const real[:, :, ::1] k, const real[:, :, ::1] v, real scale,
+                   real[:, ::1] scores, real[:, :, ::1] out, real[:, ::1] logsumexp) noexcept:
+    cdef Py_ssize_t heads = q.shape[0], steps = q.shape[1], size = q.shape[2], n
+    with nogil:
+        for n in range(heads):
+            _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, &scores[0, 0], steps)
+            _softmax_rows(&scores[0, 0], steps, scale, &logsumexp[n, 0])
+            _gemm(False, False, steps, size, steps, &scores[0, 0], steps, &v[n, 0, 0], size, &out[n, 0, 0], size)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _backward(const real[:, :, ::1] grad_out, const real[:, :, ::1] q, const real[:, :, ::1] k,
+                    const real[:, :, ::1] v, const real[:, :, ::1] out, const real[:, ::1] logsumexp, real scale,
+                    real[:, ::1] probs, real[:, ::1] grad_scores,
+                    real[:, :, ::1] grad_q, real[:, :, ::1] grad_k, real[:, :, ::1] grad_v) noexcept:
+    cdef Py_ssize_t heads = q.shape[0], steps = q.shape[1], size = q.shape[2], n, i, j, c
+    cdef double inner
+    cdef real* p_row
+    cdef real* ds_row
+    with nogil:
+        for n in range(heads):
+            # p, rebuilt: e^(scale sᵢⱼ - ℓᵢ) for j <= i, else 0
+            _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, &probs[0, 0], steps)
+            for i in range(steps):
+                p_row = &probs[i, 0]
+                for j in range(i + 1):
+                    p_row[j] = _exp(p_row[j] * scale - logsumexp[n, i])
+                for j in range(i + 1, steps):
+                    p_row[j] = 0
+            _gemm(True, False, steps, size, steps, &probs[0, 0], steps, &grad_out[n, 0, 0], size,
+                  &grad_v[n, 0, 0], size)  # pᵀ g
+            _gemm(False, True, steps, steps, size, &grad_out[n, 0, 0], size, &v[n, 0, 0], size,
+                  &grad_scores[0, 0], steps)  # dL/dp = g vᵀ
+            for i in range(steps):
+                inner = 0  # Dᵢ = gᵢ · oᵢ
+                for c in range(size):
+                    inner += grad_out[n, i, c] * out[n, i, c]
+                p_row, ds_row = &probs[i, 0], &grad_scores[i, 0]
+                for j in range(steps):  # scale · dL/ds = scale · p (dL/dp - D)
+                    ds_row[j] = scale * (p_row[j] * (ds_row[j] - <real>inner))
+            _gemm(False, False, steps, size, steps, &grad_scores[0, 0], steps, &k[n, 0, 0], size,
+                  &grad_q[n, 0, 0], size)
+            _gemm(True, False, steps, size, steps, &grad_scores[0, 0], steps, &q[n, 0, 0], size,
+                  &grad_k[n, 0, 0], size)
+
+
+def _contiguous(*arrays):
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def causal_attention_forward(q, k, v, scale):
+    """As ``tinylm.reference.attention.causal_attention_forward``: (out (N, T, hs), logsumexp (N, T))."""
+    q, k, v = (np.asarray(a) for a in (q, k, v))
+    reference.check_qkv("causal_attention_forward", q, k, v)
+    if q.dtype != np.float32 and q.dtype != np.float64:
+        raise TypeError(f"causal_attention_forward: q, k, v must be float32 or float64, got {q.dtype}")
+    scale = real_scalar("causal_attention_forward", "scale", scale)
+    heads, steps, size = q.shape
+    if not (heads and steps and size and _blas_ready(max(steps, size) ** 2)):
+        return reference.causal_attention_forward(q, k, v, scale)
+    q, k, v = _contiguous(q, k, v)
+    out = np.empty_like(q)
+    logsumexp = np.empty((heads, steps), q.dtype)
+    scores = np.empty((steps, steps), q.dtype)  # one head's (T, T), reused
+    if q.dtype == np.float32:
+        _forward[float](q, k, v, scale, scores, out, logsumexp)
+    else:
+        _forward[double](q, k, v, scale, scores, out, logsumexp)
+    return out, logsumexp
+
+
+def causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale):
+    """As ``tinylm.reference.attention.causal_attention_backward``: (dq, dk, dv), each (N, T, hs)."""
+    grad_out, q, k, v, out, logsumexp = (np.asarray(a) for a in (grad_out, q, k, v, out, logsumexp))
+    op = "causal_attention_backward"
+    reference.check_qkv(op, q, k, v)
+    if q.dtype != np.float32 and q.dtype != np.float64:
+        raise TypeError(f"{op}: q, k, v must be float32 or float64, got {q.dtype}")
+    if grad_out.shape != q.shape or out.shape != q.shape or grad_out.dtype != q.dtype or out.dtype != q.dtype:
+        raise ValueError(f"{op}: grad_out {grad_out.shape} {grad_out.dtype} and out {out.shape} {out.dtype} "
+                         f"must be (N, T, hs) = {q.shape} {q.dtype}")
+    if logsumexp.shape != q.shape[:2] or logsumexp.dtype != q.dtype:
+        raise ValueError(f"{op}: logsumexp {logsumexp.shape} {logsumexp.dtype} must be (N, T) = {q.shape[:2]} {q.dtype}")
+    scale = real_scalar(op, "scale", scale)
+    heads, steps, size = q.shape
+    if not (heads and steps and size and _blas_ready(max(steps, size) ** 2)):
+        return reference.causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale)
+    grad_out, q, k, v, out, logsumexp = _contiguous(grad_out, q, k, v, out, logsumexp)
+    grad_q, grad_k, grad_v = np.empty_like(q), np.empty_like(q), np.empty_like(q)
+    probs, grad_scores = np.empty((steps, steps), q.dtype), np.empty((steps, steps), q.dtype)
+    if q.dtype == np.float32:
+        _backward[float](grad_out, q, k, v, out, logsumexp, scale, probs, grad_scores, grad_q, grad_k, grad_v)
+    else:
+        _backward[double](grad_out, q, k, v, out, logsumexp, scale, probs, grad_scores, grad_q, grad_k, grad_v)
+    return grad_q, grad_k, grad_v
