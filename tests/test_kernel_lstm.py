@@ -187,3 +187,25 @@ def test_the_stack_step_refuses_mismatched_shapes():
         compiled.lstm_stack_step(**{**good, "h": h[0], "c": h[0]})
     with pytest.raises(TypeError, match="lstm_stack_step: biases is float64, expected float32"):
         compiled.lstm_stack_step(**{**good, "biases": np.zeros((1, 12))})
+
+
+@pytest.mark.parametrize("path", PRODUCT_PATHS)
+@given(problem=lstm_problems())
+def test_a_forward_that_keeps_nothing_gives_the_same_outputs(path, problem):
+    """keep_saved=False (evaluation): the same hs and c_n as a forward that keeps its gates
+    and cells for a backward, and no ``saved``; the reference behaves alike."""
+    x_proj, w_hh, h0, c0, _ = problem
+    tolerance = TOLERANCE[x_proj.dtype.type]
+    with products_through(path):
+        kept_hs, kept_c, _ = compiled.lstm_layer_forward(x_proj, w_hh, h0, c0)
+        hs, c_n, saved = compiled.lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=False)
+    assert saved is None and reference.lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=False)[2] is None
+    np.testing.assert_array_equal(hs, kept_hs)
+    np.testing.assert_array_equal(c_n, kept_c)
+    np.testing.assert_allclose(hs, reference.lstm_layer_forward(x_proj, w_hh, h0, c0)[0], **tolerance)
+
+
+def test_keep_saved_must_be_a_bool():
+    x, w, h = np.zeros((2, 3, 8), np.float32), np.zeros((8, 2), np.float32), np.zeros((3, 2), np.float32)
+    with pytest.raises(TypeError, match="lstm_layer_forward: keep_saved must be True or False"):
+        compiled.lstm_layer_forward(x, w, h, h, keep_saved="no")

@@ -234,8 +234,9 @@ class Function:
     Subclasses write ``forward(*arrays) -> array or tuple of arrays`` and
     ``backward(*grad_outputs) -> tuple of arrays`` (one per input, ``None`` where an
     input needs no gradient) on raw arrays; ``__call__`` deals with tensors and the
-    graph. ``self.needs_input_grad[i]`` tells backward which gradients are wanted, and
-    arrays kept for backward go through ``save_for_backward`` so the graph can free them.
+    graph. ``self.needs_input_grad[i]`` tells forward and backward which gradients are
+    wanted (all False when nothing will call backward), and arrays kept for backward go
+    through ``save_for_backward`` so the graph can free them.
     """
 
     inputs: tuple[Tensor, ...] | None
@@ -243,15 +244,16 @@ class Function:
 
     def __call__(self, *inputs: Tensor):
         _check_same_device(type(self).__name__.lower(), inputs)
+        record = _grad_enabled and any(x.requires_grad for x in inputs)
+        # Known during forward too, so an op can skip keeping what no backward will read.
+        self.needs_input_grad = tuple(record and x.requires_grad for x in inputs)
         outputs = self.forward(*(x.data for x in inputs))
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
         # NumPy reductions return scalars (np.float64), not 0-d arrays; keep data an array.
         outputs = tuple(np.asarray(y) if isinstance(y, np.generic) else y for y in outputs)
-        record = _grad_enabled and any(x.requires_grad for x in inputs)
         results = tuple(Tensor(y, requires_grad=record and _is_float(y.dtype)) for y in outputs)
         if record:
-            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
             self.inputs = inputs
             self.generation = max(x.generation for x in inputs)
             # Outputs are held weakly: the graph points from outputs to inputs only,

@@ -32,6 +32,8 @@ cimport cython
 include "_math.pxi"
 include "_blas.pxi"
 
+from tinylm.kernels.cpu._checks import flag
+
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
@@ -148,27 +150,31 @@ cdef void _forward_steps(
     const real[:, ::1] h0,         # (B, H)
     const real[:, ::1] c0,         # (B, H)
     real[:, ::1] recurrent,        # (B, 4H) scratch: h_{t-1} Wₕₕᵀ
-    real[:, :, ::1] activations,   # (T, B, 4H) out
+    real[:, :, ::1] activations,   # (T, B, 4H) out, or (1, B, 4H) scratch
     real[:, :, ::1] hs,            # (T, B, H) out
-    real[:, :, ::1] cs,            # (T, B, H) out
-    real[:, :, ::1] tanh_cs,       # (T, B, H) out
+    real[:, :, ::1] cs,            # (T, B, H) out, or (2, B, H) scratch
+    real[:, :, ::1] tanh_cs,       # (T, B, H) out, or (1, B, H) scratch
 ) noexcept:
     """The reference's loop over time, in C: per step one gemm and the fused cell.
-    Needs B ≥ 1 and H ≥ 1 (the wrapper checks)."""
+    Step t writes row t % len of activations, cs and tanh_cs: all T steps are kept for a
+    backward, or a ring of one step (two for c, which the next step reads) when none will
+    run. Needs B ≥ 1 and H ≥ 1 (the wrapper checks)."""
     cdef Py_ssize_t steps = x_proj.shape[0], batch = x_proj.shape[1], hidden = hs.shape[2], t, b
+    cdef Py_ssize_t a, c, p, n_act = activations.shape[0], n_c = cs.shape[0], n_tanh = tanh_cs.shape[0]
     cdef const real* h_prev
     cdef const real* c_prev
     with nogil:
         for t in range(steps):
+            a, c, p = t % n_act, t % n_c, t % n_tanh
             if t == 0:
                 h_prev, c_prev = &h0[0, 0], &c0[0, 0]
             else:
-                h_prev, c_prev = &hs[t - 1, 0, 0], &cs[t - 1, 0, 0]
+                h_prev, c_prev = &hs[t - 1, 0, 0], &cs[(t - 1) % n_c, 0, 0]
             _gemm(False, w_is_w_hh, batch, 4 * hidden, hidden, h_prev, hidden, &w[0, 0], w.shape[1],
                   &recurrent[0, 0], 4 * hidden)
             for b in range(batch):
-                _cell_forward_row(&x_proj[t, b, 0], &recurrent[b, 0], c_prev + b * hidden, &activations[t, b, 0],
-                                  &cs[t, b, 0], &tanh_cs[t, b, 0], &hs[t, b, 0], hidden)
+                _cell_forward_row(&x_proj[t, b, 0], &recurrent[b, 0], c_prev + b * hidden, &activations[a, b, 0],
+                                  &cs[c, b, 0], &tanh_cs[p, b, 0], &hs[t, b, 0], hidden)
 
 
 @cython.boundscheck(False)
@@ -239,18 +245,22 @@ def lstm_cell_forward(gates, c_prev):
     return h, c, (activations, tanh_c)
 
 
-def lstm_layer_forward(x_proj, w_hh, h0, c0):
-    """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved)."""
+def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
+    """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved). With
+    ``keep_saved=False`` (evaluation) the gates and cells of one step are kept at a time,
+    not all T: 4 of the 7 (T, B, H)-sized arrays are never written, and saved is None."""
     dtype = np.asarray(x_proj).dtype
     if dtype != np.float32 and dtype != np.float64:
         raise TypeError(f"lstm_layer_forward: x_proj must be float32 or float64, got {dtype}")
     x_proj, w_hh, h0, c0 = _checked("lstm_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
     _check_shapes("lstm_layer_forward", x_proj, w_hh, h0, c0)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
+    keep_saved = flag("lstm_layer_forward", "keep_saved", keep_saved)
+    kept = steps if keep_saved else 1  # steps of gates and cells kept: all, or a ring of one (c: two)
     hs = np.empty((steps, batch, hidden), dtype)
-    cs = np.empty((steps, batch, hidden), dtype)
-    tanh_cs = np.empty((steps, batch, hidden), dtype)
-    activations = np.empty_like(x_proj)
+    cs = np.empty((kept if keep_saved else 2, batch, hidden), dtype)
+    tanh_cs = np.empty((kept, batch, hidden), dtype)
+    activations = np.empty((kept, batch, 4 * hidden), dtype)
     # (H, 4H): OpenBLAS multiplies by a contiguous copy about twice as fast as by the
     # transposed view, but the copy costs about one (32, H) @ (H, 4H) product, so only a
     # sequence longer than one step pays for it (sampling runs one step per call).
@@ -264,7 +274,8 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0):
             _forward_steps[double](x_proj, w, w_is_w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs)
     else:
         _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations, hs, cs, tanh_cs)
-    return hs, cs[steps - 1], (hs, cs, activations, tanh_cs)
+    c_n = cs[(steps - 1) % len(cs)]
+    return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
 
 
 def _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations, hs, cs, tanh_cs):
@@ -272,11 +283,12 @@ def _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations,
     dtype, h, c = x_proj.dtype, h0, c0
     for t in range(x_proj.shape[0]):
         np.matmul(h, w_hh_t, out=recurrent)
+        a, c_out, p = activations[t % len(activations)], cs[t % len(cs)], tanh_cs[t % len(tanh_cs)]
         if dtype == np.float32:
-            _cell_forward[float](x_proj[t], recurrent, c, activations[t], cs[t], tanh_cs[t], hs[t])
+            _cell_forward[float](x_proj[t], recurrent, c, a, c_out, p, hs[t])
         else:
-            _cell_forward[double](x_proj[t], recurrent, c, activations[t], cs[t], tanh_cs[t], hs[t])
-        h, c = hs[t], cs[t]
+            _cell_forward[double](x_proj[t], recurrent, c, a, c_out, p, hs[t])
+        h, c = hs[t], c_out
 
 
 def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):

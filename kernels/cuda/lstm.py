@@ -103,8 +103,10 @@ def _check_shapes(op, x_proj, w_hh, h0, c0):
         raise ValueError(f"{op}: the sequence is empty (T = 0)")
 
 
-def lstm_layer_forward(x_proj, w_hh, h0, c0, *, threads: int | None = None, max_blocks: int | None = None):
-    """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved)."""
+def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True, *, threads: int | None = None,
+                       max_blocks: int | None = None):
+    """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved), saved None with
+    ``keep_saved=False`` (the arrays are made all the same: on a GPU they are cheap)."""
     op = "lstm_layer_forward"
     xp = array_module_of(op, "x_proj", x_proj)
     float_suffix(op, "x_proj", x_proj)
@@ -121,7 +123,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, *, threads: int | None = None, max_
         xp.matmul(h, w_hh_t, out=recurrent)  # cuBLAS on a GPU
         _forward_step(x_proj[t], recurrent, c, hs[t], cs[t], activations[t], tanh_cs[t], threads, max_blocks)
         h, c = hs[t], cs[t]
-    return hs, cs[steps - 1].copy(), (hs, cs, activations, tanh_cs)
+    return hs, cs[steps - 1].copy(), (hs, cs, activations, tanh_cs) if keep_saved else None
 
 
 def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved, *, threads: int | None = None,

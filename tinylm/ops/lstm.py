@@ -16,8 +16,10 @@ class LSTMLayer(Function):
     """
 
     def forward(self, x_proj, w_hh, h0, c0):
-        hs, c_n, saved = backends.kernel("lstm_layer_forward")(x_proj, w_hh, h0, c0)
-        self.save_for_backward(w_hh, h0, c0, saved)
+        keep = any(self.needs_input_grad)  # evaluation: no gates or cells kept for a backward
+        hs, c_n, saved = backends.kernel("lstm_layer_forward")(x_proj, w_hh, h0, c0, keep_saved=keep)
+        if keep:
+            self.save_for_backward(w_hh, h0, c0, saved)
         return hs, hs[-1], c_n
 
     def backward(self, d_hs, d_h_n, d_c_n):

@@ -58,11 +58,13 @@ def lstm_cell_backward(dh, dc, c_prev, saved):
     return d_activations, dc_total * f
 
 
-def lstm_layer_forward(x_proj, w_hh, h0, c0):
+def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True):
     """Run one layer over all steps.
 
     x_proj (T, B, 4H): x_t Wᵢₕᵀ + bᵢₕ + bₕₕ for every t; w_hh (4H, H); h0, c0 (B, H).
-    Returns hs (T, B, H) (h at every step), c_n (B, H), and ``saved`` for the backward.
+    Returns hs (T, B, H) (h at every step), c_n (B, H), and ``saved`` for the backward,
+    or None for it with ``keep_saved=False`` (no backward will run: a fast kernel then
+    keeps one step's gates and cell instead of all T).
     """
     xp = get_array_module(x_proj)
     steps, batch = x_proj.shape[0], x_proj.shape[1]
@@ -76,7 +78,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0):
     for t in range(steps):
         h, c, (activations[t], tanh_cs[t]) = lstm_cell_forward(x_proj[t] + h @ w_hh_t, c)
         hs[t], cs[t] = h, c
-    return hs, c, (hs, cs, activations, tanh_cs)
+    return hs, c, (hs, cs, activations, tanh_cs) if keep_saved else None
 
 
 def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
