@@ -137,6 +137,32 @@ def _stack_step_torch(args):
     return run
 
 
+def _attention_args(size, rng):
+    heads, steps, head_size = size
+    q, k, v = (rng.standard_normal((heads, steps, head_size)).astype(np.float32) for _ in range(3))
+    return q, k, v, 1 / np.sqrt(head_size)
+
+
+def _attention_flops(size):
+    heads, steps, head_size = size  # q kᵀ and p v, each 2 T² hs (the causal half included)
+    return 4.0 * heads * steps * steps * head_size, "flop"
+
+
+def _attention_torch(args):
+    import torch
+
+    q, k, v = (torch.from_numpy(a)[None] for a in args[:3])
+    return lambda: (torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=args[3])[0],)
+
+
+def _attention_backward_args(size, rng):
+    from tinylm.reference.attention import causal_attention_forward
+
+    q, k, v, scale = _attention_args(size, rng)
+    out, logsumexp = causal_attention_forward(q, k, v, scale)
+    return rng.standard_normal(q.shape).astype(np.float32), q, k, v, out, logsumexp, scale
+
+
 def _adam_args(size, rng):
     (count,) = size
     param, grad = rng.standard_normal(count).astype(np.float32), rng.standard_normal(count).astype(np.float32)
@@ -303,6 +329,16 @@ CASES = {
         "lstm_stack_step", "layers x batch x hidden",
         {"tiny": (1, 1, 8), "small": (2, 1, 64), "medium": (2, 1, 256), "large": (3, 1, 512)},
         _stack_step_args, _stack_step_bytes, lambda result, args: list(result), _stack_step_torch),
+    "causal_attention_forward": Case(
+        "causal_attention_forward", "heads x steps x head size",
+        {"tiny": (2, 8, 4), "small": (32, 64, 32), "medium": (128, 64, 32), "large": (128, 256, 64)},
+        # out only: PyTorch's SDPA does not return the log-sum-exp (the tests check it)
+        _attention_args, _attention_flops, lambda result, args: [result[0]], _attention_torch),
+    "causal_attention_backward": Case(
+        "causal_attention_backward", "heads x steps x head size",
+        {"tiny": (2, 8, 4), "small": (32, 64, 32), "medium": (128, 64, 32), "large": (128, 256, 64)},
+        _attention_backward_args, lambda s: (2.5 * _attention_flops(s)[0], "flop"),  # five products
+        lambda result, args: list(result), None, rtol=1e-3, atol=1e-4),
     "lstm_layer_backward": Case(
         "lstm_layer_backward", "steps x batch x hidden",
         {"tiny": (3, 2, 8), "small": (16, 8, 64), "medium": (64, 32, 256), "large": (128, 64, 512)},
