@@ -37,25 +37,36 @@ from tinylm.reference import attention as reference
 @cython.cdivision(True)
 cdef inline void _softmax_rows(real* scores, Py_ssize_t steps, real scale, real* logsumexp) noexcept nogil:
     """scores (T, T) -> causal softmax in place: row i keeps keys j <= i, the rest 0."""
-    cdef Py_ssize_t i, j
-    cdef real row_max, value
+    cdef Py_ssize_t i, j, lane, seen, whole
+    cdef real row_max, value, inverse
     cdef double total
+    cdef double lanes[8]  # the row sum in 8 interleaved partial sums, which GCC vectorises
     cdef real* row
     for i in range(steps):
         row = scores + i * steps
+        seen = i + 1  # keys j <= i
         row_max = row[0] * scale
-        for j in range(1, i + 1):
+        for j in range(1, seen):
             value = row[j] * scale
             if value > row_max or value != value:  # a NaN score makes the row NaN, as NumPy's max does
                 row_max = value
-        for j in range(i + 1):
+        for j in range(seen):
             row[j] = _exp(row[j] * scale - row_max)
+        for lane in range(8):
+            lanes[lane] = 0
+        whole = seen - seen % 8
+        for j in range(0, whole, 8):
+            for lane in range(8):
+                lanes[lane] += row[j + lane]
+        for j in range(whole, seen):
+            lanes[0] += row[j]
         total = 0
-        for j in range(i + 1):
-            total += row[j]
-        for j in range(i + 1):
-            row[j] = <real>(row[j] / total)
-        for j in range(i + 1, steps):
+        for lane in range(8):
+            total += lanes[lane]
+        inverse = <real>(1 / total)
+        for j in range(seen):
+            row[j] = row[j] * inverse
+        for j in range(seen, steps):
             row[j] = 0
         logsumexp[i] = <real>(row_max + _log(<real>total))
 
