@@ -15,7 +15,7 @@ If the products alone take about as long as PyTorch's whole step, no arrangement
 tinylm's other work (cells, softmax, optimizer, graph) can reach PyTorch's speed on this
 machine with this BLAS: that is the ceiling the ratio in README runs into.
 
-    python benchmarks/lstm_gemm_floor.py [--rounds 8] [--eval]
+    python benchmarks/lstm_gemm_floor.py [--rounds 8] [--eval] [--fastest-layouts]
 """
 
 from __future__ import annotations
@@ -31,12 +31,19 @@ VOCAB, EMBED, HIDDEN, BATCH, STEPS = 96, 128, 256, 32, 64
 ROWS, GATES = BATCH * STEPS, 4 * HIDDEN
 
 
+FASTEST_LAYOUTS = False  # --fastest-layouts: the per-step products with transposed outputs
+
+
 def product_list():
     """(a shape, b shape, count, layout) of every product in one training step, in order;
     layout "T." / ".T" says a or b is a transposed view (as ``x @ W.T`` in Linear, or
     ``dgates.T @ h`` for a weight gradient), "" that both are contiguous."""
     forward_step = [((BATCH, HIDDEN), (HIDDEN, GATES), STEPS, "")]  # h_{t-1} @ Wₕₕᵀ (a contiguous copy)
     backward_step = [((BATCH, GATES), (GATES, HIDDEN), STEPS, "")]  # dgates_t @ Wₕₕ
+    if FASTEST_LAYOUTS:  # the same products as (Wₕₕ h_{t-1}ᵀ)ᵀ and (Wₕₕᵀ dgates_tᵀ)ᵀ: OpenBLAS is
+        # faster here when the output is (4H, B) or (H, B), which the cells would then read transposed
+        forward_step = [((GATES, HIDDEN), (HIDDEN, BATCH), STEPS, "")]
+        backward_step = [((HIDDEN, GATES), (GATES, BATCH), STEPS, "")]
     weight_grad = [((GATES, ROWS), (ROWS, HIDDEN), 1, "T.")]  # dgatesᵀ @ h_prev: dWₕₕ
     return (
         [((ROWS, EMBED), (EMBED, GATES), 1, ".T")] + forward_step  # layer 0: x @ Wᵢₕᵀ, recurrence
@@ -61,7 +68,9 @@ def flops(mode: str) -> float:
     return sum(2.0 * a[0] * a[1] * b[1] * count for a, b, count, _ in products(mode))
 
 
-def _replay_worker(mode, connection):
+def _replay_worker(mode, fastest_layouts, connection):
+    global FASTEST_LAYOUTS
+    FASTEST_LAYOUTS = fastest_layouts  # a spawned process starts from the module's default
     rng = np.random.default_rng(0)
 
     def operand(shape, transposed):
@@ -80,7 +89,7 @@ def _replay_worker(mode, connection):
     _serve(connection, step)
 
 
-def _torch_worker(mode, connection):
+def _torch_worker(mode, fastest_layouts, connection):
     import torch
 
     from tinylm.bench.training import PRESETS, Runner
@@ -110,14 +119,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--eval", action="store_true", help="the forward pass only, against PyTorch's no-grad forward")
+    parser.add_argument("--fastest-layouts", action="store_true",
+                        help="the per-step products with transposed outputs, the layout OpenBLAS runs fastest")
     args = parser.parse_args(argv)
+    global FASTEST_LAYOUTS
+    FASTEST_LAYOUTS = args.fastest_layouts
     mode = "eval" if args.eval else "train"
     context = multiprocessing.get_context("spawn")
     workers = {}
     step = "evaluation forward" if mode == "eval" else "training step"
     for name, target in (("matrix products only (NumPy BLAS)", _replay_worker), (f"PyTorch {step}", _torch_worker)):
         parent, child = context.Pipe()
-        process = context.Process(target=target, args=(mode, child), daemon=True)
+        process = context.Process(target=target, args=(mode, args.fastest_layouts, child), daemon=True)
         process.start()
         workers[name] = (process, parent)
     times = {name: [] for name in workers}
