@@ -68,6 +68,24 @@ def float_rows(draw, rows, cols, dtype, scale=1.0, noncontiguous=False, seed=0):
     return (scale * rng.standard_normal((rows, cols))).astype(dtype)
 
 
+@st.composite
+def lstm_problems(draw, max_steps: int = 5):
+    """An LSTM layer's inputs, (x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n)): T, B, H from 1,
+    float32 or float64, gate pre-activations ordinary or saturated (x30: sigmoid ≈ 0 or 1),
+    sometimes as non-contiguous views with the same values."""
+    steps, batch, hidden = draw(st.integers(1, max_steps)), draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    scale = draw(st.sampled_from([1.0, 30.0]))
+    rng = np.random.default_rng(draw(seeds))
+    x_proj = (scale * rng.standard_normal((steps, batch, 4 * hidden))).astype(dtype)
+    w_hh = (rng.standard_normal((4 * hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
+    h0, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(2))
+    if draw(st.booleans()):
+        x_proj, w_hh = np.asfortranarray(x_proj), np.ascontiguousarray(w_hh.T).T
+    grads = tuple(rng.standard_normal(s).astype(dtype) for s in ((steps, batch, hidden), (batch, hidden), (batch, hidden)))
+    return x_proj, w_hh, h0, c0, grads
+
+
 # ------------------------------------------------------ random arguments for the kernel fuzz tests
 
 FUZZ_DTYPES = [np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_]
@@ -133,12 +151,12 @@ def products_through(path):
     from tinylm.kernels.cpu import blas
 
     if path == "numpy blas in C":
-        if blas.numpy_gemm() is None:
+        if blas.numpy_cblas() is None:
             pytest.skip("NumPy's BLAS is not an OpenBLAS exporting cblas_sgemm here")
         yield
         return
     found = _scipy_cblas() if path == "32-bit cblas in C" else None
     if path == "32-bit cblas in C" and found is None:
         pytest.skip("needs SciPy's OpenBLAS, a CBLAS with 32-bit integers")
-    with mock.patch.object(blas, "numpy_gemm", lambda: found):
+    with mock.patch.object(blas, "numpy_cblas", lambda: found):
         yield

@@ -31,7 +31,7 @@ from tinylm.reference import lstm as ref_lstm
 from tinylm.reference import optim as ref_optim
 from tinylm.reference import softmax as ref_softmax
 
-from strategies import seeds
+from strategies import lstm_problems, seeds
 
 EXAMPLES = 25  # per test and device: the emulation runs every GPU thread as an OS thread
 
@@ -275,24 +275,11 @@ def test_a_nan_score_or_logit_is_never_dropped(device, dtype, threads):
 LSTM_TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
 
 
-@st.composite
-def lstm_problems(draw):
-    steps, batch, hidden = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 6))
-    dtype = draw(dtypes)
-    scale = draw(st.sampled_from([1.0, 30.0]))  # 30: saturated gates, sigmoid ≈ 0 or 1
-    rng = np.random.default_rng(draw(seeds))
-    x_proj = (scale * rng.standard_normal((steps, batch, 4 * hidden))).astype(dtype)
-    w_hh = (rng.standard_normal((4 * hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
-    h0, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(2))
-    if draw(st.booleans()):  # non-contiguous views with the same values
-        x_proj, w_hh = np.asfortranarray(x_proj), np.ascontiguousarray(w_hh.T).T
-    grads = tuple(rng.standard_normal(s).astype(dtype) for s in ((steps, batch, hidden), (batch, hidden), (batch, hidden)))
-    return x_proj, w_hh, h0, c0, grads
 
 
 @devices
 @settings(max_examples=EXAMPLES)
-@given(problem=lstm_problems(), geometry=geometries)
+@given(problem=lstm_problems(max_steps=4), geometry=geometries)
 def test_lstm_cell(device, problem, geometry):
     device.require()
     x_proj, _, _, c0, (_, dh, dc) = problem
@@ -312,7 +299,7 @@ def test_lstm_cell(device, problem, geometry):
 
 @devices
 @settings(max_examples=EXAMPLES)
-@given(problem=lstm_problems(), geometry=geometries, forward_from=st.sampled_from(["cuda", "reference"]))
+@given(problem=lstm_problems(max_steps=4), geometry=geometries, forward_from=st.sampled_from(["cuda", "reference"]))
 def test_lstm_layer(device, problem, geometry, forward_from):
     device.require()
     x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n) = problem

@@ -18,25 +18,9 @@ from tinylm.kernels.cpu import blas
 from tinylm.kernels.cpu import lstm as compiled
 from tinylm.reference import lstm as reference
 
-from strategies import PRODUCT_PATHS, products_through, seeds
+from strategies import PRODUCT_PATHS, lstm_problems, products_through, seeds
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
-
-
-@st.composite
-def lstm_problems(draw):
-    steps, batch, hidden = draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 6))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    scale = draw(st.sampled_from([1.0, 30.0]))  # 30: saturated gates, sigmoid ≈ 0 or 1
-    rng = np.random.default_rng(draw(seeds))
-    x_proj = (scale * rng.standard_normal((steps, batch, 4 * hidden))).astype(dtype)
-    w_hh = (rng.standard_normal((4 * hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
-    h0, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(2))
-    if draw(st.booleans()):  # non-contiguous views with the same values
-        x_proj = np.asfortranarray(x_proj)
-        w_hh = np.ascontiguousarray(w_hh.T).T
-    grads = tuple(rng.standard_normal(s).astype(dtype) for s in ((steps, batch, hidden), (batch, hidden), (batch, hidden)))
-    return x_proj, w_hh, h0, c0, grads
 
 
 def test_numpy_s_own_blas_is_found_where_numpy_uses_openblas():
@@ -46,7 +30,7 @@ def test_numpy_s_own_blas_is_found_where_numpy_uses_openblas():
 
     if not any(info.get("internal_api") == "openblas" for info in threadpool_info()):
         pytest.skip("NumPy is not linked against OpenBLAS here")
-    found = blas.numpy_gemm()
+    found = blas.numpy_cblas()
     assert found is not None and found.sgemm and found.dgemm
     assert compiled._blas_ready(1)
 

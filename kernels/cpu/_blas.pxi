@@ -43,7 +43,7 @@ def _blas_ready(Py_ssize_t largest_dimension):
     """Point the C loops at NumPy's gemm; False (use the Python loop) where it is not found
     or a dimension would not fit its integers."""
     global _sgemm, _dgemm, _sgemv, _dgemv, _blas_int64
-    found = _blas.numpy_gemm()
+    found = _blas.numpy_cblas()
     if found is None or (not found.int64 and largest_dimension >= 2 ** 31):
         return False
     _sgemm, _dgemm = <void*><uintptr_t>found.sgemm, <void*><uintptr_t>found.dgemm

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Gemm:
+class CBlas:
     """Addresses of ``cblas_sgemm``, ``cblas_dgemm``, ``cblas_sgemv``, ``cblas_dgemv`` and the
     width of their integers. (A gemm of one row is several times slower in OpenBLAS than
     the gemv it amounts to, which NumPy calls for it.)"""
@@ -49,7 +49,7 @@ def _numpy_openblas_files() -> list[str]:
     return inside_numpy or (files if len(files) == 1 else [])
 
 
-def _find_in(path: str) -> Gemm | None:
+def _find_in(path: str) -> CBlas | None:
     try:
         library = ctypes.CDLL(path)  # already loaded by NumPy: this returns the same handle
     except OSError:
@@ -65,12 +65,12 @@ def _find_in(path: str) -> Gemm | None:
             get_config.restype = ctypes.c_char_p
             int64 = b"USE64BITINT" in (get_config() or b"")
             addresses = [ctypes.cast(function, ctypes.c_void_p).value for function in functions]
-            return Gemm(*addresses, int64, path)
+            return CBlas(*addresses, int64, path)
     return None
 
 
 @functools.lru_cache(maxsize=1)
-def numpy_gemm() -> Gemm | None:
+def numpy_cblas() -> CBlas | None:
     """NumPy's cblas gemm and gemv functions, or None where they cannot be found (see above)."""
     if os.environ.get("TINYLM_NUMPY_BLAS", "1") == "0":
         return None
