@@ -185,7 +185,7 @@ def test_the_transformer_is_causal():
     "args, message",
     [
         (["--steps", "-3"], "argument --steps: must be a positive integer, got -3"),
-        (["--dropout", "1.5"], "argument --dropout: must be in [0, 1), got 1.5"),
+        (["--dropout", "1.5"], "argument --dropout: must be a number in [0, 1), got 1.5"),
         (["--model", "gru"], "argument --model: invalid choice: 'gru'"),
         (["--data", "/no/such/file.txt"], "--data: /no/such/file.txt does not exist"),
         (["--model", "transformer", "--d-model", "10", "--n-heads", "4"], "--d-model 10 must be divisible by --n-heads 4"),

@@ -10,6 +10,14 @@ The pieces, top to bottom:
 - ``tinylm.kernels``: the compiled Cython kernels (built by ``pip install``).
 """
 
+import pkgutil
+
+# Run from a checkout's root, ``python -m tinylm...`` imports this source folder, not the
+# installed copy, and ``tinylm.kernels`` (the compiled kernels, which ``pip install .``
+# puts only into the installed package) would be missing. Every ``tinylm`` folder on
+# sys.path joins this package's search path, so the installed kernels are found too.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
 from tinylm.autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
 from tinylm.backends import get_backend, set_backend, use_backend
 from tinylm.gradcheck import GradcheckError, gradcheck

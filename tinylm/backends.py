@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import warnings
 from typing import Callable, Iterator
 
 import numpy as np
@@ -171,12 +172,20 @@ def is_usable(name: str) -> bool:
 
 
 def _default_backend() -> str:
-    """``$TINYLM_BACKEND`` if set, else ``cython`` when its kernels are built, else ``numpy``."""
+    """``$TINYLM_BACKEND`` if set, else ``cython`` when its kernels are built, else ``numpy``,
+    saying once why the compiled kernels are not used (an explicit choice stays quiet)."""
     requested = os.environ.get("TINYLM_BACKEND")
     if requested:
         _check_usable(requested)
         return requested
-    return "cython" if is_usable("cython") else "numpy"
+    try:
+        _check_usable("cython")
+    except RuntimeError as exc:
+        warnings.warn(f"tinylm: running on the numpy reference, several times slower: {exc}. "
+                      "Choose it with --backend numpy (or TINYLM_BACKEND=numpy) to silence this.",
+                      RuntimeWarning, stacklevel=3)
+        return "numpy"
+    return "cython"
 
 
 def get_backend() -> str:

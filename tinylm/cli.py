@@ -1,9 +1,16 @@
-"""What the command-line entry points share: one-line errors and checked flag types."""
+"""What the command-line entry points share: one-line errors and checked values.
+
+A ``Rule`` is a flag's type and range. The parser uses it to read a flag, and the same
+rule checks that value again when it is read back from a run's ``config.json``, so a
+value the parser would refuse cannot enter through a hand-edited file either.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import Callable
 
 from tinylm.checkpoint import CheckpointError
 from tinylm.data import DataError
@@ -16,25 +23,39 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+class Rule:
+    """A value's type (``int`` or ``float``) and the range it must lie in, described in words."""
+
+    def __init__(self, kind: type, allowed: Callable[[float], bool], description: str):
+        self.kind, self.allowed, self.description = kind, allowed, description
+        self.__name__ = description  # what argparse calls the type in its messages
+
+    def __call__(self, text: str):
+        """Read a flag's text (argparse's ``type=``)."""
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {self.description}, got {text!r}") from None
+        if not self.allowed(value):
+            raise argparse.ArgumentTypeError(f"must be {self.description}, got {text}")
+        return value
+
+    def accepts(self, value) -> bool:
+        """Whether a value read from JSON has the right type and range (True is no number)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        return bool(self.allowed(self.kind(value)))
 
 
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+any_int = Rule(int, lambda v: True, "an integer")
+positive_int = Rule(int, lambda v: v > 0, "a positive integer")
+non_negative_int = Rule(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = Rule(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+non_negative_float = Rule(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+probability = Rule(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+fraction = Rule(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 def run(main, argv=None, prog: str = "tinylm") -> int:

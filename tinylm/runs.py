@@ -1,12 +1,44 @@
-"""A training run on disk: its config, tokenizer and model, rebuilt for reuse."""
+"""A training run on disk: its config, tokenizer, model and training state, checked and rebuilt.
+
+A run folder may come from anywhere (a crash, a hand edit, a download), so nothing in it
+is trusted. ``load_run`` checks every file against the rules the command line uses for
+the same values and against the model the config describes, and turns anything wrong
+into a one-line ``CheckpointError`` naming the file and the problem, before any caller
+has written anything.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tinylm.checkpoint import CheckpointError, load_checkpoint, read_json
+import numpy as np
+
+from tinylm import backends, cli, optim
+from tinylm.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, read_json
 from tinylm.models import MODELS
-from tinylm.tokenizers import tokenizer_from_json
+from tinylm.tokenizers import TOKENIZERS, tokenizer_from_json
+
+# The longest context a transformer may be built for: its positional table (max_len x d_model)
+# is made with the model, and attention's scores grow with its square.
+MAX_CONTEXT = 65536
+max_len_rule = cli.Rule(int, lambda v: 0 < v <= MAX_CONTEXT, f"an integer in [1, {MAX_CONTEXT}]")
+
+# The range of every size in a model's config: the same rules as the flags that set them.
+MODEL_CONFIG_RULES = {
+    "lstm": {"vocab_size": cli.positive_int, "embedding_dim": cli.positive_int, "hidden_dim": cli.positive_int,
+             "n_layers": cli.positive_int, "dropout": cli.probability},
+    "transformer": {"vocab_size": cli.positive_int, "d_model": cli.positive_int, "n_heads": cli.positive_int,
+                    "n_layers": cli.positive_int, "max_len": max_len_rule, "dropout": cli.probability},
+}
+
+# The training settings of config.json, with the rule of the flag that sets each.
+TRAINING_RULES = {
+    "steps": cli.positive_int, "batch_size": cli.positive_int, "seq_len": cli.positive_int,
+    "lr": cli.positive_float, "warmup_steps": cli.non_negative_int, "min_lr_ratio": cli.fraction,
+    "weight_decay": cli.non_negative_float, "clip": cli.non_negative_float, "seed": cli.any_int,
+    "eval_every": cli.positive_int, "log_every": cli.positive_int, "sample_tokens": cli.non_negative_int,
+}
+MIN_BPE_VOCABULARY = 256  # the byte values
 
 
 def build_model(kind: str, model_config: dict):
@@ -15,15 +47,202 @@ def build_model(kind: str, model_config: dict):
     return MODELS[kind](**model_config)
 
 
+def build_optimizer(model, training: dict) -> optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases or LayerNorm)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+                       lr=training["lr"], weight_decay=training["weight_decay"])
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def check_config(config, path="config.json") -> dict:
+    """``config`` as written by ``tinylm.train``, or a CheckpointError saying what is wrong."""
+    def bad(what):
+        return CheckpointError(f"{path}: {what}")
+
+    if not isinstance(config, dict):
+        raise bad(f"expected a JSON object, got {type(config).__name__}")
+    kind = config.get("model")
+    if kind not in MODELS:
+        raise bad(f"unknown model {kind!r}; expected one of {', '.join(MODELS)}")
+    model_config, training = config.get("model_config"), config.get("training")
+    for name, section, rules in (("model_config", model_config, MODEL_CONFIG_RULES[kind]),
+                                 ("training", training, TRAINING_RULES)):
+        if not isinstance(section, dict):
+            raise bad(f"'{name}' must be an object")
+        for key, rule in rules.items():
+            if key not in section:
+                raise bad(f"{name}.{key} is missing")
+            if not rule.accepts(section[key]):
+                raise bad(f"{name}.{key} must be {rule.description}, got {section[key]!r}")
+    unknown = sorted(set(model_config) - set(MODEL_CONFIG_RULES[kind]))
+    if unknown:
+        raise bad(f"model_config has keys a {kind} model does not take: {', '.join(unknown)}")
+    if not isinstance(training.get("stateful", False), bool):
+        raise bad(f"training.stateful must be true or false, got {training['stateful']!r}")
+    if training.get("backend") is not None and training["backend"] not in backends.BACKENDS:
+        raise bad(f"training.backend {training['backend']!r} is not one of {', '.join(backends.BACKENDS)}")
+    if kind == "transformer":
+        if model_config["d_model"] % model_config["n_heads"]:
+            raise bad(f"d_model {model_config['d_model']} is not divisible by n_heads {model_config['n_heads']}")
+        if training["seq_len"] > model_config["max_len"]:
+            raise bad(f"training.seq_len {training['seq_len']} is longer than max_len {model_config['max_len']}")
+        if training.get("stateful"):
+            raise bad("training.stateful applies to the LSTM only")
+    if config.get("tokenizer") not in TOKENIZERS:
+        raise bad(f"unknown tokenizer {config.get('tokenizer')!r}; expected one of {', '.join(TOKENIZERS)}")
+    if not isinstance(config.get("lowercase", False), bool):
+        raise bad("'lowercase' must be true or false")
+    if config.get("data") is not None and not isinstance(config["data"], str):
+        raise bad("'data' must be a path or null")
+    return config
+
+
+def check_tokenizer(tokenizer, config: dict, path) -> None:
+    if tokenizer.kind != config["tokenizer"]:
+        raise CheckpointError(f"{path}: a {tokenizer.kind} tokenizer, but config.json names {config['tokenizer']!r}")
+    if tokenizer.vocab_size != config["model_config"]["vocab_size"]:
+        raise CheckpointError(f"{path}: {tokenizer.vocab_size} tokens, but the model's vocab_size is "
+                              f"{config['model_config']['vocab_size']}")
+
+
+def check_parameter_count(state: dict, config: dict, path) -> None:
+    """The sizes in the config describe the parameters in the file: checked before the
+    model is built, so a config claiming a huge model allocates nothing."""
+    expected = MODELS[config["model"]].parameter_count(**config["model_config"])
+    found = sum(value.size for value in state.values())
+    if expected != found:
+        raise CheckpointError(f"{path}: {found:,} parameters, but config.json describes a model of {expected:,}")
+
+
+def check_model_state(state: dict, model, path) -> None:
+    """Every parameter present, with the model's dtype and shape, and nothing else."""
+    params = dict(model.named_parameters())
+    missing = [name for name in params if name not in state]
+    unexpected = [name for name in state if name not in params]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: " + "; ".join(
+            part for part in (f"missing {', '.join(missing)}" if missing else "",
+                              f"unexpected {', '.join(unexpected)}" if unexpected else "") if part))
+    for name, param in params.items():
+        value = state[name]
+        if value.dtype != param.dtype:
+            raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {param.dtype}")
+        if value.shape != param.shape:
+            raise CheckpointError(f"{path}: {name} has shape {value.shape}, expected {param.shape}")
+
+
+def check_optimizer_state(state: dict, optimizer, folder: Path) -> None:
+    """One entry per parameter the optimizer holds: moments of its shape and dtype and a
+    step count; settings for each of its parameter groups."""
+    arrays, settings = folder / "optimizer.safetensors", folder / "trainer.json"
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    groups = state["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        raise CheckpointError(f"{settings}: {len(groups)} optimizer parameter groups, expected {len(optimizer.param_groups)}")
+    for saved, mine in zip(groups, optimizer.param_groups):
+        if not isinstance(saved, dict) or not isinstance(saved.get("params"), list) or len(saved["params"]) != len(mine["params"]):
+            raise CheckpointError(f"{settings}: an optimizer group does not list its {len(mine['params'])} parameters")
+        for key in ("lr", "eps", "weight_decay"):
+            if not cli.non_negative_float.accepts(saved.get(key)):
+                raise CheckpointError(f"{settings}: optimizer {key} must be {cli.non_negative_float.description}, "
+                                      f"got {saved.get(key)!r}")
+        betas = saved.get("betas")
+        if not (isinstance(betas, list) and len(betas) == 2 and all(cli.probability.accepts(b) for b in betas)):
+            raise CheckpointError(f"{settings}: optimizer betas must be two numbers in [0, 1), got {betas!r}")
+    for index, values in state["state"].items():
+        if index >= len(params):
+            raise CheckpointError(f"{arrays}: state for parameter {index}, but the optimizer has {len(params)}")
+        for name in ("exp_avg", "exp_avg_sq"):
+            value = values.get(name)
+            if not isinstance(value, np.ndarray):
+                raise CheckpointError(f"{arrays}: state.{index}.{name} is missing")
+            if value.shape != params[index].shape or value.dtype != params[index].dtype:
+                raise CheckpointError(f"{arrays}: state.{index}.{name} is {value.dtype} {value.shape}, "
+                                      f"expected {params[index].dtype} {params[index].shape}")
+        if not cli.positive_int.accepts(values.get("step")):
+            raise CheckpointError(f"{settings}: optimizer step of parameter {index} must be a positive integer, "
+                                  f"got {values.get('step')!r}")
+        unknown = sorted(set(values) - {"exp_avg", "exp_avg_sq", "step"})
+        if unknown:
+            raise CheckpointError(f"{arrays}: unexpected optimizer state {', '.join(unknown)} for parameter {index}")
+
+
+def check_trainer_state(trainer: dict, config: dict, optimizer, path) -> None:
+    """The step, schedule, random states, data position and carried LSTM state of a
+    checkpoint, each of the type and size this run's config implies."""
+    def bad(what):
+        return CheckpointError(f"{path}: {what}")
+
+    training = config["training"]
+    for key, rule in (("step", cli.non_negative_int), ("elapsed_s", cli.non_negative_float),
+                      ("metrics_rows", cli.non_negative_int)):
+        if key == "metrics_rows" and key not in trainer:
+            continue  # checkpoints written before it existed: a resume then keeps rows by step
+        if not rule.accepts(trainer.get(key)):
+            raise bad(f"{key} must be {rule.description}, got {trainer.get(key)!r}")
+    schedule = trainer.get("schedule")
+    if not (isinstance(schedule, dict) and cli.non_negative_int.accepts(schedule.get("last_step"))
+            and isinstance(schedule.get("base_lrs"), list) and len(schedule["base_lrs"]) == len(optimizer.param_groups)
+            and all(cli.positive_float.accepts(lr) for lr in schedule["base_lrs"])):
+        raise bad(f"schedule must hold last_step and {len(optimizer.param_groups)} base_lrs > 0, got {schedule!r}"[:300])
+    for key in ("batch_rng", "dropout_rng"):
+        try:
+            np.random.default_rng().bit_generator.state = trainer.get(key)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise bad(f"{key} is not a NumPy generator state ({type(exc).__name__})") from None
+    position = trainer.get("stream_position")
+    if training.get("stateful") != (position is not None):
+        raise bad(f"stream_position {position!r} does not fit a run with stateful={bool(training.get('stateful'))}")
+    if position is not None and not cli.non_negative_int.accepts(position):
+        raise bad(f"stream_position must be an integer >= 0, got {position!r}")
+    losses = trainer.get("interval_losses")
+    if not (isinstance(losses, list) and len(losses) < training["log_every"]
+            and all(isinstance(x, float) for x in losses)):
+        raise bad(f"interval_losses must be a list of fewer than {training['log_every']} losses")
+    carried = trainer.get("carried")
+    if carried is not None:
+        model_config = config["model_config"]
+        shape = (model_config.get("n_layers"), training["batch_size"], model_config.get("hidden_dim"))
+        if not training.get("stateful") or not isinstance(carried, list) or len(carried) != 2:
+            raise bad("carried must be null, or (h, c) of a stateful LSTM run")
+        for part in carried:
+            try:
+                array = np.array(part, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise bad("carried holds something that is not an array of numbers") from None
+            if array.shape != shape:
+                raise bad(f"carried state of shape {array.shape}, expected {shape}")
+
+
+# ------------------------------------------------------------------------------ loading
+
+
 def load_run(run_dir):
-    """(config, tokenizer, model with the checkpoint's weights, optimizer state, trainer state)."""
+    """(config, tokenizer, model with the checkpoint's weights, optimizer state, trainer state),
+    every part checked (see the module docstring)."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"--checkpoint: {run_dir} is not a directory")
+    config = check_config(read_json(run_dir / "config.json"), run_dir / "config.json")
+    tokenizer_path = run_dir / "tokenizer.json"
     try:
-        tokenizer = tokenizer_from_json((run_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CheckpointError(f"{run_dir / 'tokenizer.json'} cannot be read: {exc.strerror}") from None
+        tokenizer = tokenizer_from_json(tokenizer_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{tokenizer_path} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{tokenizer_path}: {getattr(exc, 'strerror', None) or exc}") from None
+    check_tokenizer(tokenizer, config, tokenizer_path)
     model_state, optimizer_state, trainer_state = load_checkpoint(run_dir)
+    folder = checkpoint_dir(run_dir)
+    check_parameter_count(model_state, config, folder / "model.safetensors")
     model = build_model(config["model"], config["model_config"])
+    check_model_state(model_state, model, folder / "model.safetensors")
     model.load_state_dict(model_state)
+    optimizer = build_optimizer(model, config["training"])
+    check_optimizer_state(optimizer_state, optimizer, folder)
+    check_trainer_state(trainer_state, config, optimizer, folder / "trainer.json")
     return config, tokenizer, model, optimizer_state, trainer_state

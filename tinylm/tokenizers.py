@@ -46,7 +46,14 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CharTokenizer":
-        return cls(data["chars"])
+        chars = data.get("chars")
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise ValueError("'chars' must be a list of single characters")
+        if not chars:
+            raise ValueError("the vocabulary is empty")
+        if len(set(chars)) != len(chars) or UNKNOWN in chars:
+            raise ValueError("the vocabulary lists a character twice (or the unknown token U+FFFD)")
+        return cls(chars)
 
 
 def _merge(ids: np.ndarray, left: int, right: int, new_id: int) -> np.ndarray:
@@ -120,7 +127,15 @@ class BPETokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> "BPETokenizer":
-        return cls(data["merges"])
+        merges = data.get("merges")
+        if not isinstance(merges, list):
+            raise ValueError("'merges' must be a list of [left, right] pairs")
+        for new_id, merge in enumerate(merges, start=256):
+            # A merge joins two tokens that exist before it: the bytes and the earlier merges.
+            if not (isinstance(merge, list) and len(merge) == 2
+                    and all(type(i) is int and 0 <= i < new_id for i in merge)):
+                raise ValueError(f"merge {new_id - 256} ({merge!r}) must be a pair of ids below {new_id}")
+        return cls(merges)
 
 
 TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
@@ -139,10 +154,15 @@ def tokenizer_to_json(tokenizer) -> str:
 
 
 def tokenizer_from_json(text: str):
-    data = json.loads(text)
-    if data.get("kind") not in TOKENIZERS:
-        raise ValueError(f"tokenizer.json: unknown kind {data.get('kind')!r}")
+    """The tokenizer saved by ``tokenizer_to_json``; ValueError (one line) for anything else."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") not in TOKENIZERS:
+        kind = data.get("kind") if isinstance(data, dict) else None
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZERS)}")
     try:
         return TOKENIZERS[data["kind"]].from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"tokenizer.json: a {data['kind']} tokenizer is malformed ({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"a malformed {data['kind']} tokenizer: {exc}") from None

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 import tinylm
-from tinylm import cli, nn, optim
-from tinylm.checkpoint import save_checkpoint, write_json
+from tinylm import cli, nn, optim, runs
+from tinylm.checkpoint import save_checkpoint, write_atomically, write_json
 from tinylm.data import ContiguousBatches, DataError, clean, load_corpus, random_batch, split_train_validation
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
@@ -27,50 +27,71 @@ from tinylm.memory import keep_freed_memory
 from tinylm.models import LSTMLanguageModel
 from tinylm.nn import functional as F
 from tinylm.random import default_generator
-from tinylm.runs import build_model, load_run
+from tinylm.runs import build_model, build_optimizer, load_run
 from tinylm.tokenizers import tokenizer_to_json, train_tokenizer
 
 DEFAULT_STEPS = 1350
 METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
 
 
+RUN_FILES = ("config.json", "tokenizer.json", "metrics.csv", "checkpoint", ".checkpoint-old", ".checkpoint-new")
+
+
 def parse_args(argv=None):
+    """The flags, each checked against its rule (``tinylm.runs``) before any work starts."""
+    rules = {**runs.MODEL_CONFIG_RULES["lstm"], **runs.MODEL_CONFIG_RULES["transformer"], **runs.TRAINING_RULES}
     p = cli.ArgumentParser(prog="python -m tinylm.train", description=__doc__.splitlines()[0])
     data = p.add_argument_group("data")
     data.add_argument("--data", help="a UTF-8 text file or a folder of .txt files (default: pydoc_data.topics)")
     data.add_argument("--lowercase", action="store_true", help="lowercase the text before tokenizing")
     data.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="character-level or byte-level BPE")
-    data.add_argument("--vocab-size", type=cli.positive_int, default=512, help="BPE vocabulary size, at least 256")
+    data.add_argument("--vocab-size", type=cli.positive_int, default=512,
+                      help=f"BPE vocabulary size, at least {runs.MIN_BPE_VOCABULARY}")
     model = p.add_argument_group("model")
-    model.add_argument("--model", choices=["lstm", "transformer"], default="lstm", help="which language model")
-    model.add_argument("--embedding-dim", type=cli.positive_int, default=128, help="LSTM: token embedding size")
-    model.add_argument("--hidden-dim", type=cli.positive_int, default=256, help="LSTM: hidden state size")
-    model.add_argument("--n-layers", type=cli.positive_int, default=2, help="LSTM layers or transformer blocks")
-    model.add_argument("--d-model", type=cli.positive_int, default=128, help="transformer: model width")
-    model.add_argument("--n-heads", type=cli.positive_int, default=4, help="transformer: attention heads")
-    model.add_argument("--dropout", type=cli.probability, default=0.1, help="dropout probability")
+    model.add_argument("--model", choices=list(runs.MODEL_CONFIG_RULES), default="lstm", help="which language model")
+    model.add_argument("--embedding-dim", type=rules["embedding_dim"], default=128, help="LSTM: token embedding size")
+    model.add_argument("--hidden-dim", type=rules["hidden_dim"], default=256, help="LSTM: hidden state size")
+    model.add_argument("--n-layers", type=rules["n_layers"], default=2, help="LSTM layers or transformer blocks")
+    model.add_argument("--d-model", type=rules["d_model"], default=128, help="transformer: model width")
+    model.add_argument("--n-heads", type=rules["n_heads"], default=4, help="transformer: attention heads (divide --d-model)")
+    model.add_argument("--dropout", type=rules["dropout"], default=0.1, help="dropout probability, in [0, 1)")
     train = p.add_argument_group("training")
-    train.add_argument("--steps", type=cli.positive_int, help=f"optimizer steps in total (default {DEFAULT_STEPS}; "
+    train.add_argument("--steps", type=rules["steps"], help=f"optimizer steps in total (default {DEFAULT_STEPS}; "
                        "with --resume: the saved run's, unless given)")
-    train.add_argument("--batch-size", type=cli.positive_int, default=32, help="sequences per step")
-    train.add_argument("--seq-len", type=cli.positive_int, default=64, help="tokens per sequence")
-    train.add_argument("--lr", type=cli.non_negative_float, default=4e-3, help="peak learning rate (AdamW)")
-    train.add_argument("--warmup-steps", type=int, default=50, help="linear warm-up steps before the cosine decay")
-    train.add_argument("--min-lr-ratio", type=cli.non_negative_float, default=0.05, help="final lr as a fraction of --lr")
-    train.add_argument("--weight-decay", type=cli.non_negative_float, default=0.01, help="AdamW weight decay")
-    train.add_argument("--clip", type=cli.non_negative_float, default=1.0, help="gradient-norm clipping (0: off)")
+    train.add_argument("--batch-size", type=rules["batch_size"], default=32, help="sequences per step")
+    train.add_argument("--seq-len", type=rules["seq_len"], default=64, help="tokens per sequence")
+    train.add_argument("--lr", type=rules["lr"], default=4e-3, help="peak learning rate (AdamW), > 0")
+    train.add_argument("--warmup-steps", type=rules["warmup_steps"], default=50, help="linear warm-up steps before the cosine decay")
+    train.add_argument("--min-lr-ratio", type=rules["min_lr_ratio"], default=0.05, help="final lr as a fraction of --lr")
+    train.add_argument("--weight-decay", type=rules["weight_decay"], default=0.01, help="AdamW weight decay")
+    train.add_argument("--clip", type=rules["clip"], default=1.0, help="gradient-norm clipping (0: off)")
     train.add_argument("--stateful", action="store_true",
                        help="LSTM: read the text as parallel streams and carry the detached state across batches")
-    train.add_argument("--backend", choices=list(tinylm.backends.BACKENDS), help="default: the fastest one built here")
-    train.add_argument("--seed", type=int, default=0, help="seed for initialisation, batches and dropout")
+    train.add_argument("--backend", choices=list(tinylm.backends.BACKENDS),
+                       help="default: the fastest one built here (with --resume: the run's own)")
+    train.add_argument("--seed", type=rules["seed"], default=0, help="seed for initialisation, batches and dropout")
     train.add_argument("--time-limit", type=cli.non_negative_float, help="stop (with a checkpoint) after this many seconds")
     run = p.add_argument_group("evaluation and output")
-    run.add_argument("--eval-every", type=cli.positive_int, default=250, help="evaluate, sample and checkpoint every N steps")
-    run.add_argument("--log-every", type=cli.positive_int, default=25, help="write the mean training loss every N steps")
-    run.add_argument("--sample-tokens", type=int, default=200, help="length of the sample printed at each evaluation")
-    run.add_argument("--out", help="run directory (default: runs/<date-time>)")
+    run.add_argument("--eval-every", type=rules["eval_every"], default=250, help="evaluate, sample and checkpoint every N steps")
+    run.add_argument("--log-every", type=rules["log_every"], default=25, help="write the mean training loss every N steps")
+    run.add_argument("--sample-tokens", type=rules["sample_tokens"], default=200, help="length of the sample printed at each evaluation")
+    run.add_argument("--out", help="a new run directory (default: runs/<date-time>); never one that holds a run")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where its checkpoint stopped")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.resume:
+        return args
+    if args.model == "transformer":
+        if args.d_model % args.n_heads:
+            p.error(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
+        if args.seq_len > runs.MAX_CONTEXT:
+            p.error(f"--seq-len {args.seq_len} is longer than a transformer's largest context, {runs.MAX_CONTEXT}")
+        if args.stateful:
+            p.error("--stateful carries an LSTM's state; it does not apply to --model transformer")
+    if args.tokenizer == "bpe" and args.vocab_size < runs.MIN_BPE_VOCABULARY:
+        p.error(f"--vocab-size must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), got {args.vocab_size}")
+    if args.out and any((Path(args.out) / name).exists() for name in RUN_FILES):
+        p.error(f"--out {args.out} already holds a run; continue it with --resume {args.out}, or name a new folder")
+    return args
 
 
 def make_config(args) -> dict:
@@ -78,19 +99,14 @@ def make_config(args) -> dict:
         model_config = dict(embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim, n_layers=args.n_layers,
                             dropout=args.dropout)
     else:
-        if args.d_model % args.n_heads:
-            raise ValueError(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
         model_config = dict(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
                             max_len=args.seq_len, dropout=args.dropout)
-    if args.stateful and args.model != "lstm":
-        raise ValueError("--stateful carries an LSTM's state; it does not apply to --model transformer")
-    if args.tokenizer == "bpe" and args.vocab_size < 256:
-        raise ValueError(f"--vocab-size must be at least 256 for BPE, got {args.vocab_size}")
     training = {k: getattr(args, k) for k in (
         "batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "clip",
         "stateful", "seed", "eval_every", "log_every", "sample_tokens")}
     training["steps"] = args.steps or DEFAULT_STEPS
     training["warmup_steps"] = min(args.warmup_steps, training["steps"])  # as used: a resume keeps it
+    training["backend"] = tinylm.get_backend()  # a resume runs on it too: backends round differently
     return dict(model=args.model, model_config=model_config, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                 data=str(Path(args.data).resolve()) if args.data else None, lowercase=args.lowercase, training=training)
 
@@ -110,10 +126,7 @@ class Trainer:
             if len(ids) < t["seq_len"] + 1:
                 raise DataError(f"the {what} text has {len(ids)} tokens, fewer than --seq-len + 1 = {t['seq_len'] + 1}; "
                                 "give more text or a shorter --seq-len")
-        decay = [p for name, p in model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for name, p in model.named_parameters() if p.ndim < 2]  # biases, LayerNorm
-        self.optimizer = optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=t["lr"], weight_decay=t["weight_decay"])
+        self.optimizer = build_optimizer(model, t)
         self.schedule = optim.lr_scheduler.WarmupCosineLR(self.optimizer, min(t["warmup_steps"], t["steps"]),
                                                           max(t["steps"], t["warmup_steps"]), t["min_lr_ratio"])
         self.batch_rng = np.random.default_rng([t["seed"], 1])
@@ -121,6 +134,7 @@ class Trainer:
         self.carried = None  # the LSTM state carried across batches with --stateful
         self.step, self.elapsed, self.saved_step, self.last_lr = 0, 0.0, 0, t["lr"]
         self.interval_losses: list[float] = []
+        self.metrics_rows = 0  # rows of metrics.csv written on the schedule (a stop's extra row is not one)
 
     # ---- checkpoints
     def save(self) -> None:
@@ -134,7 +148,7 @@ class Trainer:
             "step": self.step, "elapsed_s": self.elapsed, "schedule": self.schedule.state_dict(),
             "batch_rng": self.batch_rng.bit_generator.state, "dropout_rng": default_generator().bit_generator.state,
             "stream_position": self.stream.position if self.stream else None,
-            "interval_losses": self.interval_losses,
+            "interval_losses": self.interval_losses, "metrics_rows": self.metrics_rows,
             "carried": None if self.carried is None else [t.numpy().tolist() for t in self.carried],
         }
         save_checkpoint(self.run_dir, self.model.state_dict(), self.optimizer.state_dict(), trainer_state)
@@ -153,6 +167,7 @@ class Trainer:
         self.step, self.elapsed = trainer_state["step"], trainer_state["elapsed_s"]
         self.saved_step = self.step
         self.interval_losses = list(trainer_state["interval_losses"])
+        self.metrics_rows = trainer_state.get("metrics_rows")  # None in checkpoints older than it
 
     def last_good(self) -> str:
         if self.saved_step == 0:
@@ -189,9 +204,13 @@ class Trainer:
         return value
 
     # ---- evaluation and reporting
-    def record(self, tokens_per_s: float, with_validation: bool) -> dict:
+    def record(self, tokens_per_s: float, with_validation: bool, scheduled: bool = True) -> dict:
         """Append a metrics.csv row: the mean training loss since the previous row and,
-        at evaluation steps, the validation loss, perplexity and accuracy."""
+        at evaluation steps, the validation loss, perplexity and accuracy.
+
+        A row off the schedule (the evaluation at a time limit or Ctrl-C) leaves the
+        logging window open and is not counted in ``metrics_rows``: a resume removes it
+        and writes the rows an uninterrupted run would have written."""
         row = dict(step=self.step, tokens=self.step * self.t["batch_size"] * self.t["seq_len"],
                    elapsed_s=round(self.elapsed, 2), lr=self.last_lr,
                    train_loss=float(np.mean(self.interval_losses)) if self.interval_losses else float("nan"),
@@ -199,7 +218,9 @@ class Trainer:
         if with_validation:
             result = evaluate(self.model, self.val_ids, self.t["batch_size"], self.t["seq_len"])
             row.update(val_loss=result["loss"], val_perplexity=result["perplexity"], val_accuracy=result["accuracy"])
-        self.interval_losses = []
+        if scheduled:
+            self.interval_losses = []
+            self.metrics_rows += 1
         append_metrics(self.run_dir / "metrics.csv", row)
         if with_validation:
             plot_losses(self.run_dir)
@@ -229,13 +250,17 @@ def read_metrics(path: Path) -> list[dict]:
         return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop rows written after the checkpoint a run resumes from (they will be redone)."""
-    rows = [r for r in read_metrics(path) if r["step"] <= last_step]
-    if path.exists():
-        path.unlink()
-    for row in rows:
-        append_metrics(path, {k: (int(v) if k in ("step", "tokens") else v) for k, v in row.items() if v is not None})
+def truncate_metrics(path: Path, rows: int | None, last_step: int) -> None:
+    """Keep the first ``rows`` rows of metrics.csv, byte for byte, and drop the rest:
+    rows written after the checkpoint a run resumes from, and a stop's extra row.
+    (``rows`` None, for checkpoints that predate its count: keep rows up to ``last_step``.)"""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header, body = lines[:1], lines[1:]
+    if rows is None:
+        rows = sum(1 for row in read_metrics(path) if row["step"] <= last_step)
+    write_atomically(path, "".join(header + body[:rows]))
 
 
 def plot_losses(run_dir: Path) -> None:
@@ -265,19 +290,28 @@ def plot_losses(run_dir: Path) -> None:
 
 
 def setup(args):
-    """The Trainer for a new run, or for the run being resumed."""
+    """The Trainer for a new run, or for the run being resumed. A resumed run is loaded
+    and checked whole before anything in its folder changes."""
     if args.backend:
         tinylm.set_backend(args.backend)
     if args.resume:
         run_dir = Path(args.resume)
         config, tokenizer, model, optimizer_state, trainer_state = load_run(run_dir)
-        if args.steps is not None and args.steps != config["training"]["steps"]:
+        trained_on = config["training"].get("backend")
+        if not args.backend and trained_on:
+            tinylm.set_backend(trained_on)  # the same kernels round the same way: an exact resume
+        elif trained_on and args.backend != trained_on:
+            print(f"tinylm.train: the run trained on {trained_on}; resuming on {args.backend}, whose rounding differs")
+        if args.steps is not None:
             config["training"]["steps"] = args.steps  # extend (or shorten) the run; the cosine follows
-            write_json(run_dir / "config.json", config)
         train_text, val_text = prepare_text(config)
         trainer = Trainer(config, run_dir, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
         trainer.restore(optimizer_state, trainer_state)
-        truncate_metrics(run_dir / "metrics.csv", trainer.step)
+        if args.steps is not None:
+            write_json(run_dir / "config.json", config)
+        truncate_metrics(run_dir / "metrics.csv", trainer.metrics_rows, trainer.step)
+        if trainer.metrics_rows is None:
+            trainer.metrics_rows = len(read_metrics(run_dir / "metrics.csv"))
         return trainer
     config = make_config(args)
     train_text, val_text = prepare_text(config)
@@ -285,11 +319,47 @@ def setup(args):
     tinylm.manual_seed(config["training"]["seed"])  # initialisation, then dropout, from this generator
     model = build_model(config["model"], dict(vocab_size=tokenizer.vocab_size, **config["model_config"]))
     config["model_config"] = model.config
-    run_dir = Path(args.out or Path("runs") / datetime.now().strftime("%Y-%m-%d-%H%M%S"))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, None, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
+    trainer.run_dir = run_dir = new_run_dir(args.out)  # made only once nothing else can fail
     write_json(run_dir / "config.json", config)
-    (run_dir / "tokenizer.json").write_text(tokenizer_to_json(tokenizer), encoding="utf-8")
-    return Trainer(config, run_dir, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
+    write_atomically(run_dir / "tokenizer.json", tokenizer_to_json(tokenizer))
+    return trainer
+
+
+def new_run_dir(out: str | None) -> Path:
+    """The folder of a new run: ``out`` (empty or new), else runs/<date-time>, with a
+    suffix when a run started in the same second already has that name."""
+    if out:
+        run_dir = Path(out)
+        if any((run_dir / name).exists() for name in RUN_FILES):  # checked by the parser; here against a race
+            raise ValueError(f"--out {out} already holds a run; continue it with --resume {out}, or name a new folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    stem = Path("runs") / datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        run_dir = stem if attempt == 0 else stem.with_name(f"{stem.name}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot find a new folder name under {stem.parent}")
+
+
+def report(bar, trainer: Trainer, row: dict) -> None:
+    bar.write(f"step {trainer.step}: train loss {row['train_loss']:.3f}, validation loss {row['val_loss']:.3f} "
+              f"(perplexity {row['val_perplexity']:.2f}, accuracy {row['val_accuracy']:.1%})")
+    if trainer.t["sample_tokens"] > 0:
+        bar.write("  sample: " + repr(trainer.sample(trainer.t["sample_tokens"]))[1:-1][:400])
+
+
+def stop(bar, trainer: Trainer, speed: float, evaluated: bool) -> None:
+    """End a run early (time limit, Ctrl-C): a checkpoint of this step, then, unless this
+    step was evaluated already, an evaluation in a row off the schedule."""
+    if not evaluated:
+        trainer.save()
+        report(bar, trainer, trainer.record(speed, with_validation=True, scheduled=False))
 
 
 def main(argv=None) -> None:
@@ -319,22 +389,19 @@ def main(argv=None) -> None:
             speed = (trainer.step - steps_started) * tokens_per_step / training_seconds  # tokens/s, evaluation excluded
             bar.update(1)
             bar.set_postfix(loss=f"{trainer.interval_losses[-1]:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
-            out_of_time = args.time_limit is not None and trainer.elapsed >= args.time_limit
-            evaluating = trainer.step % t["eval_every"] == 0 or trainer.step == t["steps"] or out_of_time
+            evaluating = trainer.step % t["eval_every"] == 0 or trainer.step == t["steps"]
             if evaluating or trainer.step % t["log_every"] == 0:
                 row = trainer.record(speed, with_validation=evaluating)
             if evaluating:
-                bar.write(f"step {trainer.step}: train loss {row['train_loss']:.3f}, validation loss {row['val_loss']:.3f} "
-                          f"(perplexity {row['val_perplexity']:.2f}, accuracy {row['val_accuracy']:.1%})")
-                if t["sample_tokens"] > 0:
-                    bar.write("  sample: " + repr(trainer.sample(t["sample_tokens"]))[1:-1][:400])
+                report(bar, trainer, row)
                 trainer.save()
-            if out_of_time:
-                bar.write(f"time limit of {args.time_limit:g}s reached at step {trainer.step}")
+            out_of_time = args.time_limit is not None and trainer.elapsed >= args.time_limit
+            if out_of_time or interrupted:
+                stop(bar, trainer, speed, evaluated=evaluating)
+                bar.write(f"time limit of {args.time_limit:g}s reached at step {trainer.step}; continue with "
+                          f"--resume {trainer.run_dir}" if out_of_time else
+                          f"interrupted: checkpoint at step {trainer.step} saved; continue with --resume {trainer.run_dir}")
                 break
-        if interrupted:
-            trainer.save()
-            bar.write(f"interrupted: checkpoint at step {trainer.step} saved; continue with --resume {trainer.run_dir}")
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous_handler)

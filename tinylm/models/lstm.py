@@ -26,6 +26,14 @@ class LSTMLanguageModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden_dim, vocab_size)
 
+    @staticmethod
+    def parameter_count(vocab_size: int, embedding_dim: int, hidden_dim: int, n_layers: int, dropout: float = 0.0) -> int:
+        """How many numbers the parameters of this config hold, counted without making them
+        (a run's loader compares it with the file before allocating anything)."""
+        gates = 4 * hidden_dim
+        lstm = sum(gates * ((embedding_dim if k == 0 else hidden_dim) + hidden_dim + 2) for k in range(n_layers))
+        return vocab_size * embedding_dim + lstm + hidden_dim * vocab_size + vocab_size
+
     def forward(self, ids, state=None):
         embedded = self.embedding(ids)  # (B, T, E)
         output, state = self.lstm(embedded, state)  # (B, T, H), ((L, B, H), (L, B, H))

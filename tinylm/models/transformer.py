@@ -41,6 +41,15 @@ class TransformerLanguageModel(nn.Module):
         self.ln_f = nn.LayerNorm(d_model)
         self.fc = nn.Linear(d_model, vocab_size)
 
+    @staticmethod
+    def parameter_count(vocab_size: int, d_model: int, n_heads: int, n_layers: int, max_len: int,
+                        dropout: float = 0.0) -> int:
+        """How many numbers the parameters of this config hold, counted without making them.
+        A block: two LayerNorms (4d), q/k/v and output projections (4d² + 4d), the MLP
+        (8d² + 5d)."""
+        block = 12 * d_model * d_model + 13 * d_model
+        return vocab_size * d_model + n_layers * block + 2 * d_model + d_model * vocab_size + vocab_size
+
     def forward(self, ids):
         x = self.dropout(self.position(self.embedding(ids)))  # (B, T, d_model)
         for block in self.blocks:
