@@ -54,30 +54,6 @@ def test_a_few_dozen_steps_lower_the_loss(tmp_path, corpus, model, backend):
         assert (tmp_path / "run" / name).is_file(), name
 
 
-@pytest.mark.parametrize("extra", [[], ["--stateful"]], ids=["random batches", "stateful"])
-def test_resume_continues_exactly(tmp_path, corpus, monkeypatch, extra):
-    """Copy the run as it was at step 20, resume the copy, and compare with the run that went on."""
-    copies = {}
-    original_save = train.Trainer.save
-
-    def save_and_copy(self):
-        original_save(self)
-        if self.step == 20:
-            copies[20] = tmp_path / "at-20"
-            shutil.copytree(self.run_dir, copies[20])
-
-    monkeypatch.setattr(train.Trainer, "save", save_and_copy)
-    uninterrupted = run_train(corpus, tmp_path / "run", "--dropout", "0.2", *extra)
-    monkeypatch.setattr(train.Trainer, "save", original_save)
-    train.main(["--resume", str(copies[20])])
-    with open(copies[20] / "metrics.csv", newline="") as f:
-        resumed = [row for row in csv.DictReader(f) if row["val_loss"]]
-    for ours, theirs in zip(resumed, uninterrupted):
-        for key in ("step", "train_loss", "val_loss", "val_accuracy", "lr"):
-            assert ours[key] == theirs[key], (key, ours, theirs)
-    assert len(resumed) == len(uninterrupted) == 4
-
-
 def test_a_failed_write_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()

@@ -204,13 +204,9 @@ class Trainer:
         return value
 
     # ---- evaluation and reporting
-    def record(self, tokens_per_s: float, with_validation: bool, scheduled: bool = True) -> dict:
+    def record(self, tokens_per_s: float, with_validation: bool) -> dict:
         """Append a metrics.csv row: the mean training loss since the previous row and,
-        at evaluation steps, the validation loss, perplexity and accuracy.
-
-        A row off the schedule (the evaluation at a time limit or Ctrl-C) leaves the
-        logging window open and is not counted in ``metrics_rows``: a resume removes it
-        and writes the rows an uninterrupted run would have written."""
+        at evaluation steps, the validation loss, perplexity and accuracy."""
         row = dict(step=self.step, tokens=self.step * self.t["batch_size"] * self.t["seq_len"],
                    elapsed_s=round(self.elapsed, 2), lr=self.last_lr,
                    train_loss=float(np.mean(self.interval_losses)) if self.interval_losses else float("nan"),
@@ -218,9 +214,8 @@ class Trainer:
         if with_validation:
             result = evaluate(self.model, self.val_ids, self.t["batch_size"], self.t["seq_len"])
             row.update(val_loss=result["loss"], val_perplexity=result["perplexity"], val_accuracy=result["accuracy"])
-        if scheduled:
-            self.interval_losses = []
-            self.metrics_rows += 1
+        self.interval_losses = []
+        self.metrics_rows += 1
         append_metrics(self.run_dir / "metrics.csv", row)
         if with_validation:
             plot_losses(self.run_dir)
@@ -356,10 +351,12 @@ def report(bar, trainer: Trainer, row: dict) -> None:
 
 def stop(bar, trainer: Trainer, speed: float, evaluated: bool) -> None:
     """End a run early (time limit, Ctrl-C): a checkpoint of this step, then, unless this
-    step was evaluated already, an evaluation in a row off the schedule."""
+    step was evaluated already, an evaluation in a row off the schedule. The checkpoint
+    is written first, so its logging window and row count (``metrics_rows``) are the
+    schedule's: a resume removes the extra row and writes what an uninterrupted run would."""
     if not evaluated:
         trainer.save()
-        report(bar, trainer, trainer.record(speed, with_validation=True, scheduled=False))
+        report(bar, trainer, trainer.record(speed, with_validation=True))
 
 
 def main(argv=None) -> None:
