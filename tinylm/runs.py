@@ -109,30 +109,24 @@ def check_tokenizer(tokenizer, config: dict, path) -> None:
                               f"{config['model_config']['vocab_size']}")
 
 
-def check_parameter_count(state: dict, config: dict, path) -> None:
-    """The sizes in the config describe the parameters in the file: checked before the
-    model is built, so a config claiming a huge model allocates nothing."""
-    expected = MODELS[config["model"]].parameter_count(**config["model_config"])
-    found = sum(value.size for value in state.values())
-    if expected != found:
-        raise CheckpointError(f"{path}: {found:,} parameters, but config.json describes a model of {expected:,}")
-
-
-def check_model_state(state: dict, model, path) -> None:
-    """Every parameter present, with the model's dtype and shape, and nothing else."""
-    params = dict(model.named_parameters())
-    missing = [name for name in params if name not in state]
-    unexpected = [name for name in state if name not in params]
+def check_model_state(state: dict, config: dict, dtype, path) -> None:
+    """Every parameter the config describes is in the file, with its shape and the
+    model's dtype, and nothing else. Checked before the model is built, so a config
+    that claims a huge model allocates nothing."""
+    expected = MODELS[config["model"]].parameter_shapes(**config["model_config"])
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
     if missing or unexpected:
         raise CheckpointError(f"{path}: " + "; ".join(
             part for part in (f"missing {', '.join(missing)}" if missing else "",
-                              f"unexpected {', '.join(unexpected)}" if unexpected else "") if part))
-    for name, param in params.items():
+                              f"unexpected {', '.join(unexpected)}" if unexpected else "") if part)
+            + " (for the model config.json describes)")
+    for name, shape in expected.items():
         value = state[name]
-        if value.dtype != param.dtype:
-            raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {param.dtype}")
-        if value.shape != param.shape:
-            raise CheckpointError(f"{path}: {name} has shape {value.shape}, expected {param.shape}")
+        if value.shape != shape:
+            raise CheckpointError(f"{path}: {name} has shape {value.shape}, but config.json describes {shape}")
+        if value.dtype != dtype:
+            raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {np.dtype(dtype)}")
 
 
 def check_optimizer_state(state: dict, optimizer, folder: Path) -> None:
@@ -233,14 +227,15 @@ def load_run(run_dir):
         tokenizer = tokenizer_from_json(tokenizer_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{tokenizer_path} is missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{tokenizer_path}: not UTF-8 text") from None
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"{tokenizer_path}: {getattr(exc, 'strerror', None) or exc}") from None
     check_tokenizer(tokenizer, config, tokenizer_path)
     model_state, optimizer_state, trainer_state = load_checkpoint(run_dir)
     folder = checkpoint_dir(run_dir)
-    check_parameter_count(model_state, config, folder / "model.safetensors")
+    check_model_state(model_state, config, np.float32, folder / "model.safetensors")
     model = build_model(config["model"], config["model_config"])
-    check_model_state(model_state, model, folder / "model.safetensors")
     model.load_state_dict(model_state)
     optimizer = build_optimizer(model, config["training"])
     check_optimizer_state(optimizer_state, optimizer, folder)

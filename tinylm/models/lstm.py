@@ -27,12 +27,16 @@ class LSTMLanguageModel(nn.Module):
         self.fc = nn.Linear(hidden_dim, vocab_size)
 
     @staticmethod
-    def parameter_count(vocab_size: int, embedding_dim: int, hidden_dim: int, n_layers: int, dropout: float = 0.0) -> int:
-        """How many numbers the parameters of this config hold, counted without making them
-        (a run's loader compares it with the file before allocating anything)."""
-        gates = 4 * hidden_dim
-        lstm = sum(gates * ((embedding_dim if k == 0 else hidden_dim) + hidden_dim + 2) for k in range(n_layers))
-        return vocab_size * embedding_dim + lstm + hidden_dim * vocab_size + vocab_size
+    def parameter_shapes(vocab_size: int, embedding_dim: int, hidden_dim: int, n_layers: int,
+                         dropout: float = 0.0) -> dict[str, tuple[int, ...]]:
+        """The name and shape of every parameter this config makes, without making them
+        (a run's loader checks a file against them before allocating anything)."""
+        shapes = {"embedding.weight": (vocab_size, embedding_dim)}
+        for k in range(n_layers):
+            shapes[f"lstm.weight_ih_l{k}"] = (4 * hidden_dim, embedding_dim if k == 0 else hidden_dim)
+            shapes[f"lstm.weight_hh_l{k}"] = (4 * hidden_dim, hidden_dim)
+            shapes[f"lstm.bias_ih_l{k}"] = shapes[f"lstm.bias_hh_l{k}"] = (4 * hidden_dim,)
+        return {**shapes, "fc.weight": (vocab_size, hidden_dim), "fc.bias": (vocab_size,)}
 
     def forward(self, ids, state=None):
         embedded = self.embedding(ids)  # (B, T, E)

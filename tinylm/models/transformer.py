@@ -42,13 +42,18 @@ class TransformerLanguageModel(nn.Module):
         self.fc = nn.Linear(d_model, vocab_size)
 
     @staticmethod
-    def parameter_count(vocab_size: int, d_model: int, n_heads: int, n_layers: int, max_len: int,
-                        dropout: float = 0.0) -> int:
-        """How many numbers the parameters of this config hold, counted without making them.
-        A block: two LayerNorms (4d), q/k/v and output projections (4d² + 4d), the MLP
-        (8d² + 5d)."""
-        block = 12 * d_model * d_model + 13 * d_model
-        return vocab_size * d_model + n_layers * block + 2 * d_model + d_model * vocab_size + vocab_size
+    def parameter_shapes(vocab_size: int, d_model: int, n_heads: int, n_layers: int, max_len: int,
+                         dropout: float = 0.0) -> dict[str, tuple[int, ...]]:
+        """The name and shape of every parameter this config makes, without making them."""
+        d = d_model
+        shapes = {"embedding.weight": (vocab_size, d)}
+        for i in range(n_layers):
+            block = {"ln_1.weight": (d,), "ln_1.bias": (d,), "attn.in_proj_weight": (3 * d, d),
+                     "attn.in_proj_bias": (3 * d,), "attn.out_proj.weight": (d, d), "attn.out_proj.bias": (d,),
+                     "ln_2.weight": (d,), "ln_2.bias": (d,), "mlp_in.weight": (4 * d, d), "mlp_in.bias": (4 * d,),
+                     "mlp_out.weight": (d, 4 * d), "mlp_out.bias": (d,)}
+            shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
+        return {**shapes, "ln_f.weight": (d,), "ln_f.bias": (d,), "fc.weight": (vocab_size, d), "fc.bias": (vocab_size,)}
 
     def forward(self, ids):
         x = self.dropout(self.position(self.embedding(ids)))  # (B, T, d_model)

@@ -1,0 +1,178 @@
+"""A damaged or hostile run folder is refused in one line, with exit status 2, and left as it was.
+
+One real checkpoint is damaged in each way below; then ``evaluate``, ``generate`` and
+``train --resume`` are run on it. Each must exit with status 2 after one line on stderr
+that names the damaged file, with no traceback, and write nothing.
+"""
+
+import hashlib
+import json
+import pickle
+import struct
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from tinylm import cli, evaluate, generate, train
+from tinylm.checkpoint import CheckpointError, read_safetensors
+
+CORPUS = "The quick brown fox jumps over the lazy dog, again and again. " * 40
+COMMANDS = {
+    "evaluate": (evaluate.main, lambda run: ["--checkpoint", str(run)]),
+    "generate": (generate.main, lambda run: ["--checkpoint", str(run), "--max-new-tokens", "3"]),
+    "train --resume": (train.main, lambda run: ["--resume", str(run), "--steps", "20"]),
+}
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    (folder / "corpus.txt").write_text(CORPUS)
+    run = folder / "run"
+    train.main(["--data", str(folder / "corpus.txt"), "--out", str(run), "--steps", "10", "--batch-size", "4",
+                "--seq-len", "8", "--eval-every", "5", "--sample-tokens", "0", "--model", "lstm",
+                "--embedding-dim", "8", "--hidden-dim", "16", "--n-layers", "1", "--backend", "numpy"])
+    return run
+
+
+# ---- the damages: each takes the run folder, damages one file, and returns its name
+
+
+def rewrite_safetensors(path, change):
+    arrays = load_file(str(path))
+    change(arrays)
+    save_file(arrays, str(path))
+
+
+def with_header(path, change):
+    """Rewrite a safetensors header (padded to its old length, as the format allows)."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    change(header)
+    text = json.dumps(header).encode()
+    text += b" " * max(0, n - len(text))
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
+
+
+def json_file(path, change):
+    value = json.loads(path.read_text())
+    path.write_text(json.dumps(change(value)))
+
+
+def first_tensor(header):
+    return header[next(k for k in header if k != "__metadata__")]
+
+
+MODEL, OPTIMIZER, TRAINER = "checkpoint/model.safetensors", "checkpoint/optimizer.safetensors", "checkpoint/trainer.json"
+DAMAGES = {
+    "truncated weights": (MODEL, lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
+    "empty weights": (MODEL, lambda p: p.write_bytes(b"")),
+    "header length past the end": (MODEL, lambda p: p.write_bytes(struct.pack("<Q", 2**60) + p.read_bytes()[8:])),
+    "header not JSON": (MODEL, lambda p: p.write_bytes(p.read_bytes()[:8] + b"\x00garbage" + p.read_bytes()[16:])),
+    "data offsets past the end": (MODEL, lambda p: with_header(p, lambda h: first_tensor(h).update(
+        data_offsets=[0, 2**60]))),
+    "offsets that do not fit the shape": (MODEL, lambda p: with_header(p, lambda h: first_tensor(h).update(
+        shape=[10**6, 10**6]))),
+    "a parameter of the wrong dtype": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"fc.bias": a["fc.bias"].astype(np.float64)}))),
+    "a parameter of the wrong shape": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"fc.weight": np.ascontiguousarray(a["fc.weight"][:, :-1])}))),
+    "a missing parameter": (MODEL, lambda p: rewrite_safetensors(p, lambda a: a.pop("lstm.weight_hh_l0"))),
+    "a pickle instead of safetensors": (MODEL, lambda p: p.write_bytes(pickle.dumps({"fc.bias": [0.0] * 40}))),
+    "config not JSON": ("config.json", lambda p: p.write_text("{model: lstm")),
+    "config a JSON list": ("config.json", lambda p: p.write_text("[1, 2, 3]")),
+    "config with a wrong type": ("config.json", lambda p: json_file(
+        p, lambda c: {**c, "model_config": {**c["model_config"], "hidden_dim": "16"}})),
+    "config with a negative size": ("config.json", lambda p: json_file(
+        p, lambda c: {**c, "model_config": {**c["model_config"], "hidden_dim": -16}})),
+    "config claiming a huge model": ("config.json", lambda p: json_file(
+        p, lambda c: {**c, "model_config": {**c["model_config"], "hidden_dim": 2**40}})),
+    "config with an unknown model": ("config.json", lambda p: json_file(p, lambda c: {**c, "model": "gru"})),
+    "config with a non-finite lr": ("config.json", lambda p: p.write_text(
+        p.read_text().replace('"lr": 0.004', '"lr": NaN'))),
+    "tokenizer garbage": ("tokenizer.json", lambda p: p.write_bytes(b"\xff\xfe\x00 not json")),
+    "tokenizer with an empty vocabulary": ("tokenizer.json", lambda p: p.write_text('{"kind": "char", "chars": []}')),
+    "tokenizer listing a character twice": ("tokenizer.json", lambda p: json_file(
+        p, lambda t: {**t, "chars": t["chars"][:-1] + t["chars"][:1]})),
+    "tokenizer of another vocabulary size": ("tokenizer.json", lambda p: json_file(
+        p, lambda t: {**t, "chars": t["chars"][:-1]})),
+    "tokenizer of an unknown kind": ("tokenizer.json", lambda p: p.write_text('{"kind": "wordpiece"}')),
+    "optimizer moments of the wrong shape": (OPTIMIZER, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"state.0.exp_avg": np.zeros(3, np.float32)}))),
+    "optimizer state for a parameter that does not exist": (OPTIMIZER, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"state.99.exp_avg": np.zeros(3, np.float32)}))),
+    "optimizer groups that do not match": (TRAINER, lambda p: json_file(
+        p, lambda t: {**t, "optimizer": {**t["optimizer"], "param_groups": t["optimizer"]["param_groups"][:1]}})),
+    "trainer step of the wrong type": (TRAINER, lambda p: json_file(p, lambda t: {**t, "step": "ten"})),
+    "trainer random state that is no state": (TRAINER, lambda p: json_file(p, lambda t: {**t, "batch_rng": [1, 2]})),
+    "trainer carrying a state into a stateless run": (TRAINER, lambda p: json_file(
+        p, lambda t: {**t, "carried": [[0.0], [0.0]]})),
+    "trainer.json not JSON": (TRAINER, lambda p: p.write_text("step: 10")),
+}
+
+
+def fingerprint(run):
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_run_is_refused_in_one_line_and_left_unchanged(tmp_path, good_run, capsys, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    name, damage_file = DAMAGES[damage]
+    damage_file(run / name)
+    before = fingerprint(run)
+    for command, (main, argv) in COMMANDS.items():
+        status = cli.run(main, argv(run), prog=command)
+        err = capsys.readouterr().err
+        assert status == 2, (command, err)
+        assert err.count("\n") == 1 and name.split("/")[-1] in err, (command, err)
+        assert fingerprint(run) == before, command
+
+
+def test_the_commands_exit_2_with_no_traceback(tmp_path, good_run):
+    """The same, end to end in a process of its own, for one damage."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    (run / MODEL).write_bytes(pickle.dumps([1, 2, 3]))
+    for module in ("evaluate", "generate"):
+        result = subprocess.run([sys.executable, "-m", f"tinylm.{module}", "--checkpoint", str(run)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1 and "model.safetensors: not a safetensors file" in result.stderr
+
+
+@pytest.mark.parametrize("claim", ["header length", "data offsets"])
+def test_a_header_claiming_2_to_the_60_bytes_is_refused_before_any_allocation(tmp_path, claim):
+    path = tmp_path / "hostile.safetensors"
+    save_file({"w": np.ones((4, 4), np.float32)}, str(path))
+    if claim == "header length":
+        path.write_bytes(struct.pack("<Q", 2**60) + path.read_bytes()[8:])
+    else:
+        with_header(path, lambda h: h["w"].update(shape=[2**28, 2**30], data_offsets=[0, 2**60]))
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match="hostile.safetensors"):
+        read_safetensors(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20, peak  # NumPy's allocations are traced too
+
+
+@pytest.mark.parametrize("kind, config", [
+    ("lstm", dict(vocab_size=7, embedding_dim=3, hidden_dim=5, n_layers=3, dropout=0.1)),
+    ("transformer", dict(vocab_size=7, d_model=8, n_heads=2, n_layers=2, max_len=9, dropout=0.1)),
+])
+def test_the_shapes_a_file_is_checked_against_are_those_the_model_makes(kind, config):
+    from tinylm.models import MODELS
+
+    made = {name: p.shape for name, p in MODELS[kind](**config).named_parameters()}
+    assert MODELS[kind].parameter_shapes(**config) == made
