@@ -30,7 +30,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 CURRENT, NEW, OLD = "checkpoint", ".checkpoint-new", ".checkpoint-old"
 
@@ -158,7 +158,8 @@ def _write_checkpoint(run_dir: Path, model_state: dict, optimizer_state: dict, t
     new, current, old = run_dir / NEW, run_dir / CURRENT, run_dir / OLD
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in model_state.items()}, str(new / "model.safetensors"))
+    # Serialised in memory and written by us, so a failed write is an OSError like any other.
+    write_atomically(new / "model.safetensors", save({k: np.ascontiguousarray(v) for k, v in model_state.items()}))
     arrays, meta = {}, {}
     for index, values in optimizer_state["state"].items():
         for name, value in values.items():
@@ -166,12 +167,9 @@ def _write_checkpoint(run_dir: Path, model_state: dict, optimizer_state: dict, t
                 arrays[f"state.{index}.{name}"] = np.ascontiguousarray(value)
             else:
                 meta.setdefault(str(index), {})[name] = value
-    save_file(arrays, str(new / "optimizer.safetensors"))
+    write_atomically(new / "optimizer.safetensors", save(arrays))
     optimizer_json = {"param_groups": optimizer_state["param_groups"], "scalars": meta}
     write_json(new / "trainer.json", {**trainer_state, "optimizer": optimizer_json})
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        with open(new / name, "rb") as f:
-            os.fsync(f.fileno())
     _fsync_dir(new)
     if current.exists():
         shutil.rmtree(old, ignore_errors=True)

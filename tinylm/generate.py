@@ -18,9 +18,9 @@ def parse_args(argv=None):
     p = cli.ArgumentParser(prog="python -m tinylm.generate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory written by tinylm.train")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=cli.positive_int, default=300, help="how many tokens to write")
+    p.add_argument("--max-new-tokens", type=cli.non_negative_int, default=300, help="how many tokens to write (>= 0)")
     p.add_argument("--temperature", type=cli.non_negative_float, default=0.8,
-                   help="below 1: safer, above 1: wilder (0: always the most likely token)")
+                   help="below 1: safer, above 1: wilder; 0 is greedy: always the most likely token")
     p.add_argument("--top-k", type=cli.positive_int, help="sample only among the K most likely tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     p.add_argument("--backend", choices=list(tinylm.backends.BACKENDS), help="default: the fastest one built here")
