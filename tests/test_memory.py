@@ -10,6 +10,7 @@ process's.
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,17 @@ def test_the_environment_can_leave_the_allocator_alone(glibc, monkeypatch):
     assert not took and count >= 10 * 10
     monkeypatch.setenv("TINYLM_KEEP_FREED_MEMORY", "0")
     assert keep_freed_memory() is False
+
+
+def test_a_long_run_keeps_its_memory_flat():
+    """benchmarks/memory_flat.py trains through evaluations, samples, checkpoints and
+    loss.png (ten of each here) and fails when RSS grew by more than 5% between the 30th
+    and the 300th step; drawing loss.png in the training process grew it ~1 MiB a picture."""
+    script = Path(__file__).parents[1] / "benchmarks" / "memory_flat.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--early", "30", "--late", "300", "--eval-every", "30", "--max-growth", "5",
+         "--", "--embedding-dim", "16", "--hidden-dim", "32", "--n-layers", "1", "--batch-size", "8",
+         "--seq-len", "16", "--sample-tokens", "20"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "RSS after 30 steps" in result.stdout

@@ -7,7 +7,6 @@ cores, evaluates it on held-out text, writes a checkpoint and a loss curve to
 
 from __future__ import annotations
 
-import csv
 import math
 import signal
 import sys
@@ -24,6 +23,7 @@ from tinylm.data import ContiguousBatches, DataError, clean, load_corpus, random
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
 from tinylm.memory import keep_freed_memory
+from tinylm.metrics import LossPlotter, append_metrics, read_metrics, truncate_metrics
 from tinylm.models import LSTMLanguageModel
 from tinylm.nn import functional as F
 from tinylm.random import default_generator
@@ -31,7 +31,6 @@ from tinylm.runs import build_model, build_optimizer, load_run
 from tinylm.tokenizers import tokenizer_to_json, train_tokenizer
 
 DEFAULT_STEPS = 1350
-METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
 
 
 RUN_FILES = ("config.json", "tokenizer.json", "metrics.csv", "checkpoint", ".checkpoint-old", ".checkpoint-new")
@@ -135,6 +134,7 @@ class Trainer:
         self.step, self.elapsed, self.saved_step, self.last_lr = 0, 0.0, 0, t["lr"]
         self.interval_losses: list[float] = []
         self.metrics_rows = 0  # rows of metrics.csv written on the schedule (a stop's extra row is not one)
+        self.plotter: LossPlotter | None = None  # made by the first evaluation, or by main() before step 1
 
     # ---- checkpoints
     def save(self) -> None:
@@ -218,7 +218,8 @@ class Trainer:
         self.metrics_rows += 1
         append_metrics(self.run_dir / "metrics.csv", row)
         if with_validation:
-            plot_losses(self.run_dir)
+            self.plotter = self.plotter or LossPlotter()
+            self.plotter.draw(self.run_dir)
         return row
 
     def sample(self, length: int) -> str:
@@ -226,62 +227,6 @@ class Trainer:
         prompt = self.val_ids[:1]
         tokens = list(sample_tokens(self.model, prompt, length, rng, temperature=0.8))
         return self.tokenizer.decode(list(prompt) + tokens)
-
-
-def append_metrics(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of metrics.csv as numbers; validation columns are None between evaluations."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def truncate_metrics(path: Path, rows: int | None, last_step: int) -> None:
-    """Keep the first ``rows`` rows of metrics.csv, byte for byte, and drop the rest:
-    rows written after the checkpoint a run resumes from, and a stop's extra row.
-    (``rows`` None, for checkpoints that predate its count: keep rows up to ``last_step``.)"""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header, body = lines[:1], lines[1:]
-    if rows is None:
-        rows = sum(1 for row in read_metrics(path) if row["step"] <= last_step)
-    write_atomically(path, "".join(header + body[:rows]))
-
-
-def plot_losses(run_dir: Path) -> None:
-    """loss.png: the training loss (mean over each logging interval) and the validation loss, by step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(run_dir / "metrics.csv")
-    if not rows:
-        return
-    evaluated = [r for r in rows if r["val_loss"] is not None]
-    figure, axes = plt.subplots(figsize=(7, 4))
-    axes.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], "-", label="training")
-    axes.plot([r["step"] for r in evaluated], [r["val_loss"] for r in evaluated], "s-", label="validation")
-    axes.set_xlabel("step")
-    axes.set_ylabel("cross-entropy (nats per token)")
-    axes.set_title(f"tinylm: {run_dir.name}")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    temporary = run_dir / "loss.tmp.png"
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    temporary.replace(run_dir / "loss.png")
 
 
 def setup(args):
@@ -374,6 +319,7 @@ def main(argv=None) -> None:
     interrupted = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     tokens_per_step = t["batch_size"] * t["seq_len"]
+    trainer.plotter = LossPlotter()  # matplotlib imported now: memory from the first step is the run's
     bar = tqdm(total=t["steps"], initial=trainer.step, unit="step", dynamic_ncols=True, mininterval=0.5)
     started, steps_started = time.perf_counter(), trainer.step
     elapsed_before, training_seconds = trainer.elapsed, 0.0
@@ -401,6 +347,7 @@ def main(argv=None) -> None:
                 break
     finally:
         bar.close()
+        trainer.plotter.close()
         signal.signal(signal.SIGINT, previous_handler)
     print(f"done: step {trainer.step} in {trainer.elapsed:.0f}s; checkpoint, metrics.csv and loss.png in {trainer.run_dir}")
 

@@ -1,0 +1,111 @@
+"""A run's metrics.csv (one row per logging step) and its picture, loss.png."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+from tinylm.checkpoint import write_atomically
+
+METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRICS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.csv as numbers; validation columns are None between evaluations."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def truncate_metrics(path: Path, rows: int | None, last_step: int) -> None:
+    """Keep the first ``rows`` rows of metrics.csv, byte for byte, and drop the rest:
+    rows written after the checkpoint a run resumes from, and a stop's extra row.
+    (``rows`` None, for checkpoints that predate its count: keep rows up to ``last_step``.)"""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header, body = lines[:1], lines[1:]
+    if rows is None:
+        rows = sum(1 for row in read_metrics(path) if row["step"] <= last_step)
+    write_atomically(path, "".join(header + body[:rows]))
+
+
+def plot_losses(run_dir: Path) -> None:
+    """loss.png: the training loss (mean over each logging interval) and the validation loss, by step."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = read_metrics(run_dir / "metrics.csv")
+    if not rows:
+        return
+    evaluated = [r for r in rows if r["val_loss"] is not None]
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    axes.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], "-", label="training")
+    axes.plot([r["step"] for r in evaluated], [r["val_loss"] for r in evaluated], "s-", label="validation")
+    axes.set_xlabel("step")
+    axes.set_ylabel("cross-entropy (nats per token)")
+    axes.set_title(f"tinylm: {run_dir.name}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    temporary = run_dir / "loss.tmp.png"
+    figure.savefig(temporary, dpi=100)
+    temporary.replace(run_dir / "loss.png")
+
+
+class LossPlotter:
+    """Draws loss.png in a child process, so a long run's memory stays flat.
+
+    matplotlib keeps caches (text layouts, fonts, paths) that grow with every new picture:
+    measured with ``benchmarks/memory_flat.py``, drawing in the training process added
+    about 1 MiB per evaluation. So matplotlib is imported once, when the plotter is
+    made (its memory is then part of the run's from the first step), and each picture is
+    drawn in a ``fork`` of the process, which inherits it for free and takes whatever
+    it grows away when it exits. One child at a time, waited for before the next and at
+    ``close()``. Where ``fork`` does not exist, the picture is drawn here.
+    """
+
+    def __init__(self):
+        import matplotlib.backends.backend_agg  # noqa: F401  (imported here, before the first step)
+        import matplotlib.figure  # noqa: F401
+
+        self.child: int | None = None
+
+    def draw(self, run_dir: Path) -> None:
+        self.close()
+        if not hasattr(os, "fork"):
+            plot_losses(run_dir)
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: draw, then leave without running the parent's exit handlers
+            status = 1
+            try:
+                plot_losses(run_dir)
+                status = 0
+            finally:
+                os._exit(status)
+        self.child = pid
+
+    def close(self) -> None:
+        """Wait for the picture being drawn, if any; a failed drawing is said on stderr."""
+        if self.child is not None:
+            _, status = os.waitpid(self.child, 0)
+            self.child = None
+            if status != 0:
+                print("tinylm: drawing loss.png failed (metrics.csv has every number)", file=sys.stderr)
