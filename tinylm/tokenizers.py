@@ -18,6 +18,7 @@ import json
 import numpy as np
 
 UNKNOWN = "\ufffd"
+MAX_TOKEN_BYTES = 1 << 16  # a loaded BPE token longer than this is refused (see BPETokenizer.from_dict)
 
 
 class CharTokenizer:
@@ -130,11 +131,17 @@ class BPETokenizer:
         merges = data.get("merges")
         if not isinstance(merges, list):
             raise ValueError("'merges' must be a list of [left, right] pairs")
+        lengths = [1] * 256  # bytes of each token, counted before any is made
         for new_id, merge in enumerate(merges, start=256):
             # A merge joins two tokens that exist before it: the bytes and the earlier merges.
             if not (isinstance(merge, list) and len(merge) == 2
                     and all(type(i) is int and 0 <= i < new_id for i in merge)):
                 raise ValueError(f"merge {new_id - 256} ({merge!r}) must be a pair of ids below {new_id}")
+            # Merging a token with itself doubles it: 60 such merges would claim 2^60 bytes.
+            lengths.append(lengths[merge[0]] + lengths[merge[1]])
+            if lengths[-1] > MAX_TOKEN_BYTES:
+                raise ValueError(f"merge {new_id - 256} makes a token of {lengths[-1]:,} bytes, "
+                                 f"more than {MAX_TOKEN_BYTES:,}")
         return cls(merges)
 
 
