@@ -95,6 +95,9 @@ DAMAGES = {
     "config with an unknown model": ("config.json", lambda p: json_file(p, lambda c: {**c, "model": "gru"})),
     "config with a non-finite lr": ("config.json", lambda p: p.write_text(
         p.read_text().replace('"lr": 0.004', '"lr": NaN'))),
+    "config missing a key": ("config.json", lambda p: json_file(p, lambda c: {k: v for k, v in c.items() if k != "lowercase"})),
+    "config with an integer too large for a float": ("config.json", lambda p: p.write_text(
+        p.read_text().replace('"lr": 0.004', '"lr": 1' + "0" * 400))),
     "tokenizer garbage": ("tokenizer.json", lambda p: p.write_bytes(b"\xff\xfe\x00 not json")),
     "tokenizer with an empty vocabulary": ("tokenizer.json", lambda p: p.write_text('{"kind": "char", "chars": []}')),
     "tokenizer listing a character twice": ("tokenizer.json", lambda p: json_file(
@@ -115,6 +118,14 @@ DAMAGES = {
     "trainer carrying a state into a stateless run": (TRAINER, lambda p: json_file(
         p, lambda t: {**t, "carried": [[0.0], [0.0]]})),
     "trainer.json not JSON": (TRAINER, lambda p: p.write_text("step: 10")),
+    "trainer elapsed time too large for a float": (TRAINER, lambda p: p.write_text(
+        p.read_text().replace('"elapsed_s": ', '"elapsed_s": 1' + "0" * 400 + ", \"was\": "))),
+    "trainer random state out of range": (TRAINER, lambda p: json_file(
+        p, lambda t: {**t, "batch_rng": {**t["batch_rng"], "state": {"state": 2**300, "inc": 1}}})),
+    "trainer schedule of another step": (TRAINER, lambda p: json_file(
+        p, lambda t: {**t, "schedule": {**t["schedule"], "last_step": 10**400}})),
+    "optimizer step beyond the checkpoint's": (TRAINER, lambda p: json_file(
+        p, lambda t: {**t, "optimizer": {**t["optimizer"], "scalars": {**t["optimizer"]["scalars"], "0": {"step": 10**400}}}})),
 }
 
 
@@ -137,6 +148,27 @@ def test_a_damaged_run_is_refused_in_one_line_and_left_unchanged(tmp_path, good_
         assert status == 2, (command, err)
         assert err.count("\n") == 1 and name.split("/")[-1] in err, (command, err)
         assert fingerprint(run) == before, command
+
+
+METRICS_DAMAGES = {
+    "not UTF-8": lambda p: p.write_bytes(b"\xff\xfe" + p.read_bytes()),
+    "another header": lambda p: p.write_text("when,what\n1,2\n"),
+    "fewer rows than the checkpoint counts": lambda p: p.write_bytes(p.read_bytes().splitlines(keepends=True)[0]),
+}
+
+
+@pytest.mark.parametrize("damage", list(METRICS_DAMAGES))
+def test_a_resume_refuses_a_damaged_metrics_file_before_writing(tmp_path, good_run, capsys, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    METRICS_DAMAGES[damage](run / "metrics.csv")
+    before = fingerprint(run)
+    assert cli.run(train.main, ["--resume", str(run), "--steps", "20"], prog="train") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metrics.csv" in err, err
+    assert fingerprint(run) == before
 
 
 def test_the_commands_exit_2_with_no_traceback(tmp_path, good_run):

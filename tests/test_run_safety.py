@@ -41,6 +41,7 @@ BAD_TRAIN_FLAGS = [
     (["--model", "transformer", "--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
     (["--model", "transformer", "--stateful"], "--stateful carries an LSTM's state"),
     (["--tokenizer", "bpe", "--vocab-size", "255"], "--vocab-size must be at least 256 for BPE"),
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63), got -1"),
 ]
 
 
@@ -59,6 +60,7 @@ BAD_GENERATE_FLAGS = [
     (["--max-new-tokens", "-1"], "argument --max-new-tokens: must be an integer >= 0, got -1"),
     (["--temperature", "-0.5"], "argument --temperature: must be a finite number >= 0, got -0.5"),
     (["--temperature", "nan"], "argument --temperature: must be a finite number >= 0, got nan"),
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63), got -1"),
 ]
 
 
@@ -126,3 +128,26 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one_and_stops_clearly(tm
     load_run(run)  # still loadable, checked whole
     train.main(["--resume", str(run), "--steps", "20"])  # and with room again, it goes on
     assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 20
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the diverging run's NaNs
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, corpus, capsys):
+    """It could not be resumed, so its folder is removed and --out can name it again."""
+    from tinylm import cli
+
+    run = tmp_path / "run"
+    flags = ["--data", str(corpus), "--out", str(run), "--steps", "20", "--eval-every", "10", *TINY]
+    assert cli.run(train.main, flags + ["--lr", "1e308", "--clip", "0"], prog="train") == 2
+    assert "the loss is nan" in capsys.readouterr().err
+    assert not run.exists()
+    assert cli.run(train.main, flags, prog="train") == 0
+
+
+def test_out_of_memory_is_one_line(capsys, corpus, tmp_path):
+    from tinylm import cli
+
+    status = cli.run(train.main, ["--data", str(corpus), "--out", str(tmp_path / "run"), *TINY,
+                                  "--batch-size", "100000000000"], prog="train")
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert status == 2 and last.startswith("train: error: out of memory"), last
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 """Tokenizers: decode(encode(s)) == s for every string they can represent."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,3 +66,15 @@ def test_tokenizers_survive_json():
         again = tokenizer_from_json(tokenizer_to_json(tokenizer))
         assert type(again) is type(tokenizer)
         assert again.encode(TRAINING_TEXT).tolist() == tokenizer.encode(TRAINING_TEXT).tolist()
+
+
+def test_a_bpe_file_that_would_spell_out_too_many_bytes_is_refused_before_building():
+    import json
+
+    from tinylm.tokenizers import MAX_VOCABULARY_BYTES
+
+    doubling = [[97, 97]] + [[256 + i, 256 + i] for i in range(60)]  # the last token: 2^61 bytes
+    with pytest.raises(ValueError, match=f"more than {MAX_VOCABULARY_BYTES:,}"):
+        tokenizer_from_json(json.dumps({"kind": "bpe", "merges": doubling}))
+    with pytest.raises(ValueError, match="317 tokens, but the model's vocab_size is 300"):
+        tokenizer_from_json(json.dumps({"kind": "bpe", "merges": doubling}), vocab_size=300)

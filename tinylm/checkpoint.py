@@ -59,7 +59,7 @@ def read_json(path: Path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path} cannot be read: {exc}") from None
 
 
@@ -184,11 +184,11 @@ def checkpoint_dir(run_dir) -> Path:
     """The folder holding the newest complete checkpoint of ``run_dir``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CheckpointError(f"--checkpoint: {run_dir} is not a directory")
+        raise CheckpointError(f"{run_dir} is not a directory")
     for name in (CURRENT, OLD):
         if (run_dir / name / "trainer.json").exists():
             return run_dir / name
-    raise CheckpointError(f"--checkpoint: {run_dir} holds no checkpoint (no {CURRENT}/trainer.json)")
+    raise CheckpointError(f"{run_dir} holds no checkpoint (no {CURRENT}/trainer.json)")
 
 
 def load_checkpoint(run_dir) -> tuple[dict, dict, dict]:
@@ -208,11 +208,11 @@ def load_checkpoint(run_dir) -> tuple[dict, dict, dict]:
     state: dict[int, dict] = {}
     for key, value in arrays.items():
         parts = key.split(".", 2)
-        if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
+        if len(parts) != 3 or parts[0] != "state" or not (parts[1].isascii() and parts[1].isdigit()):
             raise CheckpointError(f"{folder / 'optimizer.safetensors'}: unexpected tensor {key!r} (expected state.<index>.<name>)")
         state.setdefault(int(parts[1]), {})[parts[2]] = value
     for index, scalars in optimizer_json["scalars"].items():
-        if not index.isdigit() or not isinstance(scalars, dict):
+        if not (index.isascii() and index.isdigit()) or not isinstance(scalars, dict):
             raise CheckpointError(f"{folder / 'trainer.json'}: optimizer scalars {index!r} are not per-parameter settings")
         state.setdefault(int(index), {}).update(scalars)
     return model_state, {"state": state, "param_groups": optimizer_json["param_groups"]}, trainer

@@ -41,15 +41,19 @@ class Rule:
         return value
 
     def accepts(self, value) -> bool:
-        """Whether a value read from JSON has the right type and range (True is no number)."""
+        """Whether a value read from JSON has the right type and range (True is no number;
+        an integer must fit in 64 bits, as every count and seed does)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if self.kind is int and not isinstance(value, int):
+        if self.kind is int and not (isinstance(value, int) and -2**63 <= value < 2**63):
             return False
-        return bool(self.allowed(self.kind(value)))
+        try:
+            return bool(self.allowed(self.kind(value)))
+        except OverflowError:  # an integer too large for a float
+            return False
 
 
-any_int = Rule(int, lambda v: True, "an integer")
+seed = Rule(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)")
 positive_int = Rule(int, lambda v: v > 0, "a positive integer")
 non_negative_int = Rule(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = Rule(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
@@ -64,9 +68,11 @@ def run(main, argv=None, prog: str = "tinylm") -> int:
 
     try:
         main(argv)
-    except (DataError, CheckpointError, ValueError, RuntimeError, OSError) as exc:
+    except (DataError, CheckpointError, ValueError, RuntimeError, OSError, MemoryError) as exc:
         if os.environ.get("TINYLM_DEBUG"):  # the full traceback, for developers
             raise
+        if isinstance(exc, MemoryError):
+            exc = f"out of memory ({exc or 'MemoryError'}): try smaller sizes"
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -22,7 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=cli.non_negative_float, default=0.8,
                    help="below 1: safer, above 1: wilder; 0 is greedy: always the most likely token")
     p.add_argument("--top-k", type=cli.positive_int, help="sample only among the K most likely tokens")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    p.add_argument("--seed", type=cli.seed, default=0, help="seed of the sampling")
     p.add_argument("--backend", choices=list(tinylm.backends.BACKENDS), help="default: the fastest one built here")
     return p.parse_args(argv)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from pathlib import Path
 
-from tinylm.checkpoint import write_atomically
+from tinylm.checkpoint import CheckpointError, write_atomically
 
 METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
 
@@ -29,25 +30,37 @@ def read_metrics(path: Path) -> list[dict]:
         return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def truncate_metrics(path: Path, rows: int | None, last_step: int) -> None:
-    """Keep the first ``rows`` rows of metrics.csv, byte for byte, and drop the rest:
-    rows written after the checkpoint a run resumes from, and a stop's extra row.
-    (``rows`` None, for checkpoints that predate its count: keep rows up to ``last_step``.)"""
+def kept_metrics(path: Path, rows: int | None, last_step: int) -> bytes:
+    """metrics.csv as a resume from ``last_step`` keeps it: the header and the first
+    ``rows`` rows, byte for byte, without the rows written after the checkpoint or a
+    stop's extra row. (``rows`` None, for checkpoints older than its count: the rows up
+    to ``last_step``.) A CheckpointError naming the file if it does not hold them."""
     if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header, body = lines[:1], lines[1:]
-    if rows is None:
-        rows = sum(1 for row in read_metrics(path) if row["step"] <= last_step)
-    write_atomically(path, "".join(header + body[:rows]))
+        if rows:
+            raise CheckpointError(f"{path} is missing; the checkpoint counts {rows} rows in it")
+        return b""
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+        table = list(csv.reader(io.StringIO(text, newline="")))
+        if table and table[0] != METRICS:
+            raise ValueError(f"its header is not {','.join(METRICS)}")
+        if rows is None:
+            rows = sum(1 for row in table[1:] if len(row) == len(METRICS) and float(row[0]) <= last_step)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    lines = data.splitlines(keepends=True)  # the csv module ends rows with \r\n; kept as they are
+    if len(lines) < 1 + rows:
+        raise CheckpointError(f"{path} holds {len(lines) - 1} rows; the checkpoint counts {rows}")
+    return b"".join(lines[: 1 + rows])
 
 
-def plot_losses(run_dir: Path) -> None:
-    """loss.png: the training loss (mean over each logging interval) and the validation loss, by step."""
+def plot_losses(run_dir: Path, rows: list[dict]) -> None:
+    """loss.png: the training loss (mean over each logging interval) and the validation
+    loss, by step, from the rows of metrics.csv."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = read_metrics(run_dir / "metrics.csv")
     if not rows:
         return
     evaluated = [r for r in rows if r["val_loss"] is not None]
@@ -75,8 +88,10 @@ class LossPlotter:
     about 1 MiB per evaluation. So matplotlib is imported once, when the plotter is
     made (its memory is then part of the run's from the first step), and each picture is
     drawn in a ``fork`` of the process, which inherits it for free and takes whatever
-    it grows away when it exits. One child at a time, waited for before the next and at
-    ``close()``. Where ``fork`` does not exist, the picture is drawn here.
+    it grows away when it exits. The rows are read before the fork, so the child never
+    sees a row the parent is still appending. One child at a time, waited for before the
+    next and at ``close()``. Where ``fork`` does not exist or fails (no memory or
+    processes left), the picture is drawn here.
     """
 
     def __init__(self):
@@ -87,16 +102,18 @@ class LossPlotter:
 
     def draw(self, run_dir: Path) -> None:
         self.close()
-        if not hasattr(os, "fork"):
-            plot_losses(run_dir)
-            return
+        rows = read_metrics(run_dir / "metrics.csv")
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except (AttributeError, OSError):
+            plot_losses(run_dir, rows)
+            return
         if pid == 0:  # the child: draw, then leave without running the parent's exit handlers
             status = 1
             try:
-                plot_losses(run_dir)
+                plot_losses(run_dir, rows)
                 status = 0
             finally:
                 os._exit(status)

@@ -35,7 +35,7 @@ MODEL_CONFIG_RULES = {
 TRAINING_RULES = {
     "steps": cli.positive_int, "batch_size": cli.positive_int, "seq_len": cli.positive_int,
     "lr": cli.positive_float, "warmup_steps": cli.non_negative_int, "min_lr_ratio": cli.fraction,
-    "weight_decay": cli.non_negative_float, "clip": cli.non_negative_float, "seed": cli.any_int,
+    "weight_decay": cli.non_negative_float, "clip": cli.non_negative_float, "seed": cli.seed,
     "eval_every": cli.positive_int, "log_every": cli.positive_int, "sample_tokens": cli.non_negative_int,
 }
 MIN_BPE_VOCABULARY = 256  # the byte values
@@ -94,9 +94,9 @@ def check_config(config, path="config.json") -> dict:
             raise bad("training.stateful applies to the LSTM only")
     if config.get("tokenizer") not in TOKENIZERS:
         raise bad(f"unknown tokenizer {config.get('tokenizer')!r}; expected one of {', '.join(TOKENIZERS)}")
-    if not isinstance(config.get("lowercase", False), bool):
+    if not isinstance(config.get("lowercase"), bool):
         raise bad("'lowercase' must be true or false")
-    if config.get("data") is not None and not isinstance(config["data"], str):
+    if "data" not in config or (config["data"] is not None and not isinstance(config["data"], str)):
         raise bad("'data' must be a path or null")
     return config
 
@@ -129,7 +129,7 @@ def check_model_state(state: dict, config: dict, dtype, path) -> None:
             raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {np.dtype(dtype)}")
 
 
-def check_optimizer_state(state: dict, optimizer, folder: Path) -> None:
+def check_optimizer_state(state: dict, optimizer, step: int, folder: Path) -> None:
     """One entry per parameter the optimizer holds: moments of its shape and dtype and a
     step count; settings for each of its parameter groups."""
     arrays, settings = folder / "optimizer.safetensors", folder / "trainer.json"
@@ -157,9 +157,9 @@ def check_optimizer_state(state: dict, optimizer, folder: Path) -> None:
             if value.shape != params[index].shape or value.dtype != params[index].dtype:
                 raise CheckpointError(f"{arrays}: state.{index}.{name} is {value.dtype} {value.shape}, "
                                       f"expected {params[index].dtype} {params[index].shape}")
-        if not cli.positive_int.accepts(values.get("step")):
-            raise CheckpointError(f"{settings}: optimizer step of parameter {index} must be a positive integer, "
-                                  f"got {values.get('step')!r}")
+        if not (cli.positive_int.accepts(values.get("step")) and values["step"] <= step):
+            raise CheckpointError(f"{settings}: optimizer step of parameter {index} must be an integer in "
+                                  f"[1, {step}] (the checkpoint's step), got {values.get('step')!r}")
         unknown = sorted(set(values) - {"exp_avg", "exp_avg_sq", "step"})
         if unknown:
             raise CheckpointError(f"{arrays}: unexpected optimizer state {', '.join(unknown)} for parameter {index}")
@@ -179,14 +179,15 @@ def check_trainer_state(trainer: dict, config: dict, optimizer, path) -> None:
         if not rule.accepts(trainer.get(key)):
             raise bad(f"{key} must be {rule.description}, got {trainer.get(key)!r}")
     schedule = trainer.get("schedule")
-    if not (isinstance(schedule, dict) and cli.non_negative_int.accepts(schedule.get("last_step"))
+    if not (isinstance(schedule, dict) and schedule.get("last_step") == trainer["step"]
             and isinstance(schedule.get("base_lrs"), list) and len(schedule["base_lrs"]) == len(optimizer.param_groups)
             and all(cli.positive_float.accepts(lr) for lr in schedule["base_lrs"])):
-        raise bad(f"schedule must hold last_step and {len(optimizer.param_groups)} base_lrs > 0, got {schedule!r}"[:300])
+        raise bad(f"schedule must hold last_step (the checkpoint's step) and {len(optimizer.param_groups)} "
+                  f"base_lrs > 0, got {schedule!r}"[:300])
     for key in ("batch_rng", "dropout_rng"):
         try:
             np.random.default_rng().bit_generator.state = trainer.get(key)
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise bad(f"{key} is not a NumPy generator state ({type(exc).__name__})") from None
     position = trainer.get("stream_position")
     if training.get("stateful") != (position is not None):
@@ -224,7 +225,8 @@ def load_run(run_dir):
     config = check_config(read_json(run_dir / "config.json"), run_dir / "config.json")
     tokenizer_path = run_dir / "tokenizer.json"
     try:
-        tokenizer = tokenizer_from_json(tokenizer_path.read_text(encoding="utf-8"))
+        tokenizer = tokenizer_from_json(tokenizer_path.read_text(encoding="utf-8"),
+                                        vocab_size=config["model_config"]["vocab_size"])
     except FileNotFoundError:
         raise CheckpointError(f"{tokenizer_path} is missing") from None
     except UnicodeDecodeError:
@@ -238,6 +240,6 @@ def load_run(run_dir):
     model = build_model(config["model"], config["model_config"])
     model.load_state_dict(model_state)
     optimizer = build_optimizer(model, config["training"])
-    check_optimizer_state(optimizer_state, optimizer, folder)
     check_trainer_state(trainer_state, config, optimizer, folder / "trainer.json")
+    check_optimizer_state(optimizer_state, optimizer, trainer_state["step"], folder)
     return config, tokenizer, model, optimizer_state, trainer_state

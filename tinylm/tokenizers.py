@@ -18,7 +18,7 @@ import json
 import numpy as np
 
 UNKNOWN = "\ufffd"
-MAX_TOKEN_BYTES = 1 << 16  # a loaded BPE token longer than this is refused (see BPETokenizer.from_dict)
+MAX_VOCABULARY_BYTES = 1 << 26  # a loaded BPE vocabulary spelling out more bytes is refused (from_dict)
 
 
 class CharTokenizer:
@@ -137,11 +137,10 @@ class BPETokenizer:
             if not (isinstance(merge, list) and len(merge) == 2
                     and all(type(i) is int and 0 <= i < new_id for i in merge)):
                 raise ValueError(f"merge {new_id - 256} ({merge!r}) must be a pair of ids below {new_id}")
-            # Merging a token with itself doubles it: 60 such merges would claim 2^60 bytes.
             lengths.append(lengths[merge[0]] + lengths[merge[1]])
-            if lengths[-1] > MAX_TOKEN_BYTES:
-                raise ValueError(f"merge {new_id - 256} makes a token of {lengths[-1]:,} bytes, "
-                                 f"more than {MAX_TOKEN_BYTES:,}")
+        # Merging a token with itself doubles it: 60 such merges would claim 2^60 bytes.
+        if sum(lengths) > MAX_VOCABULARY_BYTES:
+            raise ValueError(f"its tokens would spell out {sum(lengths):,} bytes, more than {MAX_VOCABULARY_BYTES:,}")
         return cls(merges)
 
 
@@ -160,15 +159,20 @@ def tokenizer_to_json(tokenizer) -> str:
     return json.dumps(tokenizer.to_dict(), ensure_ascii=False)
 
 
-def tokenizer_from_json(text: str):
-    """The tokenizer saved by ``tokenizer_to_json``; ValueError (one line) for anything else."""
+def tokenizer_from_json(text: str, vocab_size: int | None = None):
+    """The tokenizer saved by ``tokenizer_to_json``; ValueError (one line) for anything else,
+    including a vocabulary of another size than ``vocab_size`` (checked before it is built)."""
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("kind") not in TOKENIZERS:
         kind = data.get("kind") if isinstance(data, dict) else None
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZERS)}")
+    entries = data.get("chars") if data["kind"] == "char" else data.get("merges")
+    listed = len(entries) + (1 if data["kind"] == "char" else 256) if isinstance(entries, list) else None
+    if vocab_size is not None and listed is not None and listed != vocab_size:
+        raise ValueError(f"{listed} tokens, but the model's vocab_size is {vocab_size}")
     try:
         return TOKENIZERS[data["kind"]].from_dict(data)
     except ValueError as exc:

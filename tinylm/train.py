@@ -8,6 +8,7 @@ cores, evaluates it on held-out text, writes a checkpoint and a loss curve to
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import time
@@ -18,12 +19,12 @@ import numpy as np
 
 import tinylm
 from tinylm import cli, nn, optim, runs
-from tinylm.checkpoint import save_checkpoint, write_atomically, write_json
+from tinylm.checkpoint import CheckpointError, save_checkpoint, write_atomically, write_json
 from tinylm.data import ContiguousBatches, DataError, clean, load_corpus, random_batch, split_train_validation
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
 from tinylm.memory import keep_freed_memory
-from tinylm.metrics import LossPlotter, append_metrics, read_metrics, truncate_metrics
+from tinylm.metrics import LossPlotter, append_metrics, kept_metrics, read_metrics
 from tinylm.models import LSTMLanguageModel
 from tinylm.nn import functional as F
 from tinylm.random import default_generator
@@ -88,9 +89,20 @@ def parse_args(argv=None):
             p.error("--stateful carries an LSTM's state; it does not apply to --model transformer")
     if args.tokenizer == "bpe" and args.vocab_size < runs.MIN_BPE_VOCABULARY:
         p.error(f"--vocab-size must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), got {args.vocab_size}")
-    if args.out and any((Path(args.out) / name).exists() for name in RUN_FILES):
-        p.error(f"--out {args.out} already holds a run; continue it with --resume {args.out}, or name a new folder")
+    if args.out:
+        try:
+            check_new_run_dir(Path(args.out))
+        except ValueError as exc:
+            p.error(str(exc))
     return args
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run's folder holds no run: a ValueError saying what to do instead."""
+    if (run_dir / "checkpoint").exists() or (run_dir / ".checkpoint-old").exists():
+        raise ValueError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, or name a new folder")
+    if any((run_dir / name).exists() for name in RUN_FILES):
+        raise ValueError(f"--out {run_dir} holds a run that never wrote a checkpoint; remove it or name a new folder")
 
 
 def make_config(args) -> dict:
@@ -135,6 +147,7 @@ class Trainer:
         self.interval_losses: list[float] = []
         self.metrics_rows = 0  # rows of metrics.csv written on the schedule (a stop's extra row is not one)
         self.plotter: LossPlotter | None = None  # made by the first evaluation, or by main() before step 1
+        self.new_folder: bool | None = None  # for a new run: whether its folder was made for it
 
     # ---- checkpoints
     def save(self) -> None:
@@ -160,6 +173,9 @@ class Trainer:
         self.batch_rng.bit_generator.state = trainer_state["batch_rng"]
         default_generator().bit_generator.state = trainer_state["dropout_rng"]
         if self.stream is not None:
+            if trainer_state["stream_position"] > self.stream.streams.shape[1]:
+                raise CheckpointError(f"{self.run_dir}: the checkpoint's stream position {trainer_state['stream_position']} "
+                                      f"is past the end of the training streams ({self.stream.streams.shape[1]} tokens)")
             self.stream.position = trainer_state["stream_position"]
         carried = trainer_state.get("carried")
         dtype = next(self.model.parameters()).dtype
@@ -247,11 +263,12 @@ def setup(args):
         train_text, val_text = prepare_text(config)
         trainer = Trainer(config, run_dir, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
         trainer.restore(optimizer_state, trainer_state)
+        metrics = kept_metrics(run_dir / "metrics.csv", trainer.metrics_rows, trainer.step)
+        # Everything is read and checked: from here on the run folder changes.
         if args.steps is not None:
             write_json(run_dir / "config.json", config)
-        truncate_metrics(run_dir / "metrics.csv", trainer.metrics_rows, trainer.step)
-        if trainer.metrics_rows is None:
-            trainer.metrics_rows = len(read_metrics(run_dir / "metrics.csv"))
+        write_atomically(run_dir / "metrics.csv", metrics)
+        trainer.metrics_rows = max(0, metrics.count(b"\n") - 1)
         return trainer
     config = make_config(args)
     train_text, val_text = prepare_text(config)
@@ -260,6 +277,7 @@ def setup(args):
     model = build_model(config["model"], dict(vocab_size=tokenizer.vocab_size, **config["model_config"]))
     config["model_config"] = model.config
     trainer = Trainer(config, None, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
+    trainer.new_folder = not (args.out and Path(args.out).exists())
     trainer.run_dir = run_dir = new_run_dir(args.out)  # made only once nothing else can fail
     write_json(run_dir / "config.json", config)
     write_atomically(run_dir / "tokenizer.json", tokenizer_to_json(tokenizer))
@@ -271,8 +289,7 @@ def new_run_dir(out: str | None) -> Path:
     suffix when a run started in the same second already has that name."""
     if out:
         run_dir = Path(out)
-        if any((run_dir / name).exists() for name in RUN_FILES):  # checked by the parser; here against a race
-            raise ValueError(f"--out {out} already holds a run; continue it with --resume {out}, or name a new folder")
+        check_new_run_dir(run_dir)  # checked by the parser; again here, just before writing
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
     stem = Path("runs") / datetime.now().strftime("%Y-%m-%d-%H%M%S")
@@ -302,6 +319,19 @@ def stop(bar, trainer: Trainer, speed: float, evaluated: bool) -> None:
     if not evaluated:
         trainer.save()
         report(bar, trainer, trainer.record(speed, with_validation=True))
+
+
+def remove_unfinished_run(run_dir: Path, remove_folder: bool) -> None:
+    """A new run that fails before its first checkpoint cannot be resumed: remove what it
+    wrote, so its --out can be used again."""
+    for name in (*RUN_FILES, "metrics.csv.tmp", "loss.png", "loss.tmp.png"):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    if remove_folder and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def main(argv=None) -> None:
@@ -345,6 +375,10 @@ def main(argv=None) -> None:
                           f"--resume {trainer.run_dir}" if out_of_time else
                           f"interrupted: checkpoint at step {trainer.step} saved; continue with --resume {trainer.run_dir}")
                 break
+    except BaseException:
+        if trainer.new_folder is not None and trainer.saved_step == 0:
+            remove_unfinished_run(trainer.run_dir, trainer.new_folder)
+        raise
     finally:
         bar.close()
         trainer.plotter.close()
