@@ -30,7 +30,7 @@ def adam_that_forgets_the_moments(param, grad, exp_avg, exp_avg_sq, *rest):
 def broken_cython_adam(monkeypatch):
     """The registry serves ``adam_that_forgets_the_moments`` as the cython adam_update."""
     monkeypatch.setitem(backends.KERNELS, "adam_update", {
-        "numpy": "tinylm.reference.optim:adam_update",
+        "numpy": "tinylm.reference.adam:adam_update",
         "cython": f"{__name__}:adam_that_forgets_the_moments",
     })
     monkeypatch.setattr(backends, "_loaded", {})

@@ -15,8 +15,8 @@ needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc is not on PATH (the
 
 
 def test_there_are_sources():
-    assert {s.name for s in sources()} >= {"embedding.cu", "optim.cu", "layer_norm.cu", "softmax.cu",
-                                           "cross_entropy.cu", "lstm.cu", "dropout.cu", "attention.cu"}
+    assert {s.name for s in sources()} >= {"embedding.cu", "adam.cu", "layer_norm.cu", "attention_softmax.cu",
+                                           "cross_entropy.cu", "lstm.cu", "dropout.cu", "causal_attention.cu"}
 
 
 @needs_nvcc
@@ -34,9 +34,9 @@ def test_compiles_for_arch_and_reports_every_kernel_without_spills(source, arch)
 
 @needs_nvcc
 def test_resource_usage_script_prints_a_row_per_kernel(capsys, monkeypatch):
-    source = next(s for s in sources() if s.name == "softmax.cu")
+    source = next(s for s in sources() if s.name == "attention_softmax.cu")
     monkeypatch.setattr(resource_usage, "sources", lambda: [source])  # one file is enough (the rest: above)
     assert main(["--arch", "sm_90"]) == 0
     table = capsys.readouterr().out
     for kernel in CudaSource(source.name).kernels:
-        assert f"| softmax.cu | {kernel} | sm_90 |" in table
+        assert f"| attention_softmax.cu | {kernel} | sm_90 |" in table

@@ -21,15 +21,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinylm.kernels.cuda import attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm, optim, softmax
-from tinylm.reference import attention as ref_attention
+from tinylm.kernels.cuda import adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm
+from tinylm.reference import causal_attention as ref_causal_attention
 from tinylm.reference import cross_entropy as ref_cross_entropy
 from tinylm.reference import dropout as ref_dropout
 from tinylm.reference import embedding as ref_embedding
 from tinylm.reference import layer_norm as ref_layer_norm
 from tinylm.reference import lstm as ref_lstm
-from tinylm.reference import optim as ref_optim
-from tinylm.reference import softmax as ref_softmax
+from tinylm.reference import adam as ref_adam
+from tinylm.reference import attention_softmax as ref_attention_softmax
 
 from strategies import lstm_problems, seeds
 
@@ -136,9 +136,9 @@ def test_adam_update(device, size, dtype, seed, step, decoupled, weight_decay, g
     grad = (grad_scale * rng.standard_normal(size)).astype(dtype)
     ours = [device.put(a.copy()) for a in start]
     theirs = [a.copy() for a in start]
-    optim.adam_update(*ours[:1], device.put(grad), *ours[1:], step, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled,
+    adam.adam_update(*ours[:1], device.put(grad), *ours[1:], step, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled,
                       threads=threads, max_blocks=max_blocks)
-    ref_optim.adam_update(theirs[0], grad, theirs[1], theirs[2], step, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+    ref_adam.adam_update(theirs[0], grad, theirs[1], theirs[2], step, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled)
     for name, a, b in zip(("param", "exp_avg", "exp_avg_sq"), ours, theirs):
         close(a, b, dtype, scale=float(np.abs(b).max(initial=1.0)), name=name)
 
@@ -205,12 +205,12 @@ def test_attention_softmax(device, problem, seed, geometry):
     scores, scale, mask, causal = problem
     dtype = scores.dtype.type
     geometry = dict(threads=threads, max_blocks=max_blocks)
-    probs = softmax.attention_softmax_forward(device.put(scores), scale, device.put(mask), causal, **geometry)
-    expected = ref_softmax.attention_softmax_forward(scores, scale, mask, causal)
+    probs = attention_softmax.attention_softmax_forward(device.put(scores), scale, device.put(mask), causal, **geometry)
+    expected = ref_attention_softmax.attention_softmax_forward(scores, scale, mask, causal)
     close(probs, expected, dtype, name="probs")
     grad = np.random.default_rng(seed).standard_normal(scores.shape).astype(dtype)
-    got = softmax.attention_softmax_backward(device.put(grad), device.put(expected), scale, **geometry)
-    close(got, ref_softmax.attention_softmax_backward(grad, expected, scale), dtype, scale=scale, name="grad_scores")
+    got = attention_softmax.attention_softmax_backward(device.put(grad), device.put(expected), scale, **geometry)
+    close(got, ref_attention_softmax.attention_softmax_backward(grad, expected, scale), dtype, scale=scale, name="grad_scores")
 
 
 # --------------------------------------------------------------- cross-entropy
@@ -265,9 +265,9 @@ def test_a_nan_score_or_logit_is_never_dropped(device, dtype, threads):
     close(got, ref_cross_entropy.cross_entropy_backward(grad_losses, logits, targets, expected[1], -100), dtype)
 
     scores = logits[None, :3]  # (1, 3, 70): rows 0 and 1 hold a NaN
-    probs = Device.get(softmax.attention_softmax_forward(device.put(scores), 1.0, threads=threads))
+    probs = Device.get(attention_softmax.attention_softmax_forward(device.put(scores), 1.0, threads=threads))
     assert np.isnan(probs[0, :2]).all(), "a row with a NaN score must come out NaN, not finite or zero"
-    close(probs[0, 2], ref_softmax.attention_softmax_forward(scores, 1.0)[0, 2], dtype)
+    close(probs[0, 2], ref_attention_softmax.attention_softmax_forward(scores, 1.0)[0, 2], dtype)
 
 
 # ------------------------------------------------------------------------ LSTM
@@ -363,14 +363,14 @@ def test_causal_attention(device, heads, steps, head_size, dtype, seed, sharpnes
     scale = 1 / np.sqrt(head_size)
     rtol = ATTENTION_TOLERANCE[dtype]
     geometry = dict(threads=threads, max_blocks=max_blocks)
-    out, lse = attention.causal_attention_forward(*(device.put(a) for a in (q, k, v)), scale, **geometry)
-    expected_out, expected_lse = ref_attention.causal_attention_forward(q, k, v, scale)
+    out, lse = causal_attention.causal_attention_forward(*(device.put(a) for a in (q, k, v)), scale, **geometry)
+    expected_out, expected_lse = ref_causal_attention.causal_attention_forward(q, k, v, scale)
     close(out, expected_out, dtype, rtol=rtol, scale=float(np.abs(v).max(initial=1.0)), name="out")
     close(lse, expected_lse, dtype, rtol=rtol, scale=float(np.abs(expected_lse).max(initial=1.0)), name="logsumexp")
     grad = rng.standard_normal(q.shape).astype(dtype)
-    expected = ref_attention.causal_attention_backward(grad, q, k, v, expected_out, expected_lse, scale)
+    expected = ref_causal_attention.causal_attention_backward(grad, q, k, v, expected_out, expected_lse, scale)
     arguments = [device.put(a) for a in (grad, q, k, v, expected_out, expected_lse)]
-    for backward in (attention.causal_attention_backward, attention.causal_attention_backward_unfused):
+    for backward in (causal_attention.causal_attention_backward, causal_attention.causal_attention_backward_unfused):
         got = backward(*arguments, scale, **geometry)
         for name, a, b in zip(("dq", "dk", "dv"), got, expected):
             close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=f"{backward.__name__}: {name}")

@@ -8,7 +8,7 @@ wrapper that launched before refusing would fail these tests.
 import numpy as np
 import pytest
 
-from tinylm.kernels.cuda import attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm, optim, softmax
+from tinylm.kernels.cuda import adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm
 
 
 @pytest.fixture(autouse=True)
@@ -50,22 +50,22 @@ def test_adam_update():
     p = np.zeros(4, f32)
     args = (1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
     with pytest.raises(TypeError, match="adam_update: grad is float64, param is float32"):
-        optim.adam_update(p, np.zeros(4), p.copy(), p.copy(), *args)
+        adam.adam_update(p, np.zeros(4), p.copy(), p.copy(), *args)
     with pytest.raises(ValueError, match=r"adam_update: exp_avg has shape \(3,\), param \(4,\)"):
-        optim.adam_update(p, p.copy(), np.zeros(3, f32), p.copy(), *args)
+        adam.adam_update(p, p.copy(), np.zeros(3, f32), p.copy(), *args)
     with pytest.raises(ValueError, match="param must be C-contiguous"):
-        optim.adam_update(np.zeros(8, f32)[::2], p.copy(), p.copy(), p.copy(), *args)
+        adam.adam_update(np.zeros(8, f32)[::2], p.copy(), p.copy(), p.copy(), *args)
     with pytest.raises(ValueError, match="step counts from 1"):
-        optim.adam_update(p, p.copy(), p.copy(), p.copy(), 0, *args[1:])
+        adam.adam_update(p, p.copy(), p.copy(), p.copy(), 0, *args[1:])
     m = np.zeros(4, f32)
     with pytest.raises(ValueError, match="exp_avg and exp_avg_sq share memory"):
-        optim.adam_update(p, p.copy(), m, m, *args)
+        adam.adam_update(p, p.copy(), m, m, *args)
     with pytest.raises(TypeError, match="param must be float32 or float64, got int64"):
-        optim.adam_update(np.zeros(4, np.int64), *(np.zeros(4, np.int64) for _ in range(3)), *args)
+        adam.adam_update(np.zeros(4, np.int64), *(np.zeros(4, np.int64) for _ in range(3)), *args)
     frozen = np.zeros(4, f32)
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="exp_avg is read-only"):
-        optim.adam_update(p, p.copy(), frozen, p.copy(), *args)
+        adam.adam_update(p, p.copy(), frozen, p.copy(), *args)
 
 
 def test_layer_norm():
@@ -89,17 +89,17 @@ def test_layer_norm():
 def test_attention_softmax():
     scores = np.zeros((2, 3, 4), f32)
     with pytest.raises(ValueError, match=r"attention_softmax_forward: mask \(4, 3\) must be \(L, S\) = \(3, 4\)"):
-        softmax.attention_softmax_forward(scores, 1.0, np.zeros((4, 3), f32))
+        attention_softmax.attention_softmax_forward(scores, 1.0, np.zeros((4, 3), f32))
     with pytest.raises(ValueError, match=r"scores must be \(\.\.\., L, S\), got shape \(4,\)"):
-        softmax.attention_softmax_forward(np.zeros(4, f32), 1.0)
+        attention_softmax.attention_softmax_forward(np.zeros(4, f32), 1.0)
     with pytest.raises(TypeError, match="attention_softmax_forward: scores must be float32 or float64, got int64"):
-        softmax.attention_softmax_forward(np.zeros((3, 4), np.int64), 1.0)
+        attention_softmax.attention_softmax_forward(np.zeros((3, 4), np.int64), 1.0)
     with pytest.raises(TypeError, match="mask must be a float array"):
-        softmax.attention_softmax_forward(scores, 1.0, np.zeros((3, 4), bool))
+        attention_softmax.attention_softmax_forward(scores, 1.0, np.zeros((3, 4), bool))
     with pytest.raises(ValueError, match="attention_softmax_backward: grad_probs \\(2, 3\\) and probs"):
-        softmax.attention_softmax_backward(np.zeros((2, 3), f32), scores, 1.0)
+        attention_softmax.attention_softmax_backward(np.zeros((2, 3), f32), scores, 1.0)
     with pytest.raises(TypeError, match="grad_probs is float64, expected float32"):
-        softmax.attention_softmax_backward(np.zeros(scores.shape), scores, 1.0)
+        attention_softmax.attention_softmax_backward(np.zeros(scores.shape), scores, 1.0)
 
 
 def test_cross_entropy():
@@ -159,22 +159,22 @@ def test_dropout():
 def test_causal_attention():
     q = np.zeros((2, 5, 8), f32)
     with pytest.raises(ValueError, match=r"causal_attention_forward: q, k, v must be \(N, T, hs\) of one shape"):
-        attention.causal_attention_forward(q, q[:, :4], q, 1.0)
+        causal_attention.causal_attention_forward(q, q[:, :4], q, 1.0)
     with pytest.raises(TypeError, match="q, k, v must share one float dtype"):
-        attention.causal_attention_forward(q, q.astype(np.float64), q, 1.0)
+        causal_attention.causal_attention_forward(q, q.astype(np.float64), q, 1.0)
     with pytest.raises(ValueError, match="head size 129 .* is above the kernel's 128"):
         big = np.zeros((1, 2, 129), f32)
-        attention.causal_attention_forward(big, big, big, 1.0)
+        causal_attention.causal_attention_forward(big, big, big, 1.0)
     with pytest.raises(ValueError, match="bytes of shared memory, above 49152"):
         wide = np.zeros((1, 2, 128))
-        attention.causal_attention_forward(wide, wide, wide, 1.0, threads=256)
+        causal_attention.causal_attention_forward(wide, wide, wide, 1.0, threads=256)
     with pytest.raises(ValueError, match=r"causal_attention_backward: grad_out \(2, 5, 7\) and out"):
-        attention.causal_attention_backward(np.zeros((2, 5, 7), f32), q, q, q, q, np.zeros((2, 5), f32), 1.0)
+        causal_attention.causal_attention_backward(np.zeros((2, 5, 7), f32), q, q, q, q, np.zeros((2, 5), f32), 1.0)
 
 
 def test_launch_geometry_is_checked():
     with pytest.raises(ValueError, match="threads per block must be a multiple of 32 in \\[32, 1024\\], got 48"):
-        softmax.attention_softmax_forward(np.zeros((2, 3), f32), 1.0, threads=48)
+        attention_softmax.attention_softmax_forward(np.zeros((2, 3), f32), 1.0, threads=48)
     with pytest.raises(ValueError, match="max_blocks must be at least 1"):
         dropout.dropout_forward(np.zeros(3, f32), 0.5, 0, max_blocks=0)
 
@@ -199,4 +199,4 @@ def test_importing_the_cuda_modules_imports_neither_cupy_nor_a_compiler():
             "print(sorted(m for m in sys.modules if m.startswith('tinylm.kernels.cuda.')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "tinylm.kernels.cuda.attention" in result.stdout
+    assert "tinylm.kernels.cuda.causal_attention" in result.stdout

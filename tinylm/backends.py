@@ -74,14 +74,14 @@ KERNELS: dict[str, dict[str, str]] = {
         "cuda": "tinylm.kernels.cuda.cross_entropy:cross_entropy_backward",
     },
     "attention_softmax_forward": {
-        "numpy": "tinylm.reference.softmax:attention_softmax_forward",
-        "cython": "tinylm.kernels.cpu.softmax:attention_softmax_forward",
-        "cuda": "tinylm.kernels.cuda.softmax:attention_softmax_forward",
+        "numpy": "tinylm.reference.attention_softmax:attention_softmax_forward",
+        "cython": "tinylm.kernels.cpu.attention_softmax:attention_softmax_forward",
+        "cuda": "tinylm.kernels.cuda.attention_softmax:attention_softmax_forward",
     },
     "attention_softmax_backward": {
-        "numpy": "tinylm.reference.softmax:attention_softmax_backward",
-        "cython": "tinylm.kernels.cpu.softmax:attention_softmax_backward",
-        "cuda": "tinylm.kernels.cuda.softmax:attention_softmax_backward",
+        "numpy": "tinylm.reference.attention_softmax:attention_softmax_backward",
+        "cython": "tinylm.kernels.cpu.attention_softmax:attention_softmax_backward",
+        "cuda": "tinylm.kernels.cuda.attention_softmax:attention_softmax_backward",
     },
     "layer_norm_forward": {
         "numpy": "tinylm.reference.layer_norm:layer_norm_forward",
@@ -104,27 +104,27 @@ KERNELS: dict[str, dict[str, str]] = {
         "cuda": "tinylm.kernels.cuda.dropout:dropout_backward",
     },
     "causal_attention_forward": {
-        "numpy": "tinylm.reference.attention:causal_attention_forward",
-        "cython": "tinylm.kernels.cpu.attention:causal_attention_forward",
-        "cuda": "tinylm.kernels.cuda.attention:causal_attention_forward",  # fused, flash-attention style
+        "numpy": "tinylm.reference.causal_attention:causal_attention_forward",
+        "cython": "tinylm.kernels.cpu.causal_attention:causal_attention_forward",
+        "cuda": "tinylm.kernels.cuda.causal_attention:causal_attention_forward",  # fused, flash-attention style
     },
     "causal_attention_backward": {
-        "numpy": "tinylm.reference.attention:causal_attention_backward",
-        "cython": "tinylm.kernels.cpu.attention:causal_attention_backward",
-        "cuda": "tinylm.kernels.cuda.attention:causal_attention_backward",  # fused, recomputes p from logsumexp
+        "numpy": "tinylm.reference.causal_attention:causal_attention_backward",
+        "cython": "tinylm.kernels.cpu.causal_attention:causal_attention_backward",
+        "cuda": "tinylm.kernels.cuda.causal_attention:causal_attention_backward",  # fused, recomputes p from logsumexp
     },
     "gelu_forward": {
-        "numpy": "tinylm.reference.activations:gelu_forward",
-        "cython": "tinylm.kernels.cpu.activations:gelu_forward",
+        "numpy": "tinylm.reference.gelu:gelu_forward",
+        "cython": "tinylm.kernels.cpu.gelu:gelu_forward",
     },
     "gelu_backward": {
-        "numpy": "tinylm.reference.activations:gelu_backward",
-        "cython": "tinylm.kernels.cpu.activations:gelu_backward",
+        "numpy": "tinylm.reference.gelu:gelu_backward",
+        "cython": "tinylm.kernels.cpu.gelu:gelu_backward",
     },
     "adam_update": {
-        "numpy": "tinylm.reference.optim:adam_update",
-        "cython": "tinylm.kernels.cpu.optim:adam_update",
-        "cuda": "tinylm.kernels.cuda.optim:adam_update",
+        "numpy": "tinylm.reference.adam:adam_update",
+        "cython": "tinylm.kernels.cpu.adam:adam_update",
+        "cuda": "tinylm.kernels.cuda.adam:adam_update",
     },
 }
 

@@ -156,7 +156,7 @@ def _attention_torch(args):
 
 
 def _attention_backward_args(size, rng):
-    from tinylm.reference.attention import causal_attention_forward
+    from tinylm.reference.causal_attention import causal_attention_forward
 
     q, k, v, scale = _attention_args(size, rng)
     out, logsumexp = causal_attention_forward(q, k, v, scale)
@@ -239,7 +239,7 @@ def _softmax_torch(args):
 
 
 def _softmax_backward_args(size, rng):
-    from tinylm.reference.softmax import attention_softmax_forward
+    from tinylm.reference.attention_softmax import attention_softmax_forward
 
     scores, scale, mask, causal = _softmax_args(size, rng)
     probs = attention_softmax_forward(scores, scale, mask, causal)

@@ -1,5 +1,5 @@
 """Scale, mask and softmax of attention scores as one op (kernels and derivation in
-``tinylm/reference/softmax.py``)."""
+``tinylm/reference/attention_softmax.py``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Causal scaled dot-product attention as one op (kernels and derivation in
-``tinylm/reference/attention.py``)."""
+``tinylm/reference/causal_attention.py``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Adam and AdamW, as torch.optim. The update itself is the ``adam_update`` kernel
-(reference: ``tinylm/reference/optim.py``), one pass over each parameter."""
+(reference: ``tinylm/reference/adam.py``), one pass over each parameter."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Attention's scale + mask + softmax as Cython kernels: the drop-ins for
-``tinylm/reference/softmax.py``.
+``tinylm/reference/attention_softmax.py``.
 
     forward:   pᵢⱼ = e^(zᵢⱼ - mᵢ) / dᵢ,  zᵢⱼ = scale · sᵢⱼ + maskᵢⱼ  (keys j > i dropped if causal)
     backward:  dsᵢⱼ = scale · pᵢⱼ (gᵢⱼ - Σₖ gᵢₖ pᵢₖ)

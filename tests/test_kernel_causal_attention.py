@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 import tinylm
 from tinylm import Tensor, nn
 from tinylm.gradcheck import gradcheck
-from tinylm.kernels.cpu import attention as compiled
+from tinylm.kernels.cpu import causal_attention as compiled
 from tinylm.ops.causal_attention import causal_attention
-from tinylm.reference import attention as reference
+from tinylm.reference import causal_attention as reference
 
 from strategies import PRODUCT_PATHS, products_through, seeds
 

@@ -1,4 +1,4 @@
-"""The causal attention reference (tinylm/reference/attention.py), the oracle of the fused
+"""The causal attention reference (tinylm/reference/causal_attention.py), the oracle of the fused
 CUDA kernel: its forward against a direct per-query loop, its backward against central
 finite differences (float64) of L = Σ g ⊙ out, including through the logsumexp it
 rebuilds the probabilities from."""
@@ -6,7 +6,7 @@ rebuilds the probabilities from."""
 import numpy as np
 import pytest
 
-from tinylm.reference.attention import causal_attention_backward, causal_attention_forward
+from tinylm.reference.causal_attention import causal_attention_backward, causal_attention_forward
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 5, 3), (1, 7, 4)])

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tinylm import kernels
-from tinylm.kernels.cpu import activations as compiled
-from tinylm.reference import activations as reference
+from tinylm.kernels.cpu import gelu as compiled
+from tinylm.reference import gelu as reference
 
 from strategies import run_with_threads, seeds
 

@@ -1,6 +1,6 @@
-/* attention.cu: fused causal attention, forward and backward, flash-attention style.
+/* causal_attention.cu: fused causal attention, forward and backward, flash-attention style.
  *
- * Reference: tinylm/reference/attention.py (causal_attention_forward and _backward).
+ * Reference: tinylm/reference/causal_attention.py (causal_attention_forward and _backward).
  * For each of the N = batch · heads heads, with q, k, v (T, hs) and query i seeing
  * keys j <= i:
  *
@@ -25,7 +25,7 @@
  *   queries (in shared memory, each row then serves all the block's warps).
  *
  * The backward, below, is fused the same way (two kernels, see there). attention.py
- * also keeps an unfused backward (cuBLAS and the softmax.cu kernels, holding (T, T)
+ * also keeps an unfused backward (cuBLAS and the attention_softmax.cu kernels, holding (T, T)
  * matrices) as a second opinion and for comparison.
  *
  * Shared memory of the forward (dynamic, sized by attention.shared_bytes): K tile
@@ -116,7 +116,7 @@ __device__ void causal_attention_forward(const T* __restrict__ q, const T* __res
  *
  * With the forward's l_i, any p_ij = e^(s_ij - l_i) can be recomputed from q_i and k_j
  * alone, and with D_i = g_i · o_i (g = dL/do; the wrapper computes D, N·T numbers) the
- * softmax backward needs no sum over keys either (see tinylm/reference/attention.py):
+ * softmax backward needs no sum over keys either (see tinylm/reference/causal_attention.py):
  *
  *     dp_ij = g_i · v_j,   ds_ij = p_ij (dp_ij - D_i)
  *     dv_j = Σ_i p_ij g_i,   dk_j = scale Σ_i ds_ij q_i,   dq_i = scale Σ_j ds_ij k_j

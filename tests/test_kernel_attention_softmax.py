@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tinylm import kernels
-from tinylm.kernels.cpu import softmax as compiled
-from tinylm.reference import softmax as reference
+from tinylm.kernels.cpu import attention_softmax as compiled
+from tinylm.reference import attention_softmax as reference
 
 from strategies import run_with_threads, seeds
 

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Causal scaled dot-product attention as Cython kernels: the drop-ins for
-``tinylm/reference/attention.py`` (whose docstring derives the backward).
+``tinylm/reference/causal_attention.py`` (whose docstring derives the backward).
 
 Same names, signatures and meaning: q, k, v (N, T, hs) -> (out, logsumexp), and the
 backward rebuilds the probabilities from logsumexp instead of keeping the (N, T, T)
@@ -13,7 +13,7 @@ matrix. What differs, and why:
   products); here a head's (T, T) scores stay in one scratch buffer that fits in L2.
 - The softmax is two passes over a row (max, then exp and sum; a third scales by
   1/sum), not one online pass: the row is in cache already, and the online form's
-  rescaling cost more than the pass it saves (see ``softmax.pyx``). Sums in double.
+  rescaling cost more than the pass it saves (see ``attention_softmax.pyx``). Sums in double.
 - The backward scales dL/ds before its two products (scale (dL/ds) k), where the
   reference scales after; the results agree to rounding.
 - The heads run on one thread: at T = 64 a head is a few microseconds of work, and an
@@ -29,7 +29,7 @@ include "_math.pxi"
 include "_blas.pxi"
 
 from tinylm.kernels.cpu._checks import real_scalar
-from tinylm.reference import attention as reference
+from tinylm.reference import causal_attention as reference
 
 
 @cython.boundscheck(False)
@@ -125,7 +125,7 @@ def _contiguous(*arrays):
 
 
 def causal_attention_forward(q, k, v, scale):
-    """As ``tinylm.reference.attention.causal_attention_forward``: (out (N, T, hs), logsumexp (N, T))."""
+    """As ``tinylm.reference.causal_attention.causal_attention_forward``: (out (N, T, hs), logsumexp (N, T))."""
     q, k, v = (np.asarray(a) for a in (q, k, v))
     reference.check_qkv("causal_attention_forward", q, k, v)
     if q.dtype != np.float32 and q.dtype != np.float64:
@@ -146,7 +146,7 @@ def causal_attention_forward(q, k, v, scale):
 
 
 def causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale):
-    """As ``tinylm.reference.attention.causal_attention_backward``: (dq, dk, dv), each (N, T, hs)."""
+    """As ``tinylm.reference.causal_attention.causal_attention_backward``: (dq, dk, dv), each (N, T, hs)."""
     grad_out, q, k, v, out, logsumexp = (np.asarray(a) for a in (grad_out, q, k, v, out, logsumexp))
     op = "causal_attention_backward"
     reference.check_qkv(op, q, k, v)

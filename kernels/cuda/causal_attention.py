@@ -1,10 +1,10 @@
-"""Launch wrappers for ``attention.cu``: the ``cuda`` backend's fused causal attention.
+"""Launch wrappers for ``causal_attention.cu``: the ``cuda`` backend's fused causal attention.
 
-Same names, signatures and meaning as ``tinylm/reference/attention.py``. Forward and
+Same names, signatures and meaning as ``tinylm/reference/causal_attention.py``. Forward and
 backward are fused, flash-attention style: no (T, T) matrix is ever in memory.
 ``causal_attention_backward_unfused`` is the plain alternative, kept as a second opinion
 and for comparison: it recomputes the scores q kᵀ with the array module's matmul
-(cuBLAS on a GPU) and goes through the attention softmax kernels of ``softmax.cu``,
+(cuBLAS on a GPU) and goes through the attention softmax kernels of ``attention_softmax.cu``,
 holding (N, T, T) scores, probabilities and their gradients in memory.
 
 ``threads`` and ``max_blocks`` set the launch geometry (for tests and tuning). Without
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.cuda import softmax
+from tinylm.kernels.cuda import attention_softmax
 from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, float_suffix, real_scalar,
                                         threads_for)
-from tinylm.reference.attention import check_qkv
+from tinylm.reference.causal_attention import check_qkv
 
-SOURCE = CudaSource("attention.cu")
-KEY_TILE, MAX_HEAD = 32, 128  # as ATTENTION_KEY_TILE and ATTENTION_MAX_HEAD in attention.cu
+SOURCE = CudaSource("causal_attention.cu")
+KEY_TILE, MAX_HEAD = 32, 128  # as ATTENTION_KEY_TILE and ATTENTION_MAX_HEAD in causal_attention.cu
 MAX_SHARED_BYTES = 48 * 1024
 
 
@@ -95,7 +95,7 @@ def _checked_backward(op, grad_out, q, k, v, out, logsumexp, scale):
 def causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale: float, *, threads: int | None = None,
                               max_blocks: int | None = None):
     """-> (dq, dk, dv), fused: two kernels recompute the probabilities from ``logsumexp``
-    tile by tile (see attention.cu)."""
+    tile by tile (see causal_attention.cu)."""
     op = "causal_attention_backward"
     xp, suffix, k, v, grad_out, out, logsumexp, scale = _checked_backward(op, grad_out, q, k, v, out, logsumexp, scale)
     heads, steps, head_size = q.shape
@@ -121,8 +121,8 @@ def causal_attention_backward_unfused(grad_out, q, k, v, out, logsumexp, scale: 
     xp, _, k, v, grad_out, _, _, scale = _checked_backward(op, grad_out, q, k, v, out, logsumexp, scale)
     geometry = dict(threads=threads, max_blocks=max_blocks)
     scores = q @ k.transpose(0, 2, 1)  # (N, T, T), unscaled: the softmax kernel scales
-    probs = softmax.attention_softmax_forward(scores, scale, None, True, **geometry)
+    probs = attention_softmax.attention_softmax_forward(scores, scale, None, True, **geometry)
     grad_v = probs.transpose(0, 2, 1) @ grad_out
     grad_probs = grad_out @ v.transpose(0, 2, 1)
-    grad_scores = softmax.attention_softmax_backward(grad_probs, probs, scale, **geometry)  # includes the scale
+    grad_scores = attention_softmax.attention_softmax_backward(grad_probs, probs, scale, **geometry)  # includes the scale
     return grad_scores @ k, grad_scores.transpose(0, 2, 1) @ q, grad_v

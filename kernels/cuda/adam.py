@@ -1,6 +1,6 @@
-"""Launch wrapper for ``optim.cu``: the ``cuda`` backend's fused Adam / AdamW update.
+"""Launch wrapper for ``adam.cu``: the ``cuda`` backend's fused Adam / AdamW update.
 
-Same name, signature and meaning as ``tinylm/reference/optim.py``'s ``adam_update``: it
+Same name, signature and meaning as ``tinylm/reference/adam.py``'s ``adam_update``: it
 updates ``param``, ``exp_avg`` and ``exp_avg_sq`` in place. Because it works in place it
 refuses, rather than copies, arrays that are not C-contiguous, writable, of param's
 dtype and shape, or that overlap one another.
@@ -15,7 +15,7 @@ import numpy as np
 from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, flag, float_suffix, int_scalar,
                                         real_scalar, threads_for)
 
-SOURCE = CudaSource("optim.cu")
+SOURCE = CudaSource("adam.cu")
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, step: int, lr: float, beta1: float, beta2: float,

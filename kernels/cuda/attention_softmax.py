@@ -1,6 +1,6 @@
-"""Launch wrappers for ``softmax.cu``: the ``cuda`` backend's attention softmax.
+"""Launch wrappers for ``attention_softmax.cu``: the ``cuda`` backend's attention softmax.
 
-Same names, signatures and meaning as ``tinylm/reference/softmax.py``: scores
+Same names, signatures and meaning as ``tinylm/reference/attention_softmax.py``: scores
 (..., L, S), an additive (L, S) mask or None, causal masking of keys j > i; rows with
 every key masked come out all 0. ``threads`` and ``max_blocks`` set the launch geometry
 (for tests and tuning).
@@ -12,9 +12,9 @@ import numpy as np
 
 from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, flag, float_suffix, real_scalar,
                                         same_dtype, threads_for)
-from tinylm.reference.softmax import check_attention_mask
+from tinylm.reference.attention_softmax import check_attention_mask
 
-SOURCE = CudaSource("softmax.cu")
+SOURCE = CudaSource("attention_softmax.cu")
 
 
 def attention_softmax_forward(scores, scale: float, mask=None, causal: bool = False, *, threads: int | None = None,

@@ -1,5 +1,5 @@
 """Causal scaled dot-product attention, reference versions: the oracle of the fused
-(flash-attention style) CUDA kernel in ``kernels/cuda/attention.cu``.
+(flash-attention style) CUDA kernel in ``kernels/cuda/causal_attention.cu``.
 
 For one head (N = batch · heads independent ones), queries q, keys k, values v, each
 (T, hs), and query i seeing keys j <= i:

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The Adam / AdamW update as one Cython loop: the drop-in for ``tinylm/reference/optim.py``.
+"""The Adam / AdamW update as one Cython loop: the drop-in for ``tinylm/reference/adam.py``.
 
 Same name, signature, meaning and order of floating-point operations as the reference
 (see its docstring for the rule). What differs, and why:
@@ -72,7 +72,7 @@ cdef void _adam(real[::1] param, const real[::1] grad, real[::1] exp_avg, real[:
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """As ``tinylm.reference.optim.adam_update``: updates param, exp_avg, exp_avg_sq in place."""
+    """As ``tinylm.reference.adam.adam_update``: updates param, exp_avg, exp_avg_sq in place."""
     arrays = {"param": param, "grad": grad, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
     for name, value in arrays.items():
         if not isinstance(value, np.ndarray):

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinylm.kernels.cpu.optim import adam_update as compiled
-from tinylm.reference.optim import adam_update as reference
+from tinylm.kernels.cpu.adam import adam_update as compiled
+from tinylm.reference.adam import adam_update as reference
 
 from strategies import seeds
 

@@ -1,7 +1,7 @@
-/* softmax.cu: the attention softmax (scale, additive or causal mask, softmax) forward
+/* attention_softmax.cu: the attention softmax (scale, additive or causal mask, softmax) forward
  * and backward, one block per row.
  *
- * Reference: tinylm/reference/softmax.py, whose meaning these keep. For a row of
+ * Reference: tinylm/reference/attention_softmax.py, whose meaning these keep. For a row of
  * scores s (query i, keys j):
  *
  *     z_j = scale · s_j + mask[i, j]   (z_j = -inf where causal and j > i)

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """GELU (tanh approximation) as Cython kernels: the drop-ins for
-``tinylm/reference/activations.py``, whose docstring has the derivative.
+``tinylm/reference/gelu.py``, whose docstring has the derivative.
 
 Same names, signatures and meaning. What differs, and why: one pass over the array,
 where the reference makes about eight (N,) temporaries (x³, u, t, 1 + t, ...); and

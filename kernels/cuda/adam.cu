@@ -1,6 +1,6 @@
-/* optim.cu: the Adam / AdamW update as one fused kernel.
+/* adam.cu: the Adam / AdamW update as one fused kernel.
  *
- * Reference: tinylm/reference/optim.py (torch.optim's rule; see its docstring):
+ * Reference: tinylm/reference/adam.py (torch.optim's rule; see its docstring):
  *
  *     AdamW: p <- p (1 - lr λ)          Adam: g <- g + λ p
  *     m <- m + (1 - β1)(g - m);  v <- β2 v + (1 - β2) g²
