@@ -96,7 +96,7 @@ KERNEL_ARITY = {
     "embedding_forward": 2, "embedding_backward": 3, "cross_entropy_forward": 3, "cross_entropy_backward": 5,
     "attention_softmax_forward": 4, "attention_softmax_backward": 3, "layer_norm_forward": 4,
     "layer_norm_backward": 5, "dropout_forward": 3, "dropout_backward": 3, "adam_update": 11,
-    "lstm_layer_forward": 4, "lstm_cell_forward": 2, "lstm_stack_step": 6, "gelu_forward": 1, "gelu_backward": 2,
+    "lstm_layer_forward": 4, "lstm_stack_step": 6, "gelu_forward": 1, "gelu_backward": 2,
     "causal_attention_forward": 4, "causal_attention_backward": 7,
 }
 

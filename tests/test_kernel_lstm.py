@@ -50,23 +50,6 @@ def test_forward_matches_reference(path, problem):
         np.testing.assert_allclose(got, expected, **tolerance)
 
 
-@given(problem=lstm_problems())
-def test_one_cell_step_matches_reference(problem):
-    """lstm_cell_forward (generation's step) on the first step's gates, saturated ones too."""
-    x_proj, _, _, c0, _ = problem
-    tolerance = TOLERANCE[x_proj.dtype.type]
-    got = compiled.lstm_cell_forward(x_proj[0], c0)
-    expected = reference.lstm_cell_forward(np.ascontiguousarray(x_proj[0]), c0)
-    for g, e in zip(got[:2] + got[2], expected[:2] + expected[2]):
-        assert g.dtype == x_proj.dtype
-        np.testing.assert_allclose(g, e, **tolerance)
-
-
-def test_one_cell_step_refuses_mismatched_shapes():
-    with pytest.raises(ValueError, match=r"lstm_cell_forward: gates \(2, 8\) must be \(B, 4H\)"):
-        compiled.lstm_cell_forward(np.zeros((2, 8), np.float32), np.zeros((2, 3), np.float32))
-
-
 @pytest.mark.parametrize("path", PRODUCT_PATHS)
 @given(problem=lstm_problems(), forward_from=st.sampled_from(["compiled", "reference"]))
 def test_backward_matches_reference_after_either_forward(path, problem, forward_from):

@@ -44,11 +44,6 @@ KERNELS: dict[str, dict[str, str]] = {
         "cython": "tinylm.kernels.cpu.embedding:embedding_backward",
         "cuda": "tinylm.kernels.cuda.embedding:embedding_backward",
     },
-    "lstm_cell_forward": {  # one step, for generation (tinylm.models.lstm.LSTMStepper)
-        "numpy": "tinylm.reference.lstm:lstm_cell_forward",
-        "cython": "tinylm.kernels.cpu.lstm:lstm_cell_forward",
-        "cuda": "tinylm.kernels.cuda.lstm:lstm_cell_forward",
-    },
     "lstm_stack_step": {  # one step of every layer at once, for generation (LSTMStepper)
         "numpy": "tinylm.reference.lstm:lstm_stack_step",
         "cython": "tinylm.kernels.cpu.lstm:lstm_stack_step",

@@ -40,11 +40,12 @@ include "_math.pxi"
 include "_blas.pxi"
 
 from tinylm.kernels.cpu._checks import flag
+from tinylm.reference.lstm import check_layer_shapes
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _cell_forward(
+def _cell_forward(
     const real[:, ::1] x_proj,   # (B, 4H) this step's input projection
     const real[:, ::1] recurrent,  # (B, 4H) h_prev @ Wₕₕᵀ
     const real[:, ::1] c_prev,   # (B, H)
@@ -52,17 +53,17 @@ cdef void _cell_forward(
     real[:, ::1] c,              # (B, H) out
     real[:, ::1] tanh_c,         # (B, H) out
     real[:, ::1] h,              # (B, H) out
-) noexcept nogil:
-    cdef Py_ssize_t batch = c.shape[0], hidden = c.shape[1], b, j
-    cdef real i, f, g, o, cell
+):
+    cdef Py_ssize_t batch = c.shape[0], hidden = c.shape[1], b
     cdef const real* pre       # this row of x_proj,    gates i | f | g | o, each H wide
     cdef const real* rec       # this row of recurrent, the same layout
     cdef real* act
-    for b in range(batch):
-        # Raw row pointers: the inner loop is then plain C over arrays, which GCC vectorises
-        # (with memoryview indexing it did not).
-        pre, rec, act = &x_proj[b, 0], &recurrent[b, 0], &activations[b, 0]
-        _cell_forward_row(pre, rec, &c_prev[b, 0], act, &c[b, 0], &tanh_c[b, 0], &h[b, 0], hidden)
+    with nogil:
+        for b in range(batch):
+            # Raw row pointers: the inner loop is then plain C over arrays, which GCC
+            # vectorises (with memoryview indexing it did not).
+            pre, rec, act = &x_proj[b, 0], &recurrent[b, 0], &activations[b, 0]
+            _cell_forward_row(pre, rec, &c_prev[b, 0], act, &c[b, 0], &tanh_c[b, 0], &h[b, 0], hidden)
 
 
 @cython.cdivision(True)
@@ -95,19 +96,20 @@ cdef inline void _cell_forward_row(const real* pre, const real* rec, const real*
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _cell_backward(
-    const real[:, ::1] d_h_out,      # (B, H) dL/dh_t from the layer's output
-    const real[:, ::1] d_h_next,     # (B, H) dL/dh_t sent back by step t+1
-    real[:, ::1] d_c,                # (B, H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+def _cell_backward(
+    const real[:, ::1] dh_out,      # (B, H) dL/dh_t from the layer's output
+    const real[:, ::1] dh_next,     # (B, H) dL/dh_t sent back by step t+1
+    real[:, ::1] dc,                 # (B, H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
     const real[:, ::1] c_prev,       # (B, H)
     const real[:, ::1] activations,  # (B, 4H)
     const real[:, ::1] tanh_c,       # (B, H)
     real[:, ::1] d_gates,            # (B, 4H) out
-) noexcept nogil:
-    cdef Py_ssize_t batch = d_c.shape[0], b
-    for b in range(batch):
-        _cell_backward_row(&d_h_out[b, 0], &d_h_next[b, 0], &d_c[b, 0], &c_prev[b, 0], &activations[b, 0],
-                           &tanh_c[b, 0], &d_gates[b, 0], d_c.shape[1])
+):
+    cdef Py_ssize_t batch = dc.shape[0], b
+    with nogil:
+        for b in range(batch):
+            _cell_backward_row(&dh_out[b, 0], &dh_next[b, 0], &dc[b, 0], &c_prev[b, 0], &activations[b, 0],
+                               &tanh_c[b, 0], &d_gates[b, 0], dc.shape[1])
 
 
 DEF CHUNK = 256  # hidden units per pass; dh and dc of a chunk live in stack buffers
@@ -115,14 +117,14 @@ DEF CHUNK = 256  # hidden units per pass; dh and dc of a chunk live in stack buf
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef inline void _cell_backward_row(const real* d_h_out, const real* d_h_next, real* d_c, const real* c_prev,
+cdef inline void _cell_backward_row(const real* dh_out, const real* dh_next, real* dc, const real* c_prev,
                                     const real* act, const real* tanh_c, real* d_gates,
                                     Py_ssize_t hidden) noexcept nogil:
     """One batch row, in chunks of hidden units, as short loops over few arrays each (so
     that GCC vectorises them, as in ``_cell_forward_row``)."""
     cdef Py_ssize_t j, start, n
-    cdef real dh[CHUNK]
-    cdef real dc[CHUNK]
+    cdef real dh[CHUNK]        # dh_out + dh_next
+    cdef real dc_total[CHUNK]  # dc + what reaches c through h
     cdef const real* i
     cdef const real* f
     cdef const real* g
@@ -133,24 +135,24 @@ cdef inline void _cell_backward_row(const real* d_h_out, const real* d_h_next, r
         i, f, g, o = act + start, act + hidden + start, act + 2 * hidden + start, act + 3 * hidden + start
         tc = tanh_c + start
         for j in range(n):
-            dh[j] = d_h_out[start + j] + d_h_next[start + j]
+            dh[j] = dh_out[start + j] + dh_next[start + j]
         for j in range(n):
-            dc[j] = d_c[start + j] + dh[j] * o[j] * (1 - tc[j] * tc[j])
+            dc_total[j] = dc[start + j] + dh[j] * o[j] * (1 - tc[j] * tc[j])
         for j in range(n):
-            d_gates[start + j] = dc[j] * g[j] * i[j] * (1 - i[j])
+            d_gates[start + j] = dc_total[j] * g[j] * i[j] * (1 - i[j])
         for j in range(n):
-            d_gates[hidden + start + j] = dc[j] * c_prev[start + j] * f[j] * (1 - f[j])
+            d_gates[hidden + start + j] = dc_total[j] * c_prev[start + j] * f[j] * (1 - f[j])
         for j in range(n):
-            d_gates[2 * hidden + start + j] = dc[j] * i[j] * (1 - g[j] * g[j])
+            d_gates[2 * hidden + start + j] = dc_total[j] * i[j] * (1 - g[j] * g[j])
         for j in range(n):
             d_gates[3 * hidden + start + j] = dh[j] * tc[j] * o[j] * (1 - o[j])
         for j in range(n):
-            d_c[start + j] = dc[j] * f[j]
+            dc[start + j] = dc_total[j] * f[j]
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _forward_steps(
+def _forward_steps(
     const real[:, :, ::1] x_proj,  # (T, B, 4H)
     const real[:, ::1] w,          # Wₕₕᵀ (H, 4H), or Wₕₕ (4H, H) itself when ``w_is_w_hh``
     bint w_is_w_hh,
@@ -161,7 +163,7 @@ cdef void _forward_steps(
     real[:, :, ::1] hs,            # (T, B, H) out
     real[:, :, ::1] cs,            # (T, B, H) out, or (2, B, H) scratch
     real[:, :, ::1] tanh_cs,       # (T, B, H) out, or (1, B, H) scratch
-) noexcept:
+):
     """The reference's loop over time, in C: per step one gemm and the fused cell.
     Step t writes row t % len of activations, cs and tanh_cs: all T steps are kept for a
     backward, or a ring of one step (two for c, which the next step reads) when none will
@@ -186,7 +188,7 @@ cdef void _forward_steps(
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _backward_steps(
+def _backward_steps(
     const real[:, :, ::1] d_hs,         # (T, B, H)
     real[:, ::1] d_h,                   # (B, H) in: dL/dh_n; out: dL/dh0
     real[:, ::1] d_c,                   # (B, H) in: dL/dc_n; out: dL/dc0
@@ -196,7 +198,7 @@ cdef void _backward_steps(
     const real[:, :, ::1] activations,  # (T, B, 4H)
     const real[:, :, ::1] tanh_cs,      # (T, B, H)
     real[:, :, ::1] d_gates,            # (T, B, 4H) out
-) noexcept:
+):
     """Backpropagation through time in C: per step the fused cell backward, then one gemm
     for what h_{t-1} receives, dgates_t Wₕₕ. Needs B ≥ 1 and H ≥ 1."""
     cdef Py_ssize_t steps = d_hs.shape[0], batch = d_hs.shape[1], hidden = d_hs.shape[2], t, b
@@ -223,35 +225,6 @@ def _checked(name, dtype, **arrays):
     return out
 
 
-def _check_shapes(name, x_proj, w_hh, h0, c0):
-    if x_proj.ndim != 3 or w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1] or x_proj.shape[2] != w_hh.shape[0]:
-        raise ValueError(f"{name}: x_proj {x_proj.shape} must be (T, B, 4H) and w_hh {w_hh.shape} (4H, H)")
-    expected = (x_proj.shape[1], w_hh.shape[1])
-    if h0.shape != expected or c0.shape != expected:
-        raise ValueError(f"{name}: h0 {h0.shape} and c0 {c0.shape} must be (B, H) = {expected}")
-    if x_proj.shape[0] == 0:
-        raise ValueError(f"{name}: the sequence is empty (T = 0)")
-
-
-def lstm_cell_forward(gates, c_prev):
-    """As ``tinylm.reference.lstm.lstm_cell_forward``: one step from its gate
-    pre-activations (B, 4H) and c_prev (B, H) -> (h, c, (activations, tanh_c)). The
-    layer's fused cell with a zero recurrent term (adding 0 changes nothing)."""
-    dtype = np.asarray(gates).dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"lstm_cell_forward: gates must be float32 or float64, got {dtype}")
-    gates, c_prev = _checked("lstm_cell_forward", dtype, gates=gates, c_prev=c_prev)
-    if gates.ndim != 2 or c_prev.ndim != 2 or gates.shape != (c_prev.shape[0], 4 * c_prev.shape[1]):
-        raise ValueError(f"lstm_cell_forward: gates {gates.shape} must be (B, 4H) for c_prev {c_prev.shape} (B, H)")
-    activations, zeros = np.empty_like(gates), np.zeros_like(gates)
-    c, tanh_c, h = np.empty_like(c_prev), np.empty_like(c_prev), np.empty_like(c_prev)
-    if dtype == np.float32:
-        _cell_forward[float](gates, zeros, c_prev, activations, c, tanh_c, h)
-    else:
-        _cell_forward[double](gates, zeros, c_prev, activations, c, tanh_c, h)
-    return h, c, (activations, tanh_c)
-
-
 def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
     """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved). With
     ``keep_saved=False`` (evaluation) the gates and cells of one step are kept at a time,
@@ -260,7 +233,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
     if dtype != np.float32 and dtype != np.float64:
         raise TypeError(f"lstm_layer_forward: x_proj must be float32 or float64, got {dtype}")
     x_proj, w_hh, h0, c0 = _checked("lstm_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
-    _check_shapes("lstm_layer_forward", x_proj, w_hh, h0, c0)
+    check_layer_shapes("lstm_layer_forward", x_proj, w_hh, h0, c0)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
     keep_saved = flag("lstm_layer_forward", "keep_saved", keep_saved)
     kept = steps if keep_saved else 1  # steps of gates and cells kept: all, or a ring of one (c: two)
@@ -275,10 +248,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
     recurrent = np.empty((batch, 4 * hidden), dtype)
     if batch and hidden and _blas_ready(4 * hidden * max(batch, hidden)):
         w, w_is_w_hh = (w_hh_t, False) if steps > 1 else (w_hh, True)
-        if dtype == np.float32:
-            _forward_steps[float](x_proj, w, w_is_w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs)
-        else:
-            _forward_steps[double](x_proj, w, w_is_w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs)
+        _forward_steps(x_proj, w, w_is_w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs)
     else:
         _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations, hs, cs, tanh_cs)
     c_n = cs[(steps - 1) % len(cs)]
@@ -291,10 +261,7 @@ def _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations,
     for t in range(x_proj.shape[0]):
         np.matmul(h, w_hh_t, out=recurrent)
         a, c_out, p = activations[t % len(activations)], cs[t % len(cs)], tanh_cs[t % len(tanh_cs)]
-        if dtype == np.float32:
-            _cell_forward[float](x_proj[t], recurrent, c, a, c_out, p, hs[t])
-        else:
-            _cell_forward[double](x_proj[t], recurrent, c, a, c_out, p, hs[t])
+        _cell_forward(x_proj[t], recurrent, c, a, c_out, p, hs[t])
         h, c = hs[t], c_out
 
 
@@ -307,7 +274,7 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = _checked(
         "lstm_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, d_c_n=d_c_n, w_hh=w_hh, h0=h0, c0=c0,
         hs=hs, cs=cs, activations=activations, tanh_cs=tanh_cs)
-    _check_shapes("lstm_layer_backward", activations, w_hh, h0, c0)
+    check_layer_shapes("lstm_layer_backward", activations, w_hh, h0, c0)
     steps, batch, hidden = activations.shape[0], activations.shape[1], w_hh.shape[1]
     for key, value in (("d_hs", d_hs), ("hs", hs), ("cs", cs), ("tanh_cs", tanh_cs)):
         if value.shape != (steps, batch, hidden):
@@ -318,10 +285,7 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     d_h = d_h_n.copy()  # dL/dh_t arriving from step t+1 (at first: from the final state)
     d_c = d_c_n.copy()
     if batch and hidden and _blas_ready(4 * hidden * max(batch, hidden)):
-        if dtype == np.float32:
-            _backward_steps[float](d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
-        else:
-            _backward_steps[double](d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
+        _backward_steps(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
     else:
         _backward_steps_through_numpy(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
     h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
@@ -334,16 +298,13 @@ def _backward_steps_through_numpy(d_hs, d_h, d_c, w_hh, c0, cs, activations, tan
     dtype = d_hs.dtype
     for t in range(d_hs.shape[0] - 1, -1, -1):
         c_prev = cs[t - 1] if t > 0 else c0
-        if dtype == np.float32:
-            _cell_backward[float](d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
-        else:
-            _cell_backward[double](d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
+        _cell_backward(d_hs[t], d_h, d_c, c_prev, activations[t], tanh_cs[t], d_gates[t])
         np.matmul(d_gates[t], w_hh, out=d_h)  # (B, H): what h_{t-1} receives from step t
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _stack_step(
+def _stack_step(
     const real[:, ::1] gates0,      # (B, 4H) layer 0's input part of the gates
     const real[:, :, ::1] h,        # (L, B, H)
     const real[:, :, ::1] c,        # (L, B, H)
@@ -356,7 +317,7 @@ cdef void _stack_step(
     real[::1] tanh_c,               # (H,) scratch
     real[:, :, ::1] new_h,          # (L, B, H) out
     real[:, :, ::1] new_c,          # (L, B, H) out
-) noexcept:
+):
     """The reference's layers in C: per layer one gemm, then the fused cell of each row
     (the cell adds its two inputs: layer 0's gates0 + h W_hh0ᵀ, a later layer's bias +
     [x, h] [W_ih | W_hh]ᵀ). Needs B ≥ 1 and H ≥ 1."""
@@ -405,8 +366,5 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
     new_h, new_c = np.empty_like(h), np.empty_like(c)
     product, x_and_h = np.empty((batch, 4 * hidden), dtype), np.empty((batch, 2 * hidden), dtype)
     activations, tanh_c = np.empty(4 * hidden, dtype), np.empty(hidden, dtype)
-    if dtype == np.float32:
-        _stack_step[float](gates0, h, c, w_hh0, stacked, biases, product, x_and_h, activations, tanh_c, new_h, new_c)
-    else:
-        _stack_step[double](gates0, h, c, w_hh0, stacked, biases, product, x_and_h, activations, tanh_c, new_h, new_c)
+    _stack_step(gates0, h, c, w_hh0, stacked, biases, product, x_and_h, activations, tanh_c, new_h, new_c)
     return new_h, new_c

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tinylm import backends
 from tinylm.autograd import Function
+from tinylm.reference.lstm import check_layer_shapes
 
 
 class LSTMLayer(Function):
@@ -33,11 +34,5 @@ class LSTMLayer(Function):
 
 
 def lstm_layer(x_proj, w_hh, h0, c0):
-    if x_proj.ndim != 3 or w_hh.ndim != 2 or x_proj.shape[2] != w_hh.shape[0] or w_hh.shape[0] != 4 * w_hh.shape[1]:
-        raise ValueError(f"lstm_layer: x_proj {x_proj.shape} must be (T, B, 4H) and w_hh {w_hh.shape} (4H, H)")
-    steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
-    if h0.shape != (batch, hidden) or c0.shape != (batch, hidden):
-        raise ValueError(f"lstm_layer: h0 {h0.shape} and c0 {c0.shape} must be (B, H) = {(batch, hidden)}")
-    if steps == 0:
-        raise ValueError("lstm_layer: the sequence is empty (T = 0)")
+    check_layer_shapes("lstm_layer", x_proj, w_hh, h0, c0)
     return LSTMLayer()(x_proj, w_hh, h0, c0)

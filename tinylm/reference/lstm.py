@@ -33,8 +33,11 @@ def lstm_cell_forward(gates, c_prev):
     return o * tanh_c, c, (activations, tanh_c)
 
 
-def lstm_cell_backward(dh, dc, c_prev, saved):
-    """Gradients of one step: (dL/dh, dL/dc from later steps) -> (dL/dgates, dL/dc_prev).
+def lstm_cell_backward(dh_out, dh_next, dc, c_prev, saved):
+    """Gradients of one step -> (dL/dgates, dL/dc_prev), from what reaches h and c:
+    dh_out (B, H) from the layer's output at this step, dh_next (B, H) sent back by the
+    next step through h Wₕₕᵀ, and dc (B, H) from the next step's cell. h feeds both, so
+    dh = dh_out + dh_next.
 
     By the chain rule through h = o ⊙ tanh(c) and c = f ⊙ c_prev + i ⊙ g:
 
@@ -48,6 +51,7 @@ def lstm_cell_backward(dh, dc, c_prev, saved):
     """
     activations, tanh_c = saved
     hidden = tanh_c.shape[1]
+    dh = dh_out + dh_next
     i, f, g, o = (activations[:, k * hidden : (k + 1) * hidden] for k in range(4))
     dc_total = dc + dh * o * (1 - tanh_c * tanh_c)
     d_activations = activations.copy()  # (B, 4H), filled gate by gate below
@@ -56,6 +60,19 @@ def lstm_cell_backward(dh, dc, c_prev, saved):
     d_activations[:, 2 * hidden : 3 * hidden] = dc_total * i * (1 - g * g)
     d_activations[:, 3 * hidden :] = dh * tanh_c * o * (1 - o)
     return d_activations, dc_total * f
+
+
+def check_layer_shapes(op: str, x_proj, w_hh, h0, c0) -> None:
+    """x_proj (T, B, 4H) with T ≥ 1, w_hh (4H, H), h0 and c0 (B, H), or a ValueError naming
+    ``op``: checked once by the op and by each fast kernel's wrapper, whose loops index by
+    these sizes."""
+    if x_proj.ndim != 3 or w_hh.ndim != 2 or x_proj.shape[2] != w_hh.shape[0] or w_hh.shape[0] != 4 * w_hh.shape[1]:
+        raise ValueError(f"{op}: x_proj {x_proj.shape} must be (T, B, 4H) and w_hh {w_hh.shape} (4H, H)")
+    expected = (x_proj.shape[1], w_hh.shape[1])
+    if h0.shape != expected or c0.shape != expected:
+        raise ValueError(f"{op}: h0 {h0.shape} and c0 {c0.shape} must be (B, H) = {expected}")
+    if x_proj.shape[0] == 0:
+        raise ValueError(f"{op}: the sequence is empty (T = 0)")
 
 
 def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True):
@@ -96,7 +113,7 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     dh_next, dc_next = d_h_n, d_c_n
     for t in range(steps - 1, -1, -1):
         c_prev = cs[t - 1] if t > 0 else c0
-        d_gates[t], dc_next = lstm_cell_backward(d_hs[t] + dh_next, dc_next, c_prev, (activations[t], tanh_cs[t]))
+        d_gates[t], dc_next = lstm_cell_backward(d_hs[t], dh_next, dc_next, c_prev, (activations[t], tanh_cs[t]))
         dh_next = d_gates[t] @ w_hh  # (B, H)
     h_prev = xp.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H): the h each step read
     four_h, hidden = w_hh.shape
