@@ -55,14 +55,14 @@ cdef void _adam_chunk(real* param, const real* grad, real* exp_avg, real* exp_av
             param[k] = param[k] - step_size * (m / (_sqrt(v) / bias2_sqrt + eps))
 
 
-cdef void _adam(real[::1] param, const real[::1] grad, real[::1] exp_avg, real[::1] exp_avg_sq,
+def _adam(real[::1] param, const real[::1] grad, real[::1] exp_avg, real[::1] exp_avg_sq,
                 double step_size, double bias2_sqrt, double beta1, double beta2, double eps,
-                double weight_decay, double decay_factor, bint decoupled, int threads) noexcept nogil:
+                double weight_decay, double decay_factor, bint decoupled, int threads):
     cdef Py_ssize_t n = param.shape[0], chunk, c, start, stop
     if n == 0:
         return
     chunk = (n + threads - 1) // threads
-    for c in prange(threads, schedule="static", num_threads=threads):  # one contiguous chunk per thread
+    for c in prange(threads, schedule="static", num_threads=threads, nogil=True):  # one contiguous chunk per thread
         start = c * chunk
         stop = min(start + chunk, n)
         if start < stop:
@@ -102,9 +102,5 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
     bias2_sqrt = np.sqrt(1 - beta2 ** step)
     threads = threads_for(param.size)
     flat = [a.reshape(-1) for a in (param, grad, exp_avg, exp_avg_sq)]  # views: C-contiguous, so no copies
-    if param.dtype == np.float32:
-        _adam[float](*flat, step_size, bias2_sqrt, beta1, beta2, eps, weight_decay,
-                     1 - lr * weight_decay, decoupled, threads)
-    else:
-        _adam[double](*flat, step_size, bias2_sqrt, beta1, beta2, eps, weight_decay,
-                      1 - lr * weight_decay, decoupled, threads)
+    _adam(*flat, step_size, bias2_sqrt, beta1, beta2, eps, weight_decay,
+                 1 - lr * weight_decay, decoupled, threads)

@@ -72,10 +72,10 @@ cdef inline void _forward_row(const real* scores, const real* mask, Py_ssize_t k
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
-cdef void _forward(const real[:, ::1] scores, Py_ssize_t queries, real scale, const real[:, ::1] mask,
-                   bint has_mask, bint causal, real[:, ::1] probs, int threads) noexcept nogil:
+def _forward(const real[:, ::1] scores, Py_ssize_t queries, real scale, const real[:, ::1] mask,
+                   bint has_mask, bint causal, real[:, ::1] probs, int threads):
     cdef Py_ssize_t r, query, keys = scores.shape[1]
-    for r in prange(scores.shape[0], schedule="static", num_threads=threads):
+    for r in prange(scores.shape[0], schedule="static", num_threads=threads, nogil=True):
         query = r % queries
         _forward_row(&scores[r, 0], &mask[query, 0] if has_mask else NULL, keys,
                      min(query + 1, keys) if causal else keys, scale, &probs[r, 0])
@@ -95,10 +95,10 @@ cdef inline void _backward_row(const real[:, ::1] grad_probs, const real[:, ::1]
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _backward(const real[:, ::1] grad_probs, const real[:, ::1] probs, real scale,
-                    real[:, ::1] grad_scores, int threads) noexcept nogil:
+def _backward(const real[:, ::1] grad_probs, const real[:, ::1] probs, real scale,
+                    real[:, ::1] grad_scores, int threads):
     cdef Py_ssize_t r
-    for r in prange(probs.shape[0], schedule="static", num_threads=threads):
+    for r in prange(probs.shape[0], schedule="static", num_threads=threads, nogil=True):
         _backward_row(grad_probs, probs, r, scale, grad_scores)
 
 
@@ -124,10 +124,7 @@ def attention_softmax_forward(scores, scale, mask=None, causal=False):
     probs = np.empty_like(rows)
     if rows.size:
         threads = threads_for(rows.size)
-        if rows.dtype == np.float32:
-            _forward[float](rows, queries, scale, table, mask is not None, causal, probs, threads)
-        else:
-            _forward[double](rows, queries, scale, table, mask is not None, causal, probs, threads)
+        _forward(rows, queries, scale, table, mask is not None, causal, probs, threads)
     return probs.reshape(scores.shape)
 
 
@@ -148,8 +145,5 @@ def attention_softmax_backward(grad_probs, probs, scale):
     grad_scores = np.empty_like(p)
     if p.size:
         threads = threads_for(p.size)
-        if p.dtype == np.float32:
-            _backward[float](g, p, scale, grad_scores, threads)
-        else:
-            _backward[double](g, p, scale, grad_scores, threads)
+        _backward(g, p, scale, grad_scores, threads)
     return grad_scores.reshape(probs.shape)

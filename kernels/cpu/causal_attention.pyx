@@ -73,8 +73,8 @@ cdef inline void _softmax_rows(real* scores, Py_ssize_t steps, real scale, real*
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _forward(const real[:, :, ::1] q, const real[:, :, ::1] k, const real[:, :, ::1] v, real scale,
-                   real[:, ::1] scores, real[:, :, ::1] out, real[:, ::1] logsumexp) noexcept:
+def _forward(const real[:, :, ::1] q, const real[:, :, ::1] k, const real[:, :, ::1] v, real scale,
+                   real[:, ::1] scores, real[:, :, ::1] out, real[:, ::1] logsumexp):
     cdef Py_ssize_t heads = q.shape[0], steps = q.shape[1], size = q.shape[2], n
     with nogil:
         for n in range(heads):
@@ -85,10 +85,10 @@ cdef void _forward(const real[:, :, ::1] q, const real[:, :, ::1] k, const real[
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _backward(const real[:, :, ::1] grad_out, const real[:, :, ::1] q, const real[:, :, ::1] k,
+def _backward(const real[:, :, ::1] grad_out, const real[:, :, ::1] q, const real[:, :, ::1] k,
                     const real[:, :, ::1] v, const real[:, :, ::1] out, const real[:, ::1] logsumexp, real scale,
                     real[:, ::1] probs, real[:, ::1] grad_scores,
-                    real[:, :, ::1] grad_q, real[:, :, ::1] grad_k, real[:, :, ::1] grad_v) noexcept:
+                    real[:, :, ::1] grad_q, real[:, :, ::1] grad_k, real[:, :, ::1] grad_v):
     cdef Py_ssize_t heads = q.shape[0], steps = q.shape[1], size = q.shape[2], n, i, j, c
     cdef double inner
     cdef real* p_row
@@ -138,10 +138,7 @@ def causal_attention_forward(q, k, v, scale):
     out = np.empty_like(q)
     logsumexp = np.empty((heads, steps), q.dtype)
     scores = np.empty((steps, steps), q.dtype)  # one head's (T, T), reused
-    if q.dtype == np.float32:
-        _forward[float](q, k, v, scale, scores, out, logsumexp)
-    else:
-        _forward[double](q, k, v, scale, scores, out, logsumexp)
+    _forward(q, k, v, scale, scores, out, logsumexp)
     return out, logsumexp
 
 
@@ -164,8 +161,5 @@ def causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale):
     grad_out, q, k, v, out, logsumexp = _contiguous(grad_out, q, k, v, out, logsumexp)
     grad_q, grad_k, grad_v = np.empty_like(q), np.empty_like(q), np.empty_like(q)
     probs, grad_scores = np.empty((steps, steps), q.dtype), np.empty((steps, steps), q.dtype)
-    if q.dtype == np.float32:
-        _backward[float](grad_out, q, k, v, out, logsumexp, scale, probs, grad_scores, grad_q, grad_k, grad_v)
-    else:
-        _backward[double](grad_out, q, k, v, out, logsumexp, scale, probs, grad_scores, grad_q, grad_k, grad_v)
+    _backward(grad_out, q, k, v, out, logsumexp, scale, probs, grad_scores, grad_q, grad_k, grad_v)
     return grad_q, grad_k, grad_v

@@ -57,10 +57,10 @@ cdef inline void _forward_row(const real* logits, Py_ssize_t classes, int64_t ta
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _forward(const real[:, ::1] logits, const int64_t[::1] targets, int64_t ignore_index,
-                   real[::1] losses, real[::1] logsumexp, int threads) noexcept nogil:
+def _forward(const real[:, ::1] logits, const int64_t[::1] targets, int64_t ignore_index,
+                   real[::1] losses, real[::1] logsumexp, int threads):
     cdef Py_ssize_t n
-    for n in prange(logits.shape[0], schedule="static", num_threads=threads):
+    for n in prange(logits.shape[0], schedule="static", num_threads=threads, nogil=True):
         _forward_row(&logits[n, 0], logits.shape[1], targets[n], ignore_index, &losses[n], &logsumexp[n])
 
 
@@ -80,10 +80,10 @@ cdef inline void _backward_row(const real* logits, Py_ssize_t classes, int64_t t
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _backward(const real[::1] grad_losses, const real[:, ::1] logits, const int64_t[::1] targets,
-                    const real[::1] logsumexp, int64_t ignore_index, real[:, ::1] grad, int threads) noexcept nogil:
+def _backward(const real[::1] grad_losses, const real[:, ::1] logits, const int64_t[::1] targets,
+                    const real[::1] logsumexp, int64_t ignore_index, real[:, ::1] grad, int threads):
     cdef Py_ssize_t n
-    for n in prange(logits.shape[0], schedule="static", num_threads=threads):
+    for n in prange(logits.shape[0], schedule="static", num_threads=threads, nogil=True):
         _backward_row(&logits[n, 0], logits.shape[1], targets[n], ignore_index, grad_losses[n], logsumexp[n],
                       &grad[n, 0])
 
@@ -114,10 +114,7 @@ def cross_entropy_forward(logits, targets, ignore_index):
     losses = np.empty(logits.shape[0], dtype=logits.dtype)
     logsumexp = np.empty(logits.shape[0], dtype=logits.dtype)
     threads = threads_for(logits.size)
-    if logits.dtype == np.float32:
-        _forward[float](logits, targets, ignore_index, losses, logsumexp, threads)
-    else:
-        _forward[double](logits, targets, ignore_index, losses, logsumexp, threads)
+    _forward(logits, targets, ignore_index, losses, logsumexp, threads)
     return losses, logsumexp
 
 
@@ -133,8 +130,5 @@ def cross_entropy_backward(grad_losses, logits, targets, logsumexp, ignore_index
                          f"must both be ({rows},) for logits {logits.shape}")
     grad = np.empty_like(logits)
     threads = threads_for(logits.size)
-    if logits.dtype == np.float32:
-        _backward[float](grad_losses, logits, targets, logsumexp, ignore_index, grad, threads)
-    else:
-        _backward[double](grad_losses, logits, targets, logsumexp, ignore_index, grad, threads)
+    _backward(grad_losses, logits, targets, logsumexp, ignore_index, grad, threads)
     return grad

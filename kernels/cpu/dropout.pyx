@@ -31,11 +31,11 @@ from tinylm.reference.dropout import dropout_threshold
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _forward(const real[::1] x, uint64_t seed, uint32_t threshold, real scale, real[::1] y,
-                   uint8_t[::1] mask, int threads) noexcept nogil:
+def _forward(const real[::1] x, uint64_t seed, uint32_t threshold, real scale, real[::1] y,
+                   uint8_t[::1] mask, int threads):
     cdef Py_ssize_t k
     cdef uint8_t keep
-    for k in prange(x.shape[0], schedule="static", num_threads=threads):
+    for k in prange(x.shape[0], schedule="static", num_threads=threads, nogil=True):
         keep = tinylm_dropout_bits(seed, <uint64_t>k) >= threshold
         mask[k] = keep
         y[k] = x[k] * <real>keep * scale
@@ -43,10 +43,10 @@ cdef void _forward(const real[::1] x, uint64_t seed, uint32_t threshold, real sc
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _backward(const real[::1] grad_y, const uint8_t[::1] mask, real scale, real[::1] grad_x,
-                    int threads) noexcept nogil:
+def _backward(const real[::1] grad_y, const uint8_t[::1] mask, real scale, real[::1] grad_x,
+                    int threads):
     cdef Py_ssize_t k
-    for k in prange(grad_y.shape[0], schedule="static", num_threads=threads):
+    for k in prange(grad_y.shape[0], schedule="static", num_threads=threads, nogil=True):
         grad_x[k] = grad_y[k] * <real>mask[k] * scale
 
 
@@ -64,10 +64,7 @@ def dropout_forward(x, p, seed):
     y = np.empty_like(flat)
     mask = np.empty(flat.shape, dtype=np.uint8)
     threads = threads_for(flat.size)
-    if flat.dtype == np.float32:
-        _forward[float](flat, seed, threshold, _scale(p, flat.dtype), y, mask, threads)
-    else:
-        _forward[double](flat, seed, threshold, _scale(p, flat.dtype), y, mask, threads)
+    _forward(flat, seed, threshold, _scale(p, flat.dtype), y, mask, threads)
     return y.reshape(x.shape), mask.reshape(x.shape)
 
 
@@ -82,8 +79,5 @@ def dropout_backward(grad_y, mask, p):
     flat = np.ascontiguousarray(grad_y).reshape(-1)
     grad_x = np.empty_like(flat)
     threads = threads_for(flat.size)
-    if flat.dtype == np.float32:
-        _backward[float](flat, np.ascontiguousarray(mask).reshape(-1), _scale(p, flat.dtype), grad_x, threads)
-    else:
-        _backward[double](flat, np.ascontiguousarray(mask).reshape(-1), _scale(p, flat.dtype), grad_x, threads)
+    _backward(flat, np.ascontiguousarray(mask).reshape(-1), _scale(p, flat.dtype), grad_x, threads)
     return grad_x.reshape(grad_y.shape)

@@ -33,14 +33,14 @@ from tinylm.kernels import threads_for
 # have already guaranteed every index is in range); the wrappers keep Python semantics.
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _gather_rows(
+def _gather_rows(
     const real[:, ::1] weight,        # (V, D)
     const int64_t[::1] ids,           # (N,), every id already checked to be in range
     real[:, ::1] out,                 # (N, D)
     int threads,
-) noexcept nogil:
+):
     cdef Py_ssize_t n, dim = weight.shape[1]
-    for n in prange(ids.shape[0], schedule="static", num_threads=threads):
+    for n in prange(ids.shape[0], schedule="static", num_threads=threads, nogil=True):
         memcpy(&out[n, 0], &weight[ids[n], 0], dim * sizeof(real))
 
 
@@ -80,28 +80,25 @@ def embedding_forward(weight, ids):
     if flat_ids.size and dim:
         table = np.ascontiguousarray(weight)
         threads = threads_for(out.size)
-        if table.dtype == np.float32:
-            _gather_rows[float](table, flat_ids, out, threads)
-        else:
-            _gather_rows[double](table, flat_ids, out, threads)
+        _gather_rows(table, flat_ids, out, threads)
     return out.reshape(ids.shape + (dim,))
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
-cdef void _scatter_add_columns(
+def _scatter_add_columns(
     const real[:, ::1] grad_output,   # (N, D)
     const int64_t[::1] ids,           # (N,), every id already checked to be in range
     real[:, ::1] grad_weight,         # (V, D), zeroed
     Py_ssize_t block,                 # columns per task
     int threads,
-) noexcept nogil:
+):
     cdef Py_ssize_t n_positions = grad_output.shape[0]
     cdef Py_ssize_t dim = grad_output.shape[1]
     cdef Py_ssize_t n_blocks = (dim + block - 1) // block
     cdef Py_ssize_t b, n, d, row, start, stop
-    for b in prange(n_blocks, schedule="static", num_threads=threads):
+    for b in prange(n_blocks, schedule="static", num_threads=threads, nogil=True):
         start = b * block
         stop = start + block
         if stop > dim:
@@ -142,8 +139,5 @@ def embedding_backward(grad_output, ids, num_embeddings):
     # Waking a thread team costs tens of microseconds: small problems run on one thread.
     threads = threads_for(rows.size)
     block = max(16, (dim + threads - 1) // threads)  # >= 16 columns per task: whole cache lines
-    if rows.dtype == np.float32:
-        _scatter_add_columns[float](rows, flat_ids, grad_weight, block, threads)
-    else:
-        _scatter_add_columns[double](rows, flat_ids, grad_weight, block, threads)
+    _scatter_add_columns(rows, flat_ids, grad_weight, block, threads)
     return grad_weight

@@ -50,17 +50,17 @@ cdef void _backward_chunk(const real* grad_y, const real* x, real* grad_x, Py_ss
         grad_x[k] = grad_y[k] * (s + (x[k] + x[k]) * s * (one - s) * (c * (one + three * cubic * (x[k] * x[k]))))
 
 
-cdef void _forward(const real[::1] x, real[::1] y, int threads) noexcept nogil:
+def _forward(const real[::1] x, real[::1] y, int threads):
     cdef Py_ssize_t n = x.shape[0], chunk = (n + threads - 1) // threads, c, start
-    for c in prange(threads, schedule="static", num_threads=threads):  # one contiguous chunk per thread
+    for c in prange(threads, schedule="static", num_threads=threads, nogil=True):  # one contiguous chunk per thread
         start = c * chunk
         if start < n:
             _forward_chunk(&x[start], &y[start], min(chunk, n - start))
 
 
-cdef void _backward(const real[::1] grad_y, const real[::1] x, real[::1] grad_x, int threads) noexcept nogil:
+def _backward(const real[::1] grad_y, const real[::1] x, real[::1] grad_x, int threads):
     cdef Py_ssize_t n = x.shape[0], chunk = (n + threads - 1) // threads, c, start
-    for c in prange(threads, schedule="static", num_threads=threads):
+    for c in prange(threads, schedule="static", num_threads=threads, nogil=True):
         start = c * chunk
         if start < n:
             _backward_chunk(&grad_y[start], &x[start], &grad_x[start], min(chunk, n - start))
@@ -72,10 +72,7 @@ def gelu_forward(x):
     flat = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(flat)
     if flat.size:
-        if flat.dtype == np.float32:
-            _forward[float](flat, y, threads_for(flat.size))
-        else:
-            _forward[double](flat, y, threads_for(flat.size))
+        _forward(flat, y, threads_for(flat.size))
     return y.reshape(x.shape)
 
 
@@ -89,8 +86,5 @@ def gelu_backward(grad_y, x):
     flat_g = np.ascontiguousarray(grad_y).reshape(-1)
     grad_x = np.empty_like(flat_x)
     if flat_x.size:
-        if flat_x.dtype == np.float32:
-            _backward[float](flat_g, flat_x, grad_x, threads_for(flat_x.size))
-        else:
-            _backward[double](flat_g, flat_x, grad_x, threads_for(flat_x.size))
+        _backward(flat_g, flat_x, grad_x, threads_for(flat_x.size))
     return grad_x.reshape(x.shape)

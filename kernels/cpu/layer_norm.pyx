@@ -93,12 +93,12 @@ cdef inline void _forward_row(const real* x, Py_ssize_t dim, const real* weight,
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _forward(const real[:, ::1] x, const real[::1] weight, const real[::1] bias, bint has_weight,
-                   bint has_bias, double eps, real[:, ::1] y, real[::1] mean, real[::1] rstd, int threads) noexcept nogil:
+def _forward(const real[:, ::1] x, const real[::1] weight, const real[::1] bias, bint has_weight,
+                   bint has_bias, double eps, real[:, ::1] y, real[::1] mean, real[::1] rstd, int threads):
     cdef Py_ssize_t n, dim = x.shape[1]
     cdef const real* w = &weight[0] if has_weight else NULL
     cdef const real* b = &bias[0] if has_bias else NULL
-    for n in prange(x.shape[0], schedule="static", num_threads=threads):
+    for n in prange(x.shape[0], schedule="static", num_threads=threads, nogil=True):
         _forward_row(&x[n, 0], dim, w, b, has_weight, has_bias, eps, &y[n, 0], &mean[n], &rstd[n])
 
 
@@ -142,12 +142,12 @@ cdef inline void _backward_row(const real* grad_y, const real* x, const real* we
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef void _backward(const real[:, ::1] grad_y, const real[:, ::1] x, const real[::1] weight, bint has_weight,
+def _backward(const real[:, ::1] grad_y, const real[:, ::1] x, const real[::1] weight, bint has_weight,
                     const real[::1] mean, const real[::1] rstd, real[:, ::1] grad_x,
-                    double[:, ::1] partial_weight, double[:, ::1] partial_bias, int threads) noexcept nogil:
+                    double[:, ::1] partial_weight, double[:, ::1] partial_bias, int threads):
     """One block of rows per thread; each thread's dw, db go to its own row of the partial sums."""
     cdef Py_ssize_t rows = x.shape[0], dim = x.shape[1], chunk_rows = (rows + threads - 1) // threads, c, n
-    for c in prange(threads, schedule="static", num_threads=threads):
+    for c in prange(threads, schedule="static", num_threads=threads, nogil=True):
         for n in range(c * chunk_rows, min((c + 1) * chunk_rows, rows)):
             _backward_row(&grad_y[n, 0], &x[n, 0], &weight[0], has_weight, mean[n], rstd[n], dim, &grad_x[n, 0],
                           &partial_weight[c, 0], &partial_bias[c, 0])
@@ -177,10 +177,7 @@ def layer_norm_forward(x, weight, bias, eps):
     mean = np.empty(rows, dtype=x.dtype)
     rstd = np.empty(rows, dtype=x.dtype)
     threads = threads_for(x.size)
-    if x.dtype == np.float32:
-        _forward[float](x, weight_array, bias_array, weight is not None, bias is not None, eps, y, mean, rstd, threads)
-    else:
-        _forward[double](x, weight_array, bias_array, weight is not None, bias is not None, eps, y, mean, rstd, threads)
+    _forward(x, weight_array, bias_array, weight is not None, bias is not None, eps, y, mean, rstd, threads)
     return y, mean, rstd
 
 
@@ -205,12 +202,8 @@ def layer_norm_backward(grad_y, x, weight, mean, rstd):
     partial_weight = np.zeros((threads, dim), dtype=np.float64)  # (threads, D): one accumulator per thread
     partial_bias = np.zeros((threads, dim), dtype=np.float64)
     if rows:
-        if x.dtype == np.float32:
-            _backward[float](grad_y, x, weight_array, weight is not None, mean, rstd, grad_x,
-                             partial_weight, partial_bias, threads)
-        else:
-            _backward[double](grad_y, x, weight_array, weight is not None, mean, rstd, grad_x,
-                              partial_weight, partial_bias, threads)
+        _backward(grad_y, x, weight_array, weight is not None, mean, rstd, grad_x,
+                         partial_weight, partial_bias, threads)
     if weight is None:
         return grad_x, None, None
     return grad_x, partial_weight.sum(axis=0).astype(x.dtype), partial_bias.sum(axis=0).astype(x.dtype)
