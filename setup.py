@@ -7,10 +7,9 @@ printed during the build and reported at run time by
 
 -march=native: the kernels are compiled on the machine that runs them (pip builds them
 at install), so they are compiled for its vector width when the compiler accepts the
-flag. On the 2-core Xeon (AVX-512) of the README's numbers that made the vectorised
-loops 2-5x faster than the x86-64 baseline's 4-wide SSE (GELU forward 3.53 -> 0.65 ms at
-2**20 elements). Set ``TINYLM_PORTABLE=1`` to build for the baseline instead, e.g. for a
-wheel that other machines will run.
+flag: the vectorised loops run several times faster than with the x86-64 baseline's
+4-wide SSE (benchmarks/NOTES.md). Set ``TINYLM_PORTABLE=1`` to build for the baseline
+instead, e.g. for a wheel that other machines will run.
 """
 
 import os
@@ -67,7 +66,7 @@ class BuildExtWithOpenMP(build_ext):
             # NumPy reference does (with FMA, Adam's moments drifted 2e-5 from it in float32).
             # -fno-math-errno: sqrt need not set errno for a negative argument, so it is one
             # instruction and not a branch around a libm call, which kept Adam's loop from
-            # vectorising (1 M float32 parameters: 5.2 ms). The results are the same.
+            # vectorising. The results are the same.
             ext.extra_compile_args += ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"] + (
                 ["-march=native"] if native else [])
             if openmp:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 
 # Below this many elements a kernel runs on one thread. OpenMP's threads and OpenBLAS's
-# compete for the cores: measured on 2 cores, training the LSTM ran at ~16.7k
-# tokens/s with every kernel on one thread and ~11.5-13k with kernels of 65,536+ elements
-# on two (their thread team woke while BLAS's threads still spun), the transformer at
-# 7.7k against 5.4-6k. Two million elements (more than any activation of those models,
-# whose MLP activations hold exactly 2**20; the largest weight holds 262,144)
-# keeps parallel threads for the big arrays, where they pay: Adam over 16.8 M parameters.
+# compete for the cores: a kernel's thread team woken while BLAS's threads still spin
+# slows training down (benchmarks/NOTES.md). Two million elements, more than any
+# activation of the default models, keeps parallel threads for big arrays, where they
+# pay (Adam over millions of parameters).
 _parallel_min_elements = int(os.environ.get("TINYLM_PARALLEL_MIN_ELEMENTS", 1 << 21))
 
 

@@ -5,7 +5,7 @@ characters are looked up in an embedding table, joined, passed through one tanh
 hidden layer, and scored against every character of the vocabulary. It trains on
 the documentation text that ships with CPython (``pydoc_data.topics``), so it needs
 no download, then writes a sample. Every gradient comes from tinylm's autograd;
-the update is plain SGD. ``python -m tinylm.train`` (a later issue) will be the real
+the update is plain SGD. ``python -m tinylm.train`` is the real
 training entry point with layers, optimizers and checkpoints.
 """
 

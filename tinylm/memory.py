@@ -5,10 +5,9 @@ temporaries of a few megabytes each. glibc serves a request above its mmap thres
 (128 KiB at first; it rises as such blocks are freed, to at most 32 MiB) with fresh pages
 from the kernel, and hands freed memory at the top of its heap back to the kernel above a
 trim threshold. A fresh page costs a page fault, and the kernel zeroes it, the first time
-it is written: measured on a 2-core machine, a step of the issue-6 transformer took about
-7,600 page faults and 22 ms of system time (of a 75-110 ms step), the LSTM about 4,300 and
-17 ms. With both thresholds raised the freed blocks stay in the heap and are reused: 2-15
-faults a step.
+it is written: thousands of faults and a good part of a training step in system time
+(benchmarks/NOTES.md). With both thresholds raised the freed blocks stay in the heap and
+are reused: a handful of faults a step.
 
 This is a setting of the whole process, so tinylm does not make it on import:
 ``python -m tinylm.train`` and ``python -m tinylm.bench`` call ``keep_freed_memory()`` (the

@@ -83,9 +83,9 @@ def plot_losses(run_dir: Path, rows: list[dict]) -> None:
 class LossPlotter:
     """Draws loss.png in a child process, so a long run's memory stays flat.
 
-    matplotlib keeps caches (text layouts, fonts, paths) that grow with every new picture:
-    measured with ``benchmarks/memory_flat.py``, drawing in the training process added
-    about 1 MiB per evaluation. So matplotlib is imported once, when the plotter is
+    matplotlib keeps caches (text layouts, fonts, paths) that grow with every new picture
+    (``benchmarks/memory_flat.py`` shows it; the figures are in benchmarks/NOTES.md). So
+    matplotlib is imported once, when the plotter is
     made (its memory is then part of the run's from the first step), and each picture is
     drawn in a ``fork`` of the process, which inherits it for free and takes whatever
     it grows away when it exits. The rows are read before the fork, so the child never

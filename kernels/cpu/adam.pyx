@@ -8,9 +8,8 @@ Same name, signature, meaning and order of floating-point operations as the refe
   while it is in a register, where the reference makes about ten passes over memory
   with NumPy temporaries. The kernel is memory-bound, so passes are what count.
 - Threads take one contiguous chunk each (OpenMP, for arrays large enough to be worth
-  it), and each chunk is a branch-free loop over raw pointers that GCC vectorises; a
-  first version with the branch inside one ``prange`` loop ran at 19 ns per element,
-  slower than NumPy.
+  it), and each chunk is a branch-free loop over raw pointers that GCC vectorises (a
+  branch inside one ``prange`` loop is not vectorised: see benchmarks/NOTES.md).
 - The arrays are updated in place, so the wrapper refuses (rather than copies) any
   array that is not C-contiguous, writeable, of one dtype and one shape.
 """

@@ -11,8 +11,8 @@ Same names, signatures and meaning as the reference. What differs, and why:
   and once more to write y; the backward recomputes x̂ on the fly instead of keeping an
   (N, D) temporary, and gets both row sums in one pass.
 - Row sums run in 8 interleaved partial sums (a fixed order, the same for any thread
-  count), so GCC vectorises them; a single running sum it may not reorder, and the
-  kernels ran 2-3x slower that way (2048 x 128 float32: forward 0.68 ms, backward 1.6).
+  count), so GCC vectorises them; a single running sum it may not reorder (the
+  difference is in benchmarks/NOTES.md).
 - dw and db sum over rows, which threads share: each thread sums its own block of rows
   into its own (D,) accumulator in double, and the accumulators are added at the end.
   So 1 and 2 threads agree to rounding, not bit for bit.

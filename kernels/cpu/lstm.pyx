@@ -10,23 +10,19 @@ backward can follow either forward. What differs, and why:
 - The loop over time runs in C without the GIL: each step's (B, H) @ (H, 4H) product
   calls ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy itself uses (found by
   ``blas.py``, called through ``_blas.pxi``), between the fused cell loops, so no Python
-  runs per time step. Through ``np.matmul`` from a Python loop, the interpreter cost
-  about 9 µs a step and, by evicting the weights from cache, more: forward 15.0 -> 12.7
-  ms, backward 22.7 -> 18.7 ms (T=64, B=32, H=256, float32) when the loop moved to C.
-  Where NumPy's BLAS cannot be found (MKL, Accelerate) the same loop runs in Python with
-  ``np.matmul`` into preallocated buffers; the results are the same. dWₕₕ is one product
-  over all steps after the loop, as in the reference.
-- The per-step products are most of the time (about 9.6 of those 12.7 ms): OpenBLAS
-  packs Wₕₕ again for each of them. ``benchmarks/lstm_gemm_floor.py`` measures what that
-  costs a whole training step.
+  runs per time step (a Python loop costs interpreter time per step and evicts the
+  weights from cache). Where NumPy's BLAS cannot be found (MKL, Accelerate) the same
+  loop runs in Python with ``np.matmul`` into preallocated buffers; the results are the
+  same. dWₕₕ is one product over all steps after the loop, as in the reference.
+- The per-step products are most of the time: OpenBLAS packs Wₕₕ again for each of
+  them. ``benchmarks/lstm_gemm_floor.py`` measures what that costs a whole training step.
 - ``keep_saved=False`` (evaluation): the gates and cells of one step are kept at a time
   (rings of one step, two for c) instead of all T.
 - ``lstm_stack_step`` (sampling): every layer's step in one call, so at batch 1 the
   dozen NumPy calls around a few matrix-vector products are gone.
 - The float exp is ``tinylm_math.h``'s branch-free polynomial, which GCC vectorises
   (libm's ``expf`` is a call, which it does not), and each batch row's gate loops touch
-  few enough arrays for GCC to vectorise them (see ``_cell_forward_row``). Before the
-  vectorisable exp the forward took 37 ms and was not served.
+  few enough arrays for GCC to vectorise them (see ``_cell_forward_row``).
 - The fused loops run on one thread: at B·H in the thousands, waking an OpenMP team
   costs more than it saves, and it would compete with BLAS's threads for the cores.
 - The wrapper checks dtypes and shapes and makes every buffer contiguous first, so the

@@ -27,7 +27,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=cli.positive_int, help="threads for BLAS, OpenMP and PyTorch (default: all)")
     p.add_argument("--train", action="store_true", help="benchmark whole models instead of kernels")
     p.add_argument("--train-size", choices=["tiny", "small", "medium"], default="small",
-                   help="model and batch size for --train (medium: issue 6's configuration)")
+                   help="model and batch size for --train (medium: the default training run's sizes)")
     p.add_argument("--no-memory", action="store_true", help="--train: skip the peak-memory processes")
     p.add_argument("--out", default="bench-results", help="folder for the CSV, JSON and PNG files")
     return p.parse_args(argv)

@@ -208,13 +208,6 @@ def _cross_entropy_args(size, rng):
     return (3 * rng.standard_normal((rows, classes))).astype(np.float32), targets, -100
 
 
-def _cross_entropy_torch(args):
-    import torch
-
-    logits, targets = torch.from_numpy(args[0]), torch.from_numpy(args[1])
-    return lambda: (torch.nn.functional.cross_entropy(logits, targets, ignore_index=args[2], reduction="none"),)
-
-
 def _cross_entropy_backward_args(size, rng):
     logits, targets, ignore_index = _cross_entropy_args(size, rng)
     from tinylm.reference.cross_entropy import cross_entropy_forward

@@ -38,8 +38,9 @@ IDLE_BEFORE_BLOCK = 0.3
 PRESETS = {
     "tiny": dict(vocab=32, batch=2, seq=8, width=8, layers=1, heads=2, sample=4),
     "small": dict(vocab=96, batch=16, seq=64, width=128, layers=2, heads=4, sample=32),
-    # Issue 6's yardstick: LSTM embedding 128 / hidden 256, transformer d_model 128 with 4
-    # heads; 2 layers, batch 32 x 64 tokens (without dropout, so the losses can be compared).
+    # The default training run's sizes: LSTM embedding 128 / hidden 256, transformer d_model
+    # 128 with 4 heads; 2 layers, batch 32 x 64 tokens (without dropout, so the losses can
+    # be compared).
     "medium": dict(vocab=96, batch=32, seq=64, width=128, layers=2, heads=4, sample=32),
 }
 

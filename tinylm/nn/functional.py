@@ -60,11 +60,6 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     return _cross_entropy(logits, targets, ignore_index, reduction)
 
 
-def causal_mask(query_length: int, key_length: int, xp=np):
-    """Bool (L, S), True where query i may attend to key j, i.e. j ≤ i (top-left aligned)."""
-    return xp.tril(xp.ones((query_length, key_length), dtype=bool))
-
-
 def attention_weights(query, key, attn_mask=None, is_causal: bool = False, scale=None):
     """softmax(Q Kᵀ · scale + mask) over the keys: (..., L, S), each row sums to 1.
 

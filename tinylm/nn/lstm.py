@@ -1,4 +1,6 @@
-"""The LSTM, written on the engine's ops so backpropagation through time comes from the graph."""
+"""The LSTM layer, PyTorch's ``nn.LSTM``: each layer's input projection is one matrix
+product over all steps, and the recurrence over time, forward and backpropagation
+through time, is one fused op (``tinylm/ops/lstm.py``, kernels ``lstm_layer_*``)."""
 
 from __future__ import annotations
 
