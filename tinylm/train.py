@@ -1,6 +1,6 @@
 """``python -m tinylm.train``: train a language model on CPython's own documentation.
 
-With no arguments it trains a character-level LSTM for about five minutes on two
+With no arguments it trains a character-level LSTM for about three minutes on two
 cores, evaluates it on held-out text, writes a checkpoint and a loss curve to
 ``runs/<date-time>``, and prints samples of what it writes as it learns.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import tinylm
 from tinylm import cli, nn, optim, runs
 from tinylm.checkpoint import CheckpointError, save_checkpoint, write_atomically, write_json
-from tinylm.data import ContiguousBatches, DataError, clean, load_corpus, random_batch, split_train_validation
+from tinylm.data import ContiguousBatches, DataError, prepare_text, random_batch
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
 from tinylm.memory import keep_freed_memory
@@ -120,10 +120,6 @@ def make_config(args) -> dict:
     training["backend"] = tinylm.get_backend()  # a resume runs on it too: backends round differently
     return dict(model=args.model, model_config=model_config, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                 data=str(Path(args.data).resolve()) if args.data else None, lowercase=args.lowercase, training=training)
-
-
-def prepare_text(config: dict) -> tuple[str, str]:
-    return split_train_validation(clean(load_corpus(config["data"]), config["lowercase"]))
 
 
 class Trainer:
