@@ -83,10 +83,10 @@ def test_the_weights_are_the_ones_the_model_uses(run_dir, monkeypatch):
     def written_out(q, k, v):
         return F.attention_weights(q, k, is_causal=True) @ v
 
-    fused_logits = model(ids[None, :]).numpy()
+    fused_logits = model(ids[None, :])[0].numpy()
     monkeypatch.setattr(F, "attention_weights", recording)
     monkeypatch.setattr(mha, "causal_attention", written_out)
-    written_out_logits = model(ids[None, :]).numpy()
+    written_out_logits = model(ids[None, :])[0].numpy()
     monkeypatch.undo()
     np.testing.assert_allclose(written_out_logits, fused_logits, rtol=1e-5, atol=1e-5)
     maps = attention.attention_maps(model, ids)

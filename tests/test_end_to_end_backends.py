@@ -28,8 +28,7 @@ def train_losses(model_name: str, backend: str, steps: int = 4) -> list[float]:
     with tinylm.use_backend(backend):
         for _ in range(steps):
             batch = rng.integers(0, 31, size=(4, 13))
-            logits = model(batch[:, :-1])
-            logits = logits[0] if isinstance(logits, tuple) else logits  # the LSTM also returns its state
+            logits, _ = model(batch[:, :-1])  # every model returns (logits, state)
             loss = nn.functional.cross_entropy(logits.reshape(-1, 31), batch[:, 1:].reshape(-1))
             optimizer.zero_grad()
             loss.backward()

@@ -39,7 +39,8 @@ BAD_TRAIN_FLAGS = [
     (["--warmup-steps", "-1"], "argument --warmup-steps: must be an integer >= 0, got -1"),
     (["--min-lr-ratio", "2"], "argument --min-lr-ratio: must be a number in [0, 1], got 2"),
     (["--model", "transformer", "--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
-    (["--model", "transformer", "--stateful"], "--stateful carries an LSTM's state"),
+    (["--model", "transformer", "--stateful"],
+     "--stateful carries a model's state across batches; --model transformer carries none"),
     (["--tokenizer", "bpe", "--vocab-size", "255"], "--vocab-size must be at least 256 for BPE"),
     (["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63), got -1"),
 ]

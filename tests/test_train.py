@@ -146,7 +146,8 @@ def test_models_take_ids_and_return_logits():
     logits_next, _ = lstm(ids, (h.detach(), c.detach()))
     assert not np.allclose(logits_next.numpy(), logits.numpy())  # the state is used
     transformer = TransformerLanguageModel(11, d_model=8, n_heads=2, n_layers=2, max_len=16)
-    assert transformer(ids).shape == (2, 5, 11)
+    logits, state = transformer(ids)
+    assert logits.shape == (2, 5, 11) and state is None
 
 
 def test_the_transformer_is_causal():
@@ -154,7 +155,7 @@ def test_the_transformer_is_causal():
     model = TransformerLanguageModel(11, d_model=8, n_heads=2, n_layers=2, max_len=16).eval()
     a = np.array([[1, 2, 3, 4, 5]])
     b = np.array([[1, 2, 3, 9, 9]])
-    np.testing.assert_allclose(model(a).numpy()[0, :3], model(b).numpy()[0, :3], rtol=1e-6)
+    np.testing.assert_allclose(model(a)[0].numpy()[0, :3], model(b)[0].numpy()[0, :3], rtol=1e-6)
 
 
 @pytest.mark.parametrize(

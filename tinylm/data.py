@@ -69,6 +69,13 @@ def split_train_validation(text: str, validation_fraction: float = 0.1) -> tuple
     return text[:cut], text[cut:]
 
 
+def prepare_text(config: dict) -> tuple[str, str]:
+    """A run's training and validation text from its config: the corpus (``config["data"]``,
+    None for the default one), cleaned as the run says (``config["lowercase"]``), then split
+    90/10. Training, a resume and ``tinylm.evaluate`` all call it, so they read the same text."""
+    return split_train_validation(clean(load_corpus(config["data"]), config["lowercase"]))
+
+
 def random_batch(ids: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator):
     """``batch_size`` random windows: inputs (B, T) and targets (B, T), the next token of each."""
     if len(ids) < seq_len + 1:

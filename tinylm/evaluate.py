@@ -6,10 +6,9 @@ import sys
 
 import tinylm
 from tinylm import cli
-from tinylm.data import clean, load_corpus
+from tinylm.data import clean, load_corpus, prepare_text
 from tinylm.evaluation import evaluate
 from tinylm.runs import load_run
-from tinylm.train import prepare_text
 
 
 def parse_args(argv=None):

@@ -8,8 +8,6 @@ import numpy as np
 
 import tinylm
 from tinylm import backends
-from tinylm.models import LSTMLanguageModel
-from tinylm.models.lstm import LSTMStepper
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
@@ -27,30 +25,24 @@ def sample_tokens(model, prompt_ids: np.ndarray, max_new_tokens: int, rng: np.ra
                   temperature: float = 1.0, top_k: int | None = None) -> Iterator[int]:
     """Yield ``max_new_tokens`` sampled ids continuing ``prompt_ids`` (at least one id).
 
-    The LSTM reads the prompt once and then one token per step, carrying its state (the
-    steps through ``LSTMStepper``: the same kernels without the autograd graph); the
-    transformer rereads its context (the last ``max_len`` tokens) at every step.
+    Any language model's ``stepper()`` (``tinylm.models.language_model``) reads the prompt
+    once, then takes one token per step: the LSTM's carries its state through graph-free
+    kernels, the transformer's rereads the last ``max_len`` tokens. The model is in eval
+    mode (no dropout) while sampling and goes back to its mode afterwards.
     """
     if len(prompt_ids) == 0:
         raise ValueError("sample: the prompt must hold at least one token")
     was_training = model.training
     model.eval()
-    context = [int(i) for i in prompt_ids]
     try:
         with tinylm.no_grad():
-            if isinstance(model, LSTMLanguageModel):
-                # The prompt in one forward, then one graph-free step per token.
-                logits, (h, c) = model(np.array([context]))
-                stepper, state, last = LSTMStepper(model), (h.data, c.data), logits.numpy()[0, -1]
-            for _ in range(max_new_tokens):
-                if not isinstance(model, LSTMLanguageModel):
-                    last = model(np.array([context[-model.max_len:]])).numpy()[0, -1]
-                probabilities = next_token_distribution(last, temperature, top_k)
+            stepper = model.stepper()
+            logits, state = stepper.start(np.array([[int(i) for i in prompt_ids]]))  # a batch of one: (1, V)
+            for n in range(max_new_tokens):
+                if n > 0:
+                    logits, state = stepper.step(np.array([token]), state)
+                probabilities = next_token_distribution(backends.to_device(logits, "cpu")[0], temperature, top_k)
                 token = int(rng.choice(len(probabilities), p=probabilities))
-                context.append(token)
-                if isinstance(model, LSTMLanguageModel):
-                    step_logits, state = stepper.step(np.array([token]), state)
-                    last = backends.to_device(step_logits, "cpu")[0]
                 yield token
     finally:
         model.train(was_training)

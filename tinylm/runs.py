@@ -90,8 +90,8 @@ def check_config(config, path="config.json") -> dict:
             raise bad(f"d_model {model_config['d_model']} is not divisible by n_heads {model_config['n_heads']}")
         if training["seq_len"] > model_config["max_len"]:
             raise bad(f"training.seq_len {training['seq_len']} is longer than max_len {model_config['max_len']}")
-        if training.get("stateful"):
-            raise bad("training.stateful applies to the LSTM only")
+    if training.get("stateful") and not MODELS[kind].carries_state:
+        raise bad(f"training.stateful carries a model's state across batches; a {kind} model carries none")
     if config.get("tokenizer") not in TOKENIZERS:
         raise bad(f"unknown tokenizer {config.get('tokenizer')!r}; expected one of {', '.join(TOKENIZERS)}")
     if not isinstance(config.get("lowercase"), bool):

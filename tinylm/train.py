@@ -1,6 +1,6 @@
 """``python -m tinylm.train``: train a language model on CPython's own documentation.
 
-With no arguments it trains a character-level LSTM for about five minutes on two
+With no arguments it trains a character-level LSTM for about three minutes on two
 cores, evaluates it on held-out text, writes a checkpoint and a loss curve to
 ``runs/<date-time>``, and prints samples of what it writes as it learns.
 """
@@ -20,12 +20,12 @@ import numpy as np
 import tinylm
 from tinylm import cli, nn, optim, runs
 from tinylm.checkpoint import CheckpointError, save_checkpoint, write_atomically, write_json
-from tinylm.data import ContiguousBatches, DataError, clean, load_corpus, random_batch, split_train_validation
+from tinylm.data import ContiguousBatches, DataError, prepare_text, random_batch
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
 from tinylm.memory import keep_freed_memory
 from tinylm.metrics import LossPlotter, append_metrics, kept_metrics, read_metrics
-from tinylm.models import LSTMLanguageModel
+from tinylm.models import MODELS
 from tinylm.nn import functional as F
 from tinylm.random import default_generator
 from tinylm.runs import build_model, build_optimizer, load_run
@@ -85,8 +85,9 @@ def parse_args(argv=None):
             p.error(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
         if args.seq_len > runs.MAX_CONTEXT:
             p.error(f"--seq-len {args.seq_len} is longer than a transformer's largest context, {runs.MAX_CONTEXT}")
-        if args.stateful:
-            p.error("--stateful carries an LSTM's state; it does not apply to --model transformer")
+    if args.stateful and not MODELS[args.model].carries_state:
+        p.error(f"--stateful carries a model's state across batches; --model {args.model} carries none "
+                "(it reads each chunk on its own)")
     if args.tokenizer == "bpe" and args.vocab_size < runs.MIN_BPE_VOCABULARY:
         p.error(f"--vocab-size must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), got {args.vocab_size}")
     if args.out:
@@ -122,10 +123,6 @@ def make_config(args) -> dict:
                 data=str(Path(args.data).resolve()) if args.data else None, lowercase=args.lowercase, training=training)
 
 
-def prepare_text(config: dict) -> tuple[str, str]:
-    return split_train_validation(clean(load_corpus(config["data"]), config["lowercase"]))
-
-
 class Trainer:
     """One training run: model, optimizer, schedule, data and everything a checkpoint holds."""
 
@@ -142,7 +139,7 @@ class Trainer:
                                                           max(t["steps"], t["warmup_steps"]), t["min_lr_ratio"])
         self.batch_rng = np.random.default_rng([t["seed"], 1])
         self.stream = ContiguousBatches(train_ids, t["batch_size"], t["seq_len"]) if t["stateful"] else None
-        self.carried = None  # the LSTM state carried across batches with --stateful
+        self.carried = None  # the model's state carried across batches with --stateful
         self.step, self.elapsed, self.saved_step, self.last_lr = 0, 0.0, 0, t["lr"]
         self.interval_losses: list[float] = []
         self.metrics_rows = 0  # rows of metrics.csv written on the schedule (a stop's extra row is not one)
@@ -200,12 +197,10 @@ class Trainer:
 
     def train_step(self) -> float:
         inputs, targets, state = self.next_batch()
-        if isinstance(self.model, LSTMLanguageModel):
-            logits, new_state = self.model(inputs, state)
-            self.carried = tuple(s.detach() for s in new_state) if self.stream is not None else None
-        else:
-            logits = self.model(inputs)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        logits, state = self.model(inputs, state)  # (B, T, V); state: None, or a tuple of Tensors
+        if self.stream is not None and state is not None:
+            self.carried = tuple(s.detach() for s in state)  # the next batch continues these streams
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))  # over (B * T, V)
         value = loss.item()
         if not math.isfinite(value):
             raise RuntimeError(f"step {self.step + 1}: the loss is {value}; training stopped. " + self.last_good())

@@ -26,7 +26,6 @@ import tinylm
 from tinylm import backends, nn, optim
 from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
 from tinylm.memory import keep_freed_memory
-from tinylm.models.lstm import LSTMStepper
 from tinylm.nn import functional as F
 
 BLOCK = 3  # calls timed per backend per round
@@ -53,7 +52,8 @@ def build_tinylm(kind: str, p: dict):
 
 
 def build_torch(kind: str, p: dict, state: dict):
-    """The PyTorch twin of ``build_tinylm(kind, p)``, with its weights."""
+    """The PyTorch twin of ``build_tinylm(kind, p)``, with its weights. Like tinylm's
+    models, both twins' ``forward(ids, state=None)`` return ``(logits, state)``."""
     import torch
 
     class LSTMTwin(torch.nn.Module):
@@ -92,11 +92,11 @@ def build_torch(kind: str, p: dict, state: dict):
             table = torch.from_numpy(nn.SinusoidalPositionalEncoding(d, p["seq"]).table).float()
             self.register_buffer("table", table, persistent=False)
 
-        def forward(self, ids):
+        def forward(self, ids, state=None):
             x = self.embedding(ids) + self.table[: ids.shape[1]]
             for block in self.blocks:
                 x = block(x)
-            return self.fc(self.ln_f(x))
+            return self.fc(self.ln_f(x)), None
 
     model = LSTMTwin() if kind == "lstm" else TransformerTwin()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})  # strict: every name must match
@@ -122,22 +122,18 @@ class Runner:
                 self.model.to("cuda")
             self.optimizer = optim.AdamW(self.model.parameters(), lr=1e-3)
 
-    def _logits(self, ids):
-        out = self.model(ids)
-        return out[0] if isinstance(out, tuple) else out
-
     def train_step(self) -> float:
         if self.backend == "torch":
             import torch
 
-            logits = self._logits(self.inputs_t)
+            logits, _ = self.model(self.inputs_t)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.targets_t.reshape(-1))
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
             return loss.item()
         with tinylm.use_backend(self.backend):
-            logits = self._logits(self.inputs)
+            logits, _ = self.model(self.inputs)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1))
             self.optimizer.zero_grad()
             loss.backward()
@@ -149,14 +145,15 @@ class Runner:
             import torch
 
             with torch.no_grad():
-                self._logits(self.inputs_t)
+                self.model(self.inputs_t)
             return
         with tinylm.use_backend(self.backend), tinylm.no_grad():
-            self._logits(self.inputs)
+            self.model(self.inputs)
 
     def sample(self) -> None:
         """``sample`` tokens at batch 1, greedy: the LSTM carries its state, the
-        transformer rereads its context."""
+        transformer rereads its context. tinylm's models go through their ``stepper()``,
+        as ``tinylm.generate`` does; the PyTorch twins through their forward."""
         steps = self.p["sample"]
         if self.backend == "torch":
             import torch
@@ -167,19 +164,16 @@ class Runner:
                     if self.kind == "lstm":
                         logits, state = self.model(context[:, -1:], state)
                     else:
-                        logits = self.model(context[:, -self.p["seq"]:])
+                        logits, _ = self.model(context[:, -self.p["seq"]:])
                     context = torch.cat([context, logits[:, -1:].argmax(-1)], dim=1)
             return
         with tinylm.use_backend(self.backend), tinylm.no_grad():
-            context, state = [int(self.inputs[0, 0])], None
-            stepper = LSTMStepper(self.model) if self.kind == "lstm" else None  # what tinylm.generate uses
-            for _ in range(steps):
-                if self.kind == "lstm":
-                    logits, state = stepper.step(np.array(context[-1:]), state)
-                    context.append(int(backends.to_device(logits, "cpu")[0].argmax()))
-                else:
-                    logits = self.model(np.array([context[-self.p["seq"]:]]))
-                    context.append(int(logits.numpy()[0, -1].argmax()))
+            stepper = self.model.stepper()
+            logits, state = stepper.start(self.inputs[:1, :1])  # the first token: (1, V)
+            for n in range(steps):
+                if n > 0:
+                    logits, state = stepper.step(np.array([token]), state)
+                token = int(backends.to_device(logits, "cpu")[0].argmax())
 
 
 def _rss_mib(field: str) -> float:

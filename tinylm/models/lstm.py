@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from tinylm import backends, nn
+from tinylm.autograd import no_grad
+from tinylm.models.language_model import LanguageModel
 
 
-class LSTMLanguageModel(nn.Module):
+class LSTMLanguageModel(LanguageModel):
     """Predicts the next token at every position.
 
     ids (B, T) -> embedding (B, T, E) -> LSTM (B, T, H) -> dropout -> linear -> logits (B, T, V).
-    ``forward(ids, state=None)`` returns ``(logits, state)``; pass the state (detached)
-    to the next call to continue the text (truncated backpropagation through time).
+    ``forward(ids, state=None)`` returns ``(logits, state)``, the state being (h, c), each
+    (L, B, H); pass it (detached) to the next call to continue the text (truncated
+    backpropagation through time). ``stepper()`` is the graph-free ``LSTMStepper``.
     """
+
+    carries_state = True
 
     def __init__(self, vocab_size: int, embedding_dim: int = 128, hidden_dim: int = 256,
                  n_layers: int = 2, dropout: float = 0.1):
@@ -43,6 +48,10 @@ class LSTMLanguageModel(nn.Module):
         output, state = self.lstm(embedded, state)  # (B, T, H), ((L, B, H), (L, B, H))
         return self.fc(self.dropout(output)), state  # (B, T, V)
 
+    def stepper(self) -> "LSTMStepper":
+        """Token-by-token generation: the prompt through ``forward``, then graph-free steps."""
+        return LSTMStepper(self)
+
 
 class LSTMStepper:
     """The model's next-token logits one step at a time, for generation: the same maths as
@@ -65,12 +74,18 @@ class LSTMStepper:
     for the default model) and not updated after: make a new stepper after the model
     changes.
 
-        stepper = LSTMStepper(model)
-        logits, state = stepper.step(np.array([token]))         # logits (1, V)
+    ``start`` reads a whole prompt with the model's own ``forward`` (the fused layer kernel,
+    one call for all its positions) and hands its final (h, c) on to ``step``:
+
+        stepper = model.stepper()                                 # LSTMStepper(model)
+        logits, state = stepper.start(np.array([prompt]))         # logits (1, V)
         logits, state = stepper.step(np.array([next_token]), state)
+
+    ``step`` with no state starts from zeros, as ``forward`` does.
     """
 
     def __init__(self, model: LSTMLanguageModel):
+        self.model = model
         lstm = model.lstm
         self.embedding = model.embedding.weight.data  # (V, E)
         xp = backends.get_array_module(self.embedding)
@@ -95,6 +110,13 @@ class LSTMStepper:
         xp = backends.get_array_module(self.embedding)
         zeros = xp.zeros((len(self.biases), batch, self.hidden), dtype=self.embedding.dtype)
         return zeros, zeros.copy()
+
+    def start(self, prompt_ids):
+        """prompt_ids (B, T) -> logits (B, V) at the prompt's last position and the state
+        after it, ((L, B, H), (L, B, H)) raw arrays, through the model's ``forward``."""
+        with no_grad():
+            logits, (h, c) = self.model(prompt_ids)  # (B, T, V), ((L, B, H), (L, B, H))
+        return logits.data[:, -1], (h.data, c.data)
 
     def step(self, ids, state=None):
         """ids (B,) -> logits (B, V) and the new state ((L, B, H), (L, B, H))."""

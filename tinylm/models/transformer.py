@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from tinylm import nn
+from tinylm.autograd import no_grad
+from tinylm.models.language_model import LanguageModel
 
 
 class Block(nn.Module):
@@ -24,9 +28,15 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp_out(self.mlp_in(self.ln_2(x)).gelu()))
 
 
-class TransformerLanguageModel(nn.Module):
+class TransformerLanguageModel(LanguageModel):
     """ids (B, T) -> token embedding + sinusoidal positions -> n_layers blocks -> LayerNorm
-    -> linear -> logits (B, T, V). Position t attends to positions 0..t only."""
+    -> linear -> logits (B, T, V). Position t attends to positions 0..t only.
+
+    It carries no state: each call reads its ids on its own, positions counted from 0, at
+    most ``max_len`` of them. ``forward(ids)`` returns ``(logits, None)``, the shape every
+    language model's forward has (``tinylm.models.language_model``); ``stepper()`` rereads
+    the last ``max_len`` tokens at every step (``TransformerStepper``).
+    """
 
     def __init__(self, vocab_size: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 4,
                  max_len: int = 512, dropout: float = 0.1):
@@ -55,8 +65,55 @@ class TransformerLanguageModel(nn.Module):
             shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
         return {**shapes, "ln_f.weight": (d,), "ln_f.bias": (d,), "fc.weight": (vocab_size, d), "fc.bias": (vocab_size,)}
 
-    def forward(self, ids):
+    def forward(self, ids, state=None):
+        """ids (B, T) -> (logits (B, T, V), None). ``state`` is there for the shared
+        interface only: a transformer has none to continue from, and one passed in is an
+        error rather than silently ignored."""
+        if state is not None:
+            raise ValueError(f"{type(self).__name__} carries no state: it reads each chunk of ids on its own, "
+                             f"so forward takes state=None (got a {type(state).__name__})")
         x = self.dropout(self.position(self.embedding(ids)))  # (B, T, d_model)
         for block in self.blocks:
             x = block(x)
-        return self.fc(self.ln_f(x))  # (B, T, V)
+        return self.fc(self.ln_f(x)), None  # (B, T, V)
+
+    def stepper(self) -> "TransformerStepper":
+        return TransformerStepper(self)
+
+
+class TransformerStepper:
+    """Token-by-token generation for ``TransformerLanguageModel``, the simple way: every
+    call reruns the whole model on the last ``max_len`` tokens of the context and keeps
+    the logits of the last position. The state is that context, (B, at most max_len) ids.
+
+    Each step recomputes the keys and values of every earlier position, so a token costs
+    a full forward over the context. Future work: a key/value cache, which keeps each
+    block's keys and values and computes only the new position's.
+
+        stepper = model.stepper()
+        logits, context = stepper.start(np.array([prompt]))        # logits (1, V)
+        logits, context = stepper.step(np.array([next_token]), context)
+    """
+
+    def __init__(self, model: TransformerLanguageModel):
+        self.model = model
+
+    def start(self, prompt_ids):
+        """prompt_ids (B, T) -> logits (B, V) after the prompt's last token, and the context."""
+        context = np.asarray(prompt_ids)
+        if context.ndim != 2 or context.shape[1] == 0:
+            raise ValueError(f"TransformerStepper.start: prompt_ids {context.shape} must be (B, T) with T >= 1")
+        return self._last_logits(context[:, -self.model.max_len:])
+
+    def step(self, ids, context):
+        """ids (B,) appended to the context -> logits (B, V) after them, and the new context."""
+        ids = np.asarray(ids)
+        if ids.shape != (context.shape[0],):
+            raise ValueError(f"TransformerStepper.step: ids {ids.shape} must be (B,) = ({context.shape[0]},)")
+        context = np.concatenate([context, ids[:, None]], axis=1)  # (B, T + 1)
+        return self._last_logits(context[:, -self.model.max_len:])
+
+    def _last_logits(self, context):
+        with no_grad():
+            logits, _ = self.model(context)  # (B, T, V)
+        return logits.data[:, -1], context
