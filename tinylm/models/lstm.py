@@ -58,8 +58,8 @@ class LSTMStepper:
     ``LSTMLanguageModel.forward`` in eval mode, on raw arrays, with no autograd graph.
 
     At batch 1 a step is a few matrix-vector products over about 3.5 MB of weights, and
-    what the graph costs per op (a Function, Tensors, checks: about 15 µs, 22 ops a step)
-    outweighs the arithmetic. Here a step is a table lookup, one ``lstm_stack_step`` kernel
+    what the graph costs per op (a Function, Tensors, checks, over some twenty ops a step)
+    outweighs the arithmetic (benchmarks/NOTES.md). Here a step is a table lookup, one ``lstm_stack_step`` kernel
     call for all layers (in C on the cython backend) and the output layer's product:
 
     - layer 0's input is an embedding row, so its input projection is looked up, not
@@ -70,9 +70,9 @@ class LSTMStepper:
       one product of twice the size, which OpenBLAS splits over two threads (one of
       1024 x 256 it runs on one).
 
-    The table and the stacked weights are computed when the stepper is made (about 0.6 ms
-    for the default model) and not updated after: make a new stepper after the model
-    changes.
+    The table and the stacked weights are computed when the stepper is made (well under a
+    millisecond for the default model) and not updated after: make a new stepper after
+    the model changes.
 
     ``start`` reads a whole prompt with the model's own ``forward`` (the fused layer kernel,
     one call for all its positions) and hands its final (h, c) on to ``step``:
