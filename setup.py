@@ -87,7 +87,8 @@ extensions = [
 
 setup(
     package_dir={"tinylm": "tinylm", "tinylm.kernels": "kernels"},
-    packages=find_packages(include=["tinylm", "tinylm.*"]) + ["tinylm.kernels", "tinylm.kernels.cpu", "tinylm.kernels.cuda"],
+    packages=find_packages(include=["tinylm", "tinylm.*"])
+    + ["tinylm.kernels", "tinylm.kernels.cpu", "tinylm.kernels.cuda"],
     package_data={
         "tinylm.kernels.cpu": ["*.pyx", "*.pxi", "*.h"],
         "tinylm.kernels.cuda": ["*.cu", "*.cuh", "*.h", "README.md"],  # CUDA sources, compiled at run time

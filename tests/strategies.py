@@ -82,7 +82,8 @@ def lstm_problems(draw, max_steps: int = 5):
     h0, c0 = (rng.standard_normal((batch, hidden)).astype(dtype) for _ in range(2))
     if draw(st.booleans()):
         x_proj, w_hh = np.asfortranarray(x_proj), np.ascontiguousarray(w_hh.T).T
-    grads = tuple(rng.standard_normal(s).astype(dtype) for s in ((steps, batch, hidden), (batch, hidden), (batch, hidden)))
+    grads = tuple(rng.standard_normal(s).astype(dtype)
+                  for s in ((steps, batch, hidden), (batch, hidden), (batch, hidden)))
     return x_proj, w_hh, h0, c0, grads
 
 

@@ -44,7 +44,7 @@ def test_writes_a_heatmap_per_layer_and_head_and_every_weight_as_csv(run_dir, tm
             png = out / f"layer{layer}_head{head}.png"
             assert png.read_bytes()[:8] == PNG_MAGIC, png
     assert sorted(p.name for p in out.iterdir()) == ["attention.csv"] + [
-        f"layer{l}_head{h}.png" for l in range(2) for h in range(2)]
+        f"layer{layer}_head{h}.png" for layer in range(2) for h in range(2)]
 
     rows = read_rows(out / "attention.csv")
     assert list(rows[0]) == attention.CSV_FIELDS

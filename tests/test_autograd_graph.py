@@ -159,7 +159,8 @@ class _WrongDtypeGrad(tinylm.Function):
 def test_a_backward_returning_the_wrong_shape_or_dtype_is_caught_and_named(function, what):
     x = tinylm.tensor(np.ones((2, 3)), requires_grad=True)
     y = function()(x)
-    with pytest.raises(ValueError, match=rf"{function.__name__}\.backward: the gradient it returned has shape .* and dtype .*but the tensor has shape \(2, 3\) and dtype float64"):
+    with pytest.raises(ValueError, match=rf"{function.__name__}\.backward: the gradient it returned has shape .* "
+                                         r"and dtype .*but the tensor has shape \(2, 3\) and dtype float64"):
         y.sum().backward()
 
 

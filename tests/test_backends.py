@@ -18,7 +18,8 @@ def test_import_tinylm_never_imports_cupy():
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(ValueError, match="set_backend: unknown backend 'torch'; choose one of numpy, cython, cupy, cuda"):
+    with pytest.raises(ValueError, match="set_backend: unknown backend 'torch'; "
+                                         "choose one of numpy, cython, cupy, cuda"):
         tinylm.set_backend("torch")
 
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import KERNEL_ARITY, fuzz_arguments
 
 from tinylm.backends import KERNELS, kernel_for
 from tinylm.kernels.cuda import launch
-
-from strategies import KERNEL_ARITY, fuzz_arguments
 
 reason = launch.emulation_unavailable_reason()
 pytestmark = pytest.mark.skipif(reason is not None, reason=f"CUDA emulation unavailable: {reason}")

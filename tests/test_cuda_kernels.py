@@ -20,18 +20,27 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import lstm_problems, seeds
 
-from tinylm.kernels.cuda import adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm
+from tinylm.kernels.cuda import (
+    adam,
+    attention_softmax,
+    causal_attention,
+    cross_entropy,
+    dropout,
+    embedding,
+    launch,
+    layer_norm,
+    lstm,
+)
+from tinylm.reference import adam as ref_adam
+from tinylm.reference import attention_softmax as ref_attention_softmax
 from tinylm.reference import causal_attention as ref_causal_attention
 from tinylm.reference import cross_entropy as ref_cross_entropy
 from tinylm.reference import dropout as ref_dropout
 from tinylm.reference import embedding as ref_embedding
 from tinylm.reference import layer_norm as ref_layer_norm
 from tinylm.reference import lstm as ref_lstm
-from tinylm.reference import adam as ref_adam
-from tinylm.reference import attention_softmax as ref_attention_softmax
-
-from strategies import lstm_problems, seeds
 
 EXAMPLES = 25  # per test and device: the emulation runs every GPU thread as an OS thread
 

@@ -8,7 +8,17 @@ wrapper that launched before refusing would fail these tests.
 import numpy as np
 import pytest
 
-from tinylm.kernels.cuda import adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm
+from tinylm.kernels.cuda import (
+    adam,
+    attention_softmax,
+    causal_attention,
+    cross_entropy,
+    dropout,
+    embedding,
+    launch,
+    layer_norm,
+    lstm,
+)
 
 
 @pytest.fixture(autouse=True)

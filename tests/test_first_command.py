@@ -37,7 +37,8 @@ def fresh_checkout(target: Path) -> None:
 
 def clean_environment() -> dict:
     """This shell's environment without the test run's own venv."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "TINYLM_BACKEND")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "TINYLM_BACKEND")}
     active = str(Path(sys.prefix) / "bin")
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != active)
     return env

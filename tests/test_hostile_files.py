@@ -68,7 +68,8 @@ def first_tensor(header):
     return header[next(k for k in header if k != "__metadata__")]
 
 
-MODEL, OPTIMIZER, TRAINER = "checkpoint/model.safetensors", "checkpoint/optimizer.safetensors", "checkpoint/trainer.json"
+MODEL, OPTIMIZER, TRAINER = ("checkpoint/model.safetensors", "checkpoint/optimizer.safetensors",
+                             "checkpoint/trainer.json")
 DAMAGES = {
     "truncated weights": (MODEL, lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
     "empty weights": (MODEL, lambda p: p.write_bytes(b"")),
@@ -95,7 +96,8 @@ DAMAGES = {
     "config with an unknown model": ("config.json", lambda p: json_file(p, lambda c: {**c, "model": "gru"})),
     "config with a non-finite lr": ("config.json", lambda p: p.write_text(
         p.read_text().replace('"lr": 0.004', '"lr": NaN'))),
-    "config missing a key": ("config.json", lambda p: json_file(p, lambda c: {k: v for k, v in c.items() if k != "lowercase"})),
+    "config missing a key": ("config.json", lambda p: json_file(
+        p, lambda c: {k: v for k, v in c.items() if k != "lowercase"})),
     "config with an integer too large for a float": ("config.json", lambda p: p.write_text(
         p.read_text().replace('"lr": 0.004', '"lr": 1' + "0" * 400))),
     "tokenizer garbage": ("tokenizer.json", lambda p: p.write_bytes(b"\xff\xfe\x00 not json")),
@@ -125,7 +127,8 @@ DAMAGES = {
     "trainer schedule of another step": (TRAINER, lambda p: json_file(
         p, lambda t: {**t, "schedule": {**t["schedule"], "last_step": 10**400}})),
     "optimizer step beyond the checkpoint's": (TRAINER, lambda p: json_file(
-        p, lambda t: {**t, "optimizer": {**t["optimizer"], "scalars": {**t["optimizer"]["scalars"], "0": {"step": 10**400}}}})),
+        p, lambda t: {**t, "optimizer": {**t["optimizer"], "scalars": {**t["optimizer"]["scalars"],
+                                                                       "0": {"step": 10**400}}}})),
 }
 
 

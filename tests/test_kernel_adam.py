@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import seeds
 
 from tinylm.kernels.cpu.adam import adam_update as compiled
 from tinylm.reference.adam import adam_update as reference
-
-from strategies import seeds
 
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-7), np.float64: dict(rtol=1e-12, atol=1e-15)}
 

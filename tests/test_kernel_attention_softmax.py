@@ -10,12 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu import attention_softmax as compiled
 from tinylm.reference import attention_softmax as reference
-
-from strategies import run_with_threads, seeds
 
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import PRODUCT_PATHS, products_through, seeds
 
 import tinylm
 from tinylm import Tensor, nn
@@ -20,8 +21,6 @@ from tinylm.gradcheck import gradcheck
 from tinylm.kernels.cpu import causal_attention as compiled
 from tinylm.ops.causal_attention import causal_attention
 from tinylm.reference import causal_attention as reference
-
-from strategies import PRODUCT_PATHS, products_through, seeds
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 

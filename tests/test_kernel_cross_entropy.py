@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu import cross_entropy as compiled
 from tinylm.reference import cross_entropy as reference
-
-from strategies import run_with_threads, seeds
 
 # float32: the kernel sums e^(x - max) in double, the reference in float32.
 TOLERANCE = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}

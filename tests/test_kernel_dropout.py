@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import run_with_threads
 
 from tinylm import kernels
 from tinylm.kernels.cpu import dropout as compiled
 from tinylm.reference import dropout as reference
-
-from strategies import run_with_threads, seeds
 
 
 @given(shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=7),

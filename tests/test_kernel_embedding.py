@@ -10,12 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu.embedding import embedding_backward as compiled
 from tinylm.reference.embedding import embedding_backward as reference
-
-from strategies import run_with_threads, seeds
 
 ID_DTYPES = [np.int64, np.int32, np.uint8, np.int16]
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}  # relative; both sum in the same order

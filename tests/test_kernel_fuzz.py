@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import KERNEL_ARITY, fuzz_arguments
 
 from tinylm.backends import KERNELS, kernel_for
-
-from strategies import KERNEL_ARITY, fuzz_arguments
 
 arguments = fuzz_arguments()
 CYTHON_KERNELS = sorted(name for name, where in KERNELS.items() if "cython" in where and name in KERNEL_ARITY)

@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu import gelu as compiled
 from tinylm.reference import gelu as reference
-
-from strategies import run_with_threads, seeds
 
 # The oracle is the reference in float64: in float32 the reference's 1 + tanh u cancels
 # for x below about -4 (to 0 near x = -5), where the kernel's σ(2u) keeps its digits.
@@ -48,7 +47,8 @@ def test_known_values():
 @pytest.mark.skipif(not kernels.openmp_enabled(), reason="built without OpenMP: the kernels run on one thread only")
 def test_one_and_two_threads_agree():
     x = np.random.default_rng(0).standard_normal(10_001).astype(np.float32)
-    np.testing.assert_array_equal(run_with_threads(1, compiled.gelu_forward, x), run_with_threads(2, compiled.gelu_forward, x))
+    np.testing.assert_array_equal(run_with_threads(1, compiled.gelu_forward, x),
+                                  run_with_threads(2, compiled.gelu_forward, x))
     np.testing.assert_array_equal(run_with_threads(1, compiled.gelu_backward, x, x),
                                   run_with_threads(2, compiled.gelu_backward, x, x))
 

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu import layer_norm as compiled
 from tinylm.reference import layer_norm as reference
 
-from strategies import run_with_threads, seeds
-
 # The oracle is the reference run in float64: the kernel accumulates its row statistics
 # in double, while the reference in float32 rounds the mean, and normalising multiplies
 # that rounding by up to 1/√ε ≈ 300 (a constant row of 100s comes out at ±2e-3, not 0).
-TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-9)}  # atol: a constant row of 100s, mean rounded, times 1/√ε
+# atol: a constant row of 100s, mean rounded, times 1/√ε
+TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-9)}
 
 
 def oracle(function, *arrays):

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import PRODUCT_PATHS, lstm_problems, products_through, seeds
 
 from tinylm.kernels.cpu import blas
 from tinylm.kernels.cpu import lstm as compiled
 from tinylm.reference import lstm as reference
-
-from strategies import PRODUCT_PATHS, lstm_problems, products_through, seeds
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
@@ -69,7 +68,8 @@ def test_bad_inputs_are_refused():
     x = np.zeros((2, 3, 8), np.float32)
     w = np.zeros((8, 2), np.float32)
     h = np.zeros((3, 2), np.float32)
-    with pytest.raises(ValueError, match=r"lstm_layer_forward: x_proj \(2, 3, 8\) must be \(T, B, 4H\) and w_hh \(8, 3\)"):
+    with pytest.raises(ValueError, match=r"lstm_layer_forward: x_proj \(2, 3, 8\) must be \(T, B, 4H\) "
+                                         r"and w_hh \(8, 3\)"):
         compiled.lstm_layer_forward(x, np.zeros((8, 3), np.float32), h, h)
     with pytest.raises(ValueError, match=r"h0 \(2, 2\) and c0 \(3, 2\) must be \(B, H\) = \(3, 2\)"):
         compiled.lstm_layer_forward(x, w, np.zeros((2, 2), np.float32), h)

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import leaf, seeds
 
 import tinylm
 from tinylm import nn
 from tinylm.nn import functional as F
-
-from strategies import leaf, seeds
 
 
 def params_of(module):
@@ -58,7 +57,8 @@ def test_multihead_attention_gradcheck(seed, causal, need_weights):
     assert gradcheck_module(attention, call, q, k, v)
 
 
-@given(seed=seeds, rows=st.integers(1, 4), classes=st.integers(1, 4), reduction=st.sampled_from(["mean", "sum", "none"]))
+@given(seed=seeds, rows=st.integers(1, 4), classes=st.integers(1, 4),
+       reduction=st.sampled_from(["mean", "sum", "none"]))
 def test_cross_entropy_gradcheck(seed, rows, classes, reduction):
     targets = np.random.default_rng(seed).integers(0, classes, size=rows)
     targets[-1] = -100 if rows > 1 else targets[-1]
@@ -149,6 +149,7 @@ def test_fused_lstm_layer_equals_the_cell_composed_from_ops(seed, steps):
     for t in range(steps):
         h, c = nn.lstm_cell(x_proj[t] + h @ w_hh.T, c)
         composed.append(h)
-    np.testing.assert_allclose(hs.numpy(), ops.stack(composed).numpy(), rtol=1e-10, atol=1e-14)  # Cython forms tanh x as 2σ(2x) - 1: a few ulp
+    # Cython forms tanh x as 2σ(2x) - 1: a few ulp
+    np.testing.assert_allclose(hs.numpy(), ops.stack(composed).numpy(), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(c_n.numpy(), c.numpy(), rtol=1e-10, atol=1e-14)
     np.testing.assert_array_equal(h_n.numpy(), hs.numpy()[-1])

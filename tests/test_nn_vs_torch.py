@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import seeds
+from torch_compare import TOLERANCES, assert_same, copy_weights_to_torch, run_both
 
 import tinylm
 from tinylm import nn
 from tinylm.nn import functional as F
 
-from strategies import seeds
-from torch_compare import TOLERANCES, assert_same, copy_weights_to_torch, run_both
-
-torch = pytest.importorskip("torch", reason="PyTorch is not installed: the PyTorch comparisons need it (.ci/run installs it)")
+torch = pytest.importorskip("torch", reason="PyTorch is not installed: the PyTorch comparisons need it "
+                                            "(.ci/run installs it)")
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 dtypes = st.sampled_from([np.float64, np.float32])
 
@@ -102,7 +102,8 @@ def test_lstm_state_carried_across_batches_matches_pytorch():
 
 @st.composite
 def attention_masks(draw, length, key_length, rng):
-    kind = draw(st.sampled_from(["none", "causal", "bool", "float"] if length == key_length else ["none", "bool", "float"]))
+    kind = draw(st.sampled_from(["none", "causal", "bool", "float"] if length == key_length
+                                else ["none", "bool", "float"]))
     if kind == "bool":  # True = may not attend; keep at least one key open per query
         mask = rng.random((length, key_length)) < 0.4
         mask[np.arange(length), rng.integers(0, key_length, size=length)] = False
@@ -149,7 +150,8 @@ def test_weights_move_from_pytorch_into_tinylm():
     ours = nn.LSTM(3, 5, num_layers=2, dtype=np.float64)
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x = np.random.default_rng(0).standard_normal((4, 2, 3))
-    np.testing.assert_allclose(ours(tinylm.Tensor(x))[0].numpy(), theirs(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(ours(tinylm.Tensor(x))[0].numpy(), theirs(torch.from_numpy(x))[0].detach().numpy(),
+                               rtol=1e-10)
 
 
 @given(seed=seeds, dtype=dtypes, rows=st.integers(1, 5), classes=st.integers(1, 6),

@@ -7,11 +7,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import broadcast_pairs, leaf, nonempty_shapes, seeds, shapes
 
 import tinylm
 from tinylm import ops
-
-from strategies import broadcast_pairs, leaf, nonempty_shapes, seeds, shapes
 
 BINARY = {
     "add": (ops.add, "normal", "normal"),
@@ -86,7 +85,8 @@ def test_unary_op_values_and_gradients(name, shape, seed, noncontiguous):
 @st.composite
 def shape_and_axes(draw, nonempty_reduction=False):
     shape = draw(shapes)
-    axes = draw(st.one_of(st.none(), st.lists(st.integers(0, max(len(shape) - 1, 0)), unique=True, max_size=len(shape))))
+    axes = draw(st.one_of(st.none(), st.lists(st.integers(0, max(len(shape) - 1, 0)), unique=True,
+                                              max_size=len(shape))))
     if axes is not None and len(shape) == 0:
         axes = []
     if axes is not None and len(axes) == 1 and draw(st.booleans()):
@@ -293,7 +293,8 @@ def test_attention_softmax_gradcheck_on_each_cpu_backend(backend, seed, length, 
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
-@given(seed=seeds, rows=st.integers(1, 5), classes=st.integers(1, 6), reduction=st.sampled_from(["mean", "sum", "none"]))
+@given(seed=seeds, rows=st.integers(1, 5), classes=st.integers(1, 6),
+       reduction=st.sampled_from(["mean", "sum", "none"]))
 def test_cross_entropy_gradcheck_on_each_cpu_backend(backend, seed, rows, classes, reduction):
     rng = np.random.default_rng(seed)
     targets = rng.integers(0, classes, rows)

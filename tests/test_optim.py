@@ -51,7 +51,8 @@ CONFIGS = {
     "adam weight decay": (lambda p: optim.Adam(p, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1), "Adam",
                           dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
     "adamw": (lambda p: optim.AdamW(p, lr=0.01), "AdamW", dict(lr=0.01)),
-    "adamw strong decay": (lambda p: optim.AdamW(p, lr=0.02, weight_decay=0.5), "AdamW", dict(lr=0.02, weight_decay=0.5)),
+    "adamw strong decay": (lambda p: optim.AdamW(p, lr=0.02, weight_decay=0.5), "AdamW",
+                           dict(lr=0.02, weight_decay=0.5)),
 }
 
 
@@ -72,7 +73,8 @@ def test_warmup_cosine_steps_like_torch_lambda_lr_given_the_same_factor():
     factor = optim.lr_scheduler.warmup_cosine(5, 20, min_factor=0.1)
     ours_opt = optim.SGD([nn.Parameter(np.zeros(2))], lr=0.5)
     theirs_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.5)
-    ours, theirs = optim.lr_scheduler.WarmupCosineLR(ours_opt, 5, 20, 0.1), torch.optim.lr_scheduler.LambdaLR(theirs_opt, factor)
+    ours, theirs = (optim.lr_scheduler.WarmupCosineLR(ours_opt, 5, 20, 0.1),
+                    torch.optim.lr_scheduler.LambdaLR(theirs_opt, factor))
     for _ in range(25):
         assert ours.get_last_lr() == pytest.approx(theirs.get_last_lr(), rel=1e-15)
         ours_opt.step()

@@ -53,7 +53,8 @@ def untimed_metrics(run):
 
 def same_metrics(run, reference) -> bool:
     """metrics.csv matches but for its timed columns, with the same row endings (\r\n, csv's)."""
-    same_endings = (run / "metrics.csv").read_bytes().count(b"\r\n") == (reference / "metrics.csv").read_bytes().count(b"\r\n")
+    same_endings = ((run / "metrics.csv").read_bytes().count(b"\r\n")
+                    == (reference / "metrics.csv").read_bytes().count(b"\r\n"))
     return same_endings and untimed_metrics(run) == untimed_metrics(reference)
 
 
@@ -97,7 +98,8 @@ CASES = [  # (model, batches, backend, stop)
 
 
 @pytest.mark.parametrize("model, batches, backend, stop", CASES)
-def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tmp_path_factory, corpus, monkeypatch, model, batches, backend, stop):
+def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tmp_path_factory, corpus, monkeypatch, model, batches, backend,
+                                           stop):
     reference = uninterrupted(tmp_path_factory, corpus, model, batches, backend)
     run = tmp_path / "run"
     extra = ["--out", str(run)]

@@ -3,11 +3,9 @@
 import csv
 import json
 import math
-import shutil
 import subprocess
 import sys
 from io import StringIO
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,7 +88,8 @@ def test_checkpoints_hold_no_pickle_and_use_pytorch_names(tmp_path, corpus):
 def test_generate_and_evaluate_load_a_checkpoint(tmp_path, corpus, capsys):
     run_train(corpus, tmp_path / "run", steps=20)
     out = StringIO()
-    generate.main(["--checkpoint", str(tmp_path / "run"), "--prompt", "Alice", "--max-new-tokens", "25", "--seed", "1"], out=out)
+    generate.main(["--checkpoint", str(tmp_path / "run"), "--prompt", "Alice", "--max-new-tokens", "25", "--seed", "1"],
+                  out=out)
     text = out.getvalue()
     assert text.startswith("Alice") and len(text) >= len("Alice") + 25
     result = evaluate.main(["--checkpoint", str(tmp_path / "run")])
@@ -165,7 +164,8 @@ def test_the_transformer_is_causal():
         (["--dropout", "1.5"], "argument --dropout: must be a number in [0, 1), got 1.5"),
         (["--model", "gru"], "argument --model: invalid choice: 'gru'"),
         (["--data", "/no/such/file.txt"], "--data: /no/such/file.txt does not exist"),
-        (["--model", "transformer", "--d-model", "10", "--n-heads", "4"], "--d-model 10 must be divisible by --n-heads 4"),
+        (["--model", "transformer", "--d-model", "10", "--n-heads", "4"],
+         "--d-model 10 must be divisible by --n-heads 4"),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, message):
@@ -185,7 +185,8 @@ def test_bad_corpus_paths(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"abc\x00\x01\x02")
     (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
     (tmp_path / "folder").mkdir()
-    cases = {"empty.txt": "is empty", "binary.txt": "looks binary", "latin1.txt": "is not UTF-8", "folder": "no .txt files"}
+    cases = {"empty.txt": "is empty", "binary.txt": "looks binary", "latin1.txt": "is not UTF-8",
+             "folder": "no .txt files"}
     for name, message in cases.items():
         with pytest.raises(DataError, match=message):
             load_corpus(str(tmp_path / name))

@@ -61,4 +61,5 @@ def assert_same(ours, theirs, dtype, **override):
         np.testing.assert_allclose(a, b, **tolerance, err_msg=f"gradient of input {i}")
     assert list(our_param_grads) == list(their_param_grads), "parameter names or order differ"
     for name in their_param_grads:
-        np.testing.assert_allclose(our_param_grads[name], their_param_grads[name], **tolerance, err_msg=f"gradient of {name}")
+        np.testing.assert_allclose(our_param_grads[name], their_param_grads[name], **tolerance,
+                                   err_msg=f"gradient of {name}")

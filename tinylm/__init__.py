@@ -18,10 +18,10 @@ import pkgutil
 # sys.path joins this package's search path, so the installed kernels are found too.
 __path__ = pkgutil.extend_path(__path__, __name__)
 
+from tinylm import nn, optim  # noqa: E402  (after the core they build on)
 from tinylm.autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
 from tinylm.backends import get_backend, set_backend, use_backend
 from tinylm.gradcheck import GradcheckError, gradcheck
-from tinylm.random import manual_seed
 from tinylm.ops import (
     concat,
     embedding,
@@ -43,8 +43,7 @@ from tinylm.ops import (
     transpose,
     where,
 )
-
-from tinylm import nn, optim  # noqa: E402  (after the core they build on)
+from tinylm.random import manual_seed
 
 __version__ = "0.1.0"
 

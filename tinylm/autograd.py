@@ -147,7 +147,8 @@ class Tensor:
         arrays are freed afterwards unless ``retain_graph=True``.
         """
         if not self.requires_grad:
-            raise RuntimeError("backward: this tensor does not require grad (no input required grad, or no_grad was on)")
+            raise RuntimeError("backward: this tensor does not require grad "
+                               "(no input required grad, or no_grad was on)")
         if grad is None:
             if self.size != 1:
                 raise ValueError(
@@ -323,7 +324,8 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
         if not isinstance(grad_inputs, tuple):
             grad_inputs = (grad_inputs,)
         if len(grad_inputs) != len(function.inputs):
-            raise RuntimeError(f"{name}.backward returned {len(grad_inputs)} gradients for {len(function.inputs)} inputs")
+            raise RuntimeError(f"{name}.backward returned {len(grad_inputs)} gradients "
+                               f"for {len(function.inputs)} inputs")
         for x, gx in zip(function.inputs, grad_inputs):
             if gx is None or not x.requires_grad:
                 continue

@@ -72,7 +72,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 # The safetensors dtypes tinylm reads, with their sizes in bytes.
-SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1}
 
 
 def read_safetensors(path) -> dict[str, np.ndarray]:
@@ -89,7 +90,8 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
         with open(path, "rb") as f:
             head = f.read(8)
             if size < 8 or len(head) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file ({size} bytes, shorter than its 8-byte header length)")
+                raise CheckpointError(f"{path}: not a safetensors file "
+                                      f"({size} bytes, shorter than its 8-byte header length)")
             (header_length,) = struct.unpack("<Q", head)
             if header_length > size - 8:
                 raise CheckpointError(f"{path}: not a safetensors file (its header length {header_length} "
@@ -204,15 +206,18 @@ def load_checkpoint(run_dir) -> tuple[dict, dict, dict]:
     optimizer_json = trainer.pop("optimizer", None) if isinstance(trainer, dict) else None
     if not (isinstance(optimizer_json, dict) and isinstance(optimizer_json.get("scalars"), dict)
             and isinstance(optimizer_json.get("param_groups"), list)):
-        raise CheckpointError(f"{folder / 'trainer.json'}: no optimizer settings (an object with param_groups and scalars)")
+        raise CheckpointError(f"{folder / 'trainer.json'}: no optimizer settings "
+                              "(an object with param_groups and scalars)")
     state: dict[int, dict] = {}
     for key, value in arrays.items():
         parts = key.split(".", 2)
         if len(parts) != 3 or parts[0] != "state" or not (parts[1].isascii() and parts[1].isdigit()):
-            raise CheckpointError(f"{folder / 'optimizer.safetensors'}: unexpected tensor {key!r} (expected state.<index>.<name>)")
+            raise CheckpointError(f"{folder / 'optimizer.safetensors'}: unexpected tensor {key!r} "
+                                  "(expected state.<index>.<name>)")
         state.setdefault(int(parts[1]), {})[parts[2]] = value
     for index, scalars in optimizer_json["scalars"].items():
         if not (index.isascii() and index.isdigit()) or not isinstance(scalars, dict):
-            raise CheckpointError(f"{folder / 'trainer.json'}: optimizer scalars {index!r} are not per-parameter settings")
+            raise CheckpointError(f"{folder / 'trainer.json'}: optimizer scalars {index!r} "
+                                  "are not per-parameter settings")
         state.setdefault(int(index), {}).update(scalars)
     return model_state, {"state": state, "param_groups": optimizer_json["param_groups"]}, trainer

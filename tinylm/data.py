@@ -95,7 +95,8 @@ class ContiguousBatches:
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, position: int = 0):
         stream_length = len(ids) // batch_size
         if stream_length < seq_len + 1:
-            raise DataError(f"{len(ids)} tokens make streams of {stream_length}, fewer than --seq-len + 1 = {seq_len + 1}")
+            raise DataError(f"{len(ids)} tokens make streams of {stream_length}, "
+                            f"fewer than --seq-len + 1 = {seq_len + 1}")
         self.streams = ids[: stream_length * batch_size].reshape(batch_size, stream_length)  # (B, L)
         self.seq_len, self.position = seq_len, position
 

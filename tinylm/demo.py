@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     split = int(0.9 * len(ids))
     train_ids, val_ids = ids[:split], ids[split:]
     rng = np.random.default_rng(args.seed)
-    print(f"corpus: pydoc_data.topics, {len(text):,} characters, vocabulary {len(chars)}; backend {tinylm.get_backend()}")
+    print(f"corpus: pydoc_data.topics, {len(text):,} characters, vocabulary {len(chars)}; "
+          f"backend {tinylm.get_backend()}")
 
     vocab, width = len(chars), args.context * args.embedding_dim
 

@@ -32,7 +32,8 @@ def main(argv=None) -> dict:
         text, where = prepare_text(config)[1], "the run's validation text"
     seq_len = args.seq_len or config["training"]["seq_len"]
     if config["model"] == "transformer" and seq_len > config["model_config"]["max_len"]:
-        raise ValueError(f"--seq-len {seq_len} is longer than the transformer's max_len {config['model_config']['max_len']}")
+        raise ValueError(f"--seq-len {seq_len} is longer than the transformer's max_len "
+                         f"{config['model_config']['max_len']}")
     result = evaluate(model, tokenizer.encode(text), args.batch_size or config["training"]["batch_size"], seq_len)
     print(f"{where} (checkpoint step {trainer['step']}): loss {result['loss']:.4f} nats/token, "
           f"perplexity {result['perplexity']:.3f}, accuracy {result['accuracy']:.2%} over {result['tokens']:,} tokens")

@@ -43,7 +43,8 @@ def main(argv=None, out=None) -> None:
     # Decode bytes incrementally: a BPE token may end in the middle of a UTF-8 character.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for token in sample_tokens(model, prompt_ids, args.max_new_tokens, rng, max(args.temperature, 1e-8), top_k):
-        piece = decoder.decode(tokenizer.decode_bytes([token])) if hasattr(tokenizer, "decode_bytes") else tokenizer.decode([token])
+        piece = (decoder.decode(tokenizer.decode_bytes([token])) if hasattr(tokenizer, "decode_bytes")
+                 else tokenizer.decode([token]))
         out.write(piece)
         out.flush()
     out.write(decoder.decode(b"", final=True) + "\n")

@@ -38,6 +38,7 @@ def sample_tokens(model, prompt_ids: np.ndarray, max_new_tokens: int, rng: np.ra
         with tinylm.no_grad():
             stepper = model.stepper()
             logits, state = stepper.start(np.array([[int(i) for i in prompt_ids]]))  # a batch of one: (1, V)
+            token = None  # the token sampled last, which the next step reads
             for n in range(max_new_tokens):
                 if n > 0:
                     logits, state = stepper.step(np.array([token]), state)

@@ -126,7 +126,8 @@ def gradcheck(
         if error.size and np.any(~(error <= allowed)):
             where = np.unravel_index(int(np.nanargmax(np.where(np.isnan(error), np.inf, error - allowed))), x.shape)
             raise GradcheckError(
-                f"gradcheck: input {i} of shape {x.shape} through {ops_named}: backward and finite differences disagree; "
+                f"gradcheck: input {i} of shape {x.shape} through {ops_named}: "
+                "backward and finite differences disagree; "
                 f"largest error {np.nanmax(error):.3g} at index {tuple(int(j) for j in where)}: "
                 f"backward gives {analytic[where]:.6g}, finite differences give {numeric[where]:.6g} "
                 f"(atol={atol}, rtol={rtol})"

@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from tinylm.checkpoint import CheckpointError, write_atomically
+from tinylm.checkpoint import CheckpointError
 
-METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
+METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy",
+           "tokens_per_s"]
 
 
 def append_metrics(path: Path, row: dict) -> None:

@@ -136,9 +136,11 @@ def check_optimizer_state(state: dict, optimizer, step: int, folder: Path) -> No
     params = [p for group in optimizer.param_groups for p in group["params"]]
     groups = state["param_groups"]
     if len(groups) != len(optimizer.param_groups):
-        raise CheckpointError(f"{settings}: {len(groups)} optimizer parameter groups, expected {len(optimizer.param_groups)}")
+        raise CheckpointError(f"{settings}: {len(groups)} optimizer parameter groups, "
+                              f"expected {len(optimizer.param_groups)}")
     for saved, mine in zip(groups, optimizer.param_groups):
-        if not isinstance(saved, dict) or not isinstance(saved.get("params"), list) or len(saved["params"]) != len(mine["params"]):
+        if (not isinstance(saved, dict) or not isinstance(saved.get("params"), list)
+                or len(saved["params"]) != len(mine["params"])):
             raise CheckpointError(f"{settings}: an optimizer group does not list its {len(mine['params'])} parameters")
         for key in ("lr", "eps", "weight_decay"):
             if not cli.non_negative_float.accepts(saved.get(key)):

@@ -24,7 +24,7 @@ from tinylm.data import ContiguousBatches, DataError, prepare_text, random_batch
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
 from tinylm.memory import keep_freed_memory
-from tinylm.metrics import LossPlotter, append_metrics, kept_metrics, read_metrics
+from tinylm.metrics import LossPlotter, append_metrics, kept_metrics
 from tinylm.models import MODELS
 from tinylm.nn import functional as F
 from tinylm.random import default_generator
@@ -53,7 +53,8 @@ def parse_args(argv=None):
     model.add_argument("--hidden-dim", type=rules["hidden_dim"], default=256, help="LSTM: hidden state size")
     model.add_argument("--n-layers", type=rules["n_layers"], default=2, help="LSTM layers or transformer blocks")
     model.add_argument("--d-model", type=rules["d_model"], default=128, help="transformer: model width")
-    model.add_argument("--n-heads", type=rules["n_heads"], default=4, help="transformer: attention heads (divide --d-model)")
+    model.add_argument("--n-heads", type=rules["n_heads"], default=4,
+                       help="transformer: attention heads (divide --d-model)")
     model.add_argument("--dropout", type=rules["dropout"], default=0.1, help="dropout probability, in [0, 1)")
     train = p.add_argument_group("training")
     train.add_argument("--steps", type=rules["steps"], help=f"optimizer steps in total (default {DEFAULT_STEPS}; "
@@ -61,8 +62,10 @@ def parse_args(argv=None):
     train.add_argument("--batch-size", type=rules["batch_size"], default=32, help="sequences per step")
     train.add_argument("--seq-len", type=rules["seq_len"], default=64, help="tokens per sequence")
     train.add_argument("--lr", type=rules["lr"], default=4e-3, help="peak learning rate (AdamW), > 0")
-    train.add_argument("--warmup-steps", type=rules["warmup_steps"], default=50, help="linear warm-up steps before the cosine decay")
-    train.add_argument("--min-lr-ratio", type=rules["min_lr_ratio"], default=0.05, help="final lr as a fraction of --lr")
+    train.add_argument("--warmup-steps", type=rules["warmup_steps"], default=50,
+                       help="linear warm-up steps before the cosine decay")
+    train.add_argument("--min-lr-ratio", type=rules["min_lr_ratio"], default=0.05,
+                       help="final lr as a fraction of --lr")
     train.add_argument("--weight-decay", type=rules["weight_decay"], default=0.01, help="AdamW weight decay")
     train.add_argument("--clip", type=rules["clip"], default=1.0, help="gradient-norm clipping (0: off)")
     train.add_argument("--stateful", action="store_true",
@@ -70,11 +73,15 @@ def parse_args(argv=None):
     train.add_argument("--backend", choices=list(tinylm.backends.BACKENDS),
                        help="default: the fastest one built here (with --resume: the run's own)")
     train.add_argument("--seed", type=rules["seed"], default=0, help="seed for initialisation, batches and dropout")
-    train.add_argument("--time-limit", type=cli.non_negative_float, help="stop (with a checkpoint) after this many seconds")
+    train.add_argument("--time-limit", type=cli.non_negative_float,
+                       help="stop (with a checkpoint) after this many seconds")
     run = p.add_argument_group("evaluation and output")
-    run.add_argument("--eval-every", type=rules["eval_every"], default=250, help="evaluate, sample and checkpoint every N steps")
-    run.add_argument("--log-every", type=rules["log_every"], default=25, help="write the mean training loss every N steps")
-    run.add_argument("--sample-tokens", type=rules["sample_tokens"], default=200, help="length of the sample printed at each evaluation")
+    run.add_argument("--eval-every", type=rules["eval_every"], default=250,
+                     help="evaluate, sample and checkpoint every N steps")
+    run.add_argument("--log-every", type=rules["log_every"], default=25,
+                     help="write the mean training loss every N steps")
+    run.add_argument("--sample-tokens", type=rules["sample_tokens"], default=200,
+                     help="length of the sample printed at each evaluation")
     run.add_argument("--out", help="a new run directory (default: runs/<date-time>); never one that holds a run")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where its checkpoint stopped")
     args = p.parse_args(argv)
@@ -89,7 +96,8 @@ def parse_args(argv=None):
         p.error(f"--stateful carries a model's state across batches; --model {args.model} carries none "
                 "(it reads each chunk on its own)")
     if args.tokenizer == "bpe" and args.vocab_size < runs.MIN_BPE_VOCABULARY:
-        p.error(f"--vocab-size must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), got {args.vocab_size}")
+        p.error(f"--vocab-size must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), "
+                f"got {args.vocab_size}")
     if args.out:
         try:
             check_new_run_dir(Path(args.out))
@@ -101,7 +109,8 @@ def parse_args(argv=None):
 def check_new_run_dir(run_dir: Path) -> None:
     """A new run's folder holds no run: a ValueError saying what to do instead."""
     if (run_dir / "checkpoint").exists() or (run_dir / ".checkpoint-old").exists():
-        raise ValueError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, or name a new folder")
+        raise ValueError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
+                         "or name a new folder")
     if any((run_dir / name).exists() for name in RUN_FILES):
         raise ValueError(f"--out {run_dir} holds a run that never wrote a checkpoint; remove it or name a new folder")
 
@@ -132,7 +141,8 @@ class Trainer:
         self.train_ids, self.val_ids = train_ids, val_ids
         for what, ids in (("training", train_ids), ("validation", val_ids)):
             if len(ids) < t["seq_len"] + 1:
-                raise DataError(f"the {what} text has {len(ids)} tokens, fewer than --seq-len + 1 = {t['seq_len'] + 1}; "
+                raise DataError(f"the {what} text has {len(ids)} tokens, "
+                                f"fewer than --seq-len + 1 = {t['seq_len'] + 1}; "
                                 "give more text or a shorter --seq-len")
         self.optimizer = build_optimizer(model, t)
         self.schedule = optim.lr_scheduler.WarmupCosineLR(self.optimizer, min(t["warmup_steps"], t["steps"]),
@@ -171,8 +181,9 @@ class Trainer:
         default_generator().bit_generator.state = trainer_state["dropout_rng"]
         if self.stream is not None:
             if trainer_state["stream_position"] > self.stream.streams.shape[1]:
-                raise CheckpointError(f"{self.run_dir}: the checkpoint's stream position {trainer_state['stream_position']} "
-                                      f"is past the end of the training streams ({self.stream.streams.shape[1]} tokens)")
+                raise CheckpointError(f"{self.run_dir}: the checkpoint's stream position "
+                                      f"{trainer_state['stream_position']} is past the end of the training streams "
+                                      f"({self.stream.streams.shape[1]} tokens)")
             self.stream.position = trainer_state["stream_position"]
         carried = trainer_state.get("carried")
         dtype = next(self.model.parameters()).dtype
@@ -337,7 +348,8 @@ def main(argv=None) -> None:
     from tqdm import tqdm
 
     size = sum(p.size for p in trainer.model.parameters())
-    print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, {trainer.config['tokenizer']} tokenizer "
+    print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, "
+          f"{trainer.config['tokenizer']} tokenizer "
           f"(vocabulary {trainer.tokenizer.vocab_size}), {len(trainer.train_ids):,} training and "
           f"{len(trainer.val_ids):,} validation tokens, backend {tinylm.get_backend()}, run in {trainer.run_dir}")
 
@@ -368,7 +380,8 @@ def main(argv=None) -> None:
                 stop(bar, trainer, speed, evaluated=evaluating)
                 bar.write(f"time limit of {args.time_limit:g}s reached at step {trainer.step}; continue with "
                           f"--resume {trainer.run_dir}" if out_of_time else
-                          f"interrupted: checkpoint at step {trainer.step} saved; continue with --resume {trainer.run_dir}")
+                          f"interrupted: checkpoint at step {trainer.step} saved; "
+                          f"continue with --resume {trainer.run_dir}")
                 break
     except BaseException:
         if trainer.new_folder is not None and trainer.saved_step == 0:
@@ -378,7 +391,8 @@ def main(argv=None) -> None:
         bar.close()
         trainer.plotter.close()
         signal.signal(signal.SIGINT, previous_handler)
-    print(f"done: step {trainer.step} in {trainer.elapsed:.0f}s; checkpoint, metrics.csv and loss.png in {trainer.run_dir}")
+    print(f"done: step {trainer.step} in {trainer.elapsed:.0f}s; "
+          f"checkpoint, metrics.csv and loss.png in {trainer.run_dir}")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     facts = machine.header()
-    roofs = machine.measure_roofs(quick=all(name == "tiny" for name, _ in size_specs) or args.train_size == "tiny" and args.train)
+    roofs = machine.measure_roofs(quick=all(name == "tiny" for name, _ in size_specs)
+                                  or args.train_size == "tiny" and args.train)
     print(report.header_markdown(facts, roofs) + "\n")
     kernel_rows, training_rows = [], []
     if args.train:
@@ -83,7 +84,8 @@ def main(argv=None) -> dict:
         print(report.kernels_markdown(kernel_rows))
         report.write_csv(out / "kernels.csv", kernel_rows)
         report.kernel_charts(out, kernel_rows)
-    report.write_json(out / ("training.json" if args.train else "kernels.json"), facts, roofs, kernel_rows, training_rows)
+    report.write_json(out / ("training.json" if args.train else "kernels.json"), facts, roofs,
+                      kernel_rows, training_rows)
     print(f"\nCSV, JSON and charts in {out}/")
     wrong = [r for r in kernel_rows + training_rows if not r["correct"]]
     if wrong:

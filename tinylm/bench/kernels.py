@@ -180,7 +180,8 @@ def _adam_torch(args):
     param.grad = torch.from_numpy(grad)
     optimizer = torch.optim.AdamW([param], lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, fused=True)
     state = optimizer.state[param]
-    state.update(step=torch.tensor(float(step - 1)), exp_avg=torch.from_numpy(exp_avg), exp_avg_sq=torch.from_numpy(exp_avg_sq))
+    state.update(step=torch.tensor(float(step - 1)), exp_avg=torch.from_numpy(exp_avg),
+                 exp_avg_sq=torch.from_numpy(exp_avg_sq))
 
     def run():
         optimizer.step()
@@ -422,7 +423,8 @@ def implementation(case: Case, backend: str):
     return None if fn is None else (fn, np)
 
 
-def run_case(case: Case, size_name: str, size: tuple, backend_names, warmup: int, repeat: int, roofs: dict) -> list[dict]:
+def run_case(case: Case, size_name: str, size: tuple, backend_names, warmup: int, repeat: int,
+             roofs: dict) -> list[dict]:
     rng = np.random.default_rng(0)
     arguments = case.make(size, rng)
     reference = backends.kernel_for(case.name, "numpy")
@@ -478,7 +480,8 @@ def parse_sizes(text: str) -> list[tuple[str, tuple[int, ...] | None]]:
             try:
                 sizes.append((part, tuple(int(n) for n in part.split("x"))))
             except ValueError:
-                raise ValueError(f"--sizes: {part!r} is neither a preset ({', '.join(SIZES)}) nor a shape like 64x32x256") from None
+                raise ValueError(f"--sizes: {part!r} is neither a preset ({', '.join(SIZES)}) "
+                                 "nor a shape like 64x32x256") from None
     return sizes
 
 

@@ -29,13 +29,15 @@ def header_markdown(machine: dict, roofs: dict) -> str:
 
 
 def kernels_markdown(rows: list[dict]) -> str:
-    lines = ["| kernel | size | shape | backend | correct | median ms | min ms | max ms | vs numpy | GFLOP/s or GB/s | of roof |",
+    lines = ["| kernel | size | shape | backend | correct | median ms | min ms | max ms | vs numpy "
+             "| GFLOP/s or GB/s | of roof |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         rate = r.get("gflops") if "gflops" in r else r.get("gbs")
         unit = " GFLOP/s" if "gflops" in r else (" GB/s" if "gbs" in r else "")
         lines.append(
-            f"| {r['kernel']} | {r['size']} | {r['shape']} | {r['backend']} | {'yes' if r['correct'] else '**WRONG**'} | "
+            f"| {r['kernel']} | {r['size']} | {r['shape']} | {r['backend']} | "
+            f"{'yes' if r['correct'] else '**WRONG**'} | "
             f"{_fmt(r.get('median_s', 0) * 1e3 if r.get('median_s') else None)} | "
             f"{_fmt(r.get('min_s', 0) * 1e3 if r.get('min_s') else None)} | "
             f"{_fmt(r.get('max_s', 0) * 1e3 if r.get('max_s') else None)} | "
@@ -45,12 +47,14 @@ def kernels_markdown(rows: list[dict]) -> str:
 
 
 def training_markdown(rows: list[dict]) -> str:
-    lines = ["| model | backend | first two losses agree | train tok/s | vs numpy | eval tok/s | sample tok/s (batch 1) | peak RSS MiB | growth MiB |",
+    lines = ["| model | backend | first two losses agree | train tok/s | vs numpy | eval tok/s "
+             "| sample tok/s (batch 1) | peak RSS MiB | growth MiB |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['backend']} | {'yes' if r['correct'] else '**NO**'} | {r['train_tokens_per_s']:,.0f} | "
-            f"{_fmt(r.get('train_speedup_vs_numpy'), 2)}x | {r['eval_tokens_per_s']:,.0f} | {r['sample_tokens_per_s']:,.1f} | "
+            f"| {r['model']} | {r['backend']} | {'yes' if r['correct'] else '**NO**'} | "
+            f"{r['train_tokens_per_s']:,.0f} | {_fmt(r.get('train_speedup_vs_numpy'), 2)}x | "
+            f"{r['eval_tokens_per_s']:,.0f} | {r['sample_tokens_per_s']:,.1f} | "
             f"{_fmt(r.get('peak_rss_mib'), 4)} | {_fmt(r.get('training_growth_mib'), 3)} |")
     return "\n".join(lines)
 

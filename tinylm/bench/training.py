@@ -7,7 +7,8 @@ across all of them; a backend that disagrees is reported, and the command fails.
 evaluation forwards and batch-1 sampling are timed *interleaved*, one call per
 backend in turn (A B C A B C ...), so a slow moment of a noisy machine hits every
 backend alike and the ratios hold. Each backend lives in its own process (spawned), so
-no library's thread pool competes with another's; only one of them works at a time. Peak memory is measured per backend in a fresh
+no library's thread pool competes with another's; only one of them works at a time.
+Peak memory is measured per backend in a fresh
 process (``spawn``), as the growth of its peak resident set over building the model.
 Every worker first calls ``tinylm.memory.keep_freed_memory()``, as ``tinylm.train`` does.
 """
@@ -24,8 +25,8 @@ import numpy as np
 
 import tinylm
 from tinylm import backends, nn, optim
-from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
 from tinylm.memory import keep_freed_memory
+from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
 from tinylm.nn import functional as F
 
 BLOCK = 3  # calls timed per backend per round
@@ -170,6 +171,7 @@ class Runner:
         with tinylm.use_backend(self.backend), tinylm.no_grad():
             stepper = self.model.stepper()
             logits, state = stepper.start(self.inputs[:1, :1])  # the first token: (1, V)
+            token = None  # the token chosen last, which the next step reads
             for n in range(steps):
                 if n > 0:
                     logits, state = stepper.step(np.array([token]), state)
@@ -293,7 +295,8 @@ def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_m
             row = {"model": kind, "backend": backend, "preset": preset, "first_loss": first, "second_loss": second,
                    "correct": bool(math.isclose(first, reference[0], rel_tol=1e-4)
                                    and math.isclose(second, reference[1], rel_tol=1e-4))}
-            for task, tokens in (("train", p["batch"] * p["seq"]), ("eval", p["batch"] * p["seq"]), ("sample", p["sample"])):
+            for task, tokens in (("train", p["batch"] * p["seq"]), ("eval", p["batch"] * p["seq"]),
+                                 ("sample", p["sample"])):
                 median = statistics.median(times[(backend, task)])
                 row[f"{task}_tokens_per_s"] = tokens / median
             if measure_memory:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from tinylm import backends, nn
 from tinylm.autograd import no_grad
 from tinylm.models.language_model import LanguageModel

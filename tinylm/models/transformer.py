@@ -63,7 +63,8 @@ class TransformerLanguageModel(LanguageModel):
                      "ln_2.weight": (d,), "ln_2.bias": (d,), "mlp_in.weight": (4 * d, d), "mlp_in.bias": (4 * d,),
                      "mlp_out.weight": (d, 4 * d), "mlp_out.bias": (d,)}
             shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
-        return {**shapes, "ln_f.weight": (d,), "ln_f.bias": (d,), "fc.weight": (vocab_size, d), "fc.bias": (vocab_size,)}
+        return {**shapes, "ln_f.weight": (d,), "ln_f.bias": (d,), "fc.weight": (vocab_size, d),
+                "fc.bias": (vocab_size,)}
 
     def forward(self, ids, state=None):
         """ids (B, T) -> (logits (B, T, V), None). ``state`` is there for the shared

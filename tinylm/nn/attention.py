@@ -81,7 +81,8 @@ class MultiheadAttention(Module):
     def forward(self, query, key, value, attn_mask=None, is_causal: bool = False,
                 need_weights: bool = False, average_attn_weights: bool = True):
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
-            raise ValueError(f"MultiheadAttention: query must be 3-D ending in embed_dim={self.embed_dim}, got {query.shape}")
+            raise ValueError(f"MultiheadAttention: query must be 3-D ending in embed_dim={self.embed_dim}, "
+                             f"got {query.shape}")
         self_attention = query is key and key is value
         if not self.batch_first:  # (T, B, E) -> (B, T, E)
             query = query.transpose(0, 1)

@@ -14,10 +14,10 @@ from tinylm import backends, ops
 from tinylm.autograd import Tensor
 from tinylm.ops import embedding, log_softmax, softmax
 from tinylm.ops.attention_softmax import attention_softmax
+from tinylm.ops.cross_entropy import cross_entropy as _cross_entropy
 from tinylm.ops.dropout import dropout
 from tinylm.ops.layer_norm import layer_norm
 from tinylm.ops.linear import Linear
-from tinylm.ops.cross_entropy import cross_entropy as _cross_entropy
 
 __all__ = [
     "linear", "embedding", "dropout", "layer_norm", "softmax", "log_softmax",

@@ -57,8 +57,10 @@ class LSTM(Module):
         bound = 1.0 / math.sqrt(hidden_size)
         for k in range(num_layers):
             layer_input = input_size if k == 0 else hidden_size
-            setattr(self, f"weight_ih_l{k}", Parameter(init.uniform((4 * hidden_size, layer_input), bound, dtype, generator)))
-            setattr(self, f"weight_hh_l{k}", Parameter(init.uniform((4 * hidden_size, hidden_size), bound, dtype, generator)))
+            setattr(self, f"weight_ih_l{k}",
+                    Parameter(init.uniform((4 * hidden_size, layer_input), bound, dtype, generator)))
+            setattr(self, f"weight_hh_l{k}",
+                    Parameter(init.uniform((4 * hidden_size, hidden_size), bound, dtype, generator)))
             if bias:
                 setattr(self, f"bias_ih_l{k}", Parameter(init.uniform((4 * hidden_size,), bound, dtype, generator)))
                 setattr(self, f"bias_hh_l{k}", Parameter(init.uniform((4 * hidden_size,), bound, dtype, generator)))
@@ -70,7 +72,8 @@ class LSTM(Module):
             return zeros, zeros
         h0, c0 = state
         if h0.shape != shape or c0.shape != shape:
-            raise ValueError(f"LSTM: h0 {h0.shape} and c0 {c0.shape} must both be (num_layers, batch, hidden) = {shape}")
+            raise ValueError(f"LSTM: h0 {h0.shape} and c0 {c0.shape} must both be "
+                             f"(num_layers, batch, hidden) = {shape}")
         return h0, c0
 
     def forward(self, x, state=None):

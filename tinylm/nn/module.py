@@ -108,7 +108,8 @@ class Module:
     def state_dict(self) -> dict[str, np.ndarray]:
         """``{dotted name: NumPy array}`` (copies, on the CPU), PyTorch's names; a tied
         parameter appears under each of its names, as in PyTorch."""
-        return {name: np.array(param.numpy(), copy=True) for name, param in self.named_parameters(remove_duplicate=False)}
+        return {name: np.array(param.numpy(), copy=True)
+                for name, param in self.named_parameters(remove_duplicate=False)}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy arrays into the parameters of the same names (cast to each parameter's

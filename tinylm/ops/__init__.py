@@ -4,8 +4,8 @@ plus a lowercase function that checks arguments and applies it."""
 
 from tinylm.ops.arithmetic import add, div, mul, neg, pow, sub
 from tinylm.ops.elementwise import astype, exp, log, relu, sigmoid, sqrt, tanh
-from tinylm.ops.gelu import gelu
 from tinylm.ops.embedding import embedding
+from tinylm.ops.gelu import gelu
 from tinylm.ops.matmul import matmul
 from tinylm.ops.reductions import max, mean, sum
 from tinylm.ops.selection import eq, ge, gt, le, lt, masked_fill, ne, where

@@ -46,7 +46,8 @@ class CrossEntropy(Function):
         else:  # every row's loss gets the same share of the upstream gradient
             share = gy / gy.dtype.type(max(self.count, 1)) if self.reduction == "mean" else gy
             grad_losses = xp.full(logits.shape[0], share, dtype=logits.dtype)
-        return backends.kernel("cross_entropy_backward")(grad_losses, logits, self.targets, logsumexp, self.ignore_index)
+        return backends.kernel("cross_entropy_backward")(grad_losses, logits, self.targets, logsumexp,
+                                                         self.ignore_index)
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean"):

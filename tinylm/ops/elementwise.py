@@ -6,12 +6,9 @@ saved instead of recomputing it.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from tinylm.autograd import Function
-from tinylm import backends
 from tinylm.backends import get_array_module
 
 

@@ -63,7 +63,8 @@ class Where(Function):
 def _condition(op: str, condition):
     array = condition.data if isinstance(condition, Tensor) else condition
     if getattr(array, "dtype", None) is None or array.dtype.kind != "b":
-        raise TypeError(f"{op}: the condition must be a bool tensor, got {getattr(array, 'dtype', type(array).__name__)}")
+        raise TypeError(f"{op}: the condition must be a bool tensor, "
+                        f"got {getattr(array, 'dtype', type(array).__name__)}")
     return array
 
 

@@ -14,7 +14,8 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
+            raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas}, eps={eps} "
+                             f"or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def step(self) -> None:
@@ -27,7 +28,8 @@ class Adam(Optimizer):
                 state = self.state.get(id(p))
                 if state is None:
                     xp = backends.get_array_module(p.data)
-                    state = self.state[id(p)] = {"step": 0, "exp_avg": xp.zeros_like(p.data), "exp_avg_sq": xp.zeros_like(p.data)}
+                    state = self.state[id(p)] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
+                                                 "exp_avg_sq": xp.zeros_like(p.data)}
                 state["step"] += 1
                 update(p.data, p.grad.data, state["exp_avg"], state["exp_avg_sq"], state["step"], group["lr"],
                        beta1, beta2, group["eps"], group["weight_decay"], self.decoupled)

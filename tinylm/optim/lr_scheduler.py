@@ -54,5 +54,6 @@ class WarmupCosineLR(LambdaLR):
 
     def __init__(self, optimizer, warmup_steps: int, total_steps: int, min_factor: float = 0.0):
         if warmup_steps < 0 or total_steps < warmup_steps:
-            raise ValueError(f"WarmupCosineLR: need 0 <= warmup_steps <= total_steps, got {warmup_steps}, {total_steps}")
+            raise ValueError(f"WarmupCosineLR: need 0 <= warmup_steps <= total_steps, "
+                             f"got {warmup_steps}, {total_steps}")
         super().__init__(optimizer, warmup_cosine(warmup_steps, total_steps, min_factor))

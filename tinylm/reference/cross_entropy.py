@@ -18,7 +18,8 @@ from tinylm.backends import get_array_module
 def check_targets(op: str, logits, targets, ignore_index: int) -> None:
     """Logits (N, C) and integer targets (N,) in [0, C) or equal to ``ignore_index``."""
     if logits.ndim != 2 or tuple(targets.shape) != tuple(logits.shape[:1]):
-        raise ValueError(f"{op}: logits must be (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}")
+        raise ValueError(f"{op}: logits must be (N, C) and targets (N,), "
+                         f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
     if targets.dtype.kind not in "iu":
         raise TypeError(f"{op}: targets must be integers, got {targets.dtype}")
     classes = logits.shape[1]

@@ -21,7 +21,8 @@ def check_ids(op: str, ids, num_embeddings: int) -> None:
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= num_embeddings:
         bad = low if low < 0 else high
-        raise IndexError(f"{op}: id {bad} is out of range for a vocabulary of {num_embeddings} (ids must be in [0, {num_embeddings}))")
+        raise IndexError(f"{op}: id {bad} is out of range for a vocabulary of {num_embeddings} "
+                         f"(ids must be in [0, {num_embeddings}))")
 
 
 def embedding_forward(weight, ids):
