@@ -55,7 +55,7 @@ def test_adam_update():
         adam.adam_update(p, p.copy(), np.zeros(3, f32), p.copy(), *args)
     with pytest.raises(ValueError, match="param must be C-contiguous"):
         adam.adam_update(np.zeros(8, f32)[::2], p.copy(), p.copy(), p.copy(), *args)
-    with pytest.raises(ValueError, match="step counts from 1"):
+    with pytest.raises(ValueError, match="adam_update: step must be >= 1, got 0"):
         adam.adam_update(p, p.copy(), p.copy(), p.copy(), 0, *args[1:])
     m = np.zeros(4, f32)
     with pytest.raises(ValueError, match="exp_avg and exp_avg_sq share memory"):
@@ -117,7 +117,7 @@ def test_cross_entropy():
         cross_entropy.cross_entropy_backward(np.zeros(3, f32), logits, np.zeros(3, np.int64), np.zeros(2, f32), -100)
     with pytest.raises(TypeError, match="cross_entropy_backward: grad_losses is float64, expected float32"):
         cross_entropy.cross_entropy_backward(np.zeros(3), logits, np.zeros(3, np.int64), np.zeros(3, f32), -100)
-    with pytest.raises(ValueError, match="ignore_index .* does not fit in int64"):
+    with pytest.raises(ValueError, match=rf"cross_entropy_forward: ignore_index must be in \[{-2**63}, {2**63 - 1}\], got {2**70}"):
         cross_entropy.cross_entropy_forward(logits, np.zeros(3, np.int64), 2**70)
 
 

@@ -1,6 +1,7 @@
 """Compiling and launching the kernels of ``kernels/cuda/*.cu``, on a GPU or emulated.
 
-Every launch wrapper (``embedding.py``, ``softmax.py``, ...) validates its inputs,
+Every launch wrapper (``embedding.py``, ``dropout.py``, ...) checks its inputs
+(``tinylm.kernels.checks``),
 allocates its outputs with the inputs' array module, chooses the grid and the block,
 and calls ``launch``. Only that last step depends on where the arrays live:
 
@@ -38,6 +39,8 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from tinylm.kernels.checks import float_dtype, is_cupy
 
 HERE = Path(__file__).resolve().parent
 COMMON_HEADER = "tinylm_cuda_common.cuh"
@@ -230,12 +233,8 @@ def _dim3(value) -> tuple[int, int, int]:
 # ------------------------------------------------------------- argument checks
 
 
-def _is_cupy(value) -> bool:
-    return type(value).__module__.split(".")[0] == "cupy"
-
-
 def _address_range(array) -> tuple[int, int]:
-    start = array.data.ptr if _is_cupy(array) else array.__array_interface__["data"][0]
+    start = array.data.ptr if is_cupy(array) else array.__array_interface__["data"][0]
     return start, start + array.nbytes
 
 
@@ -248,9 +247,9 @@ def _check_arguments(signature: Signature, args) -> bool:
     ranges = []
     for param, value in zip(signature.params, args):
         if param.pointer:
-            if not (isinstance(value, np.ndarray) or _is_cupy(value)):
+            if not (isinstance(value, np.ndarray) or is_cupy(value)):
                 raise TypeError(f"{name}: {param.name} ({param.declaration}) needs an array, got {type(value).__name__}")
-            devices.add("gpu" if _is_cupy(value) else "cpu")
+            devices.add("gpu" if is_cupy(value) else "cpu")
             if value.dtype != param.dtype:
                 raise TypeError(f"{name}: {param.name} ({param.declaration}) needs {param.dtype}, got {value.dtype}")
             if not value.flags.c_contiguous:
@@ -396,7 +395,7 @@ def build_emulation(stem: str, text: str, kernels: dict[str, Signature]) -> Path
 
 
 def on_gpu(array) -> bool:
-    return _is_cupy(array)
+    return is_cupy(array)
 
 
 def threads_for(array, threads: int | None, row_length: int | None = None) -> int:
@@ -430,64 +429,4 @@ FLOAT_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 def float_suffix(op: str, name: str, array) -> str:
     """"f32" or "f64", the kernel variant for ``array``'s dtype; a TypeError for others."""
-    suffix = FLOAT_SUFFIX.get(np.dtype(array.dtype))
-    if suffix is None:
-        raise TypeError(f"{op}: {name} must be float32 or float64, got {array.dtype}")
-    return suffix
-
-
-def same_dtype(op: str, reference_name: str, reference, **arrays) -> None:
-    """Every array in ``arrays`` has ``reference``'s dtype (a TypeError naming both)."""
-    for name, array in arrays.items():
-        if array is not None and array.dtype != reference.dtype:
-            raise TypeError(f"{op}: {name} is {array.dtype}, expected {reference.dtype} like {reference_name}")
-
-
-def array_module_of(op: str, name: str, value):
-    """NumPy or CuPy, the module of ``value`` (a NumPy scalar counts as a 0-d NumPy array);
-    a TypeError naming the op for anything else."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return np
-    if _is_cupy(value):
-        import cupy
-
-        return cupy
-    raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(value).__name__}")
-
-
-def as_array(op: str, name: str, value, xp, index: bool = False):
-    """``value``, an array of module ``xp`` (NumPy or CuPy). Anything but an array is a
-    TypeError, and so is a float array of the other module: nothing is copied between
-    the CPU and the GPU behind the caller's back, except (``index=True``) integer index
-    arrays such as ids and targets, which are small and which the reference on CuPy
-    accepts from the host too."""
-    on_host = isinstance(value, (np.ndarray, np.generic))
-    if not on_host and not _is_cupy(value):
-        raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(value).__name__}")
-    if on_host == (xp is np):
-        return value
-    if index and on_host:
-        return xp.asarray(value)
-    where, others = ("NumPy", "CuPy") if on_host else ("CuPy", "NumPy")
-    raise TypeError(f"{op}: {name} is a {where} array but the other inputs are {others} arrays")
-
-
-def real_scalar(op: str, name: str, value) -> float:
-    """A Python or NumPy real number as a float; a TypeError naming the op otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
-    return float(value)
-
-
-def int_scalar(op: str, name: str, value) -> int:
-    """A Python or NumPy integer as an int; a TypeError naming the op otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
-    return int(value)
-
-
-def flag(op: str, name: str, value) -> bool:
-    """A bool (or 0/1 integer) flag; a TypeError naming the op otherwise."""
-    if not isinstance(value, (bool, np.bool_, int, np.integer)):
-        raise TypeError(f"{op}: {name} must be a bool, got {type(value).__name__}")
-    return bool(value)
+    return FLOAT_SUFFIX[float_dtype(op, name, array)]
