@@ -21,7 +21,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinylm.kernels.cuda import adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm
+from tinylm.kernels.cuda import adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, layer_norm, lstm
+from tinylm.kernels.cuda.emulation import emulation_unavailable_reason
 from tinylm.reference import causal_attention as ref_causal_attention
 from tinylm.reference import cross_entropy as ref_cross_entropy
 from tinylm.reference import dropout as ref_dropout
@@ -56,7 +57,7 @@ class Device:
         self.name = name
 
     def require(self):
-        reason = launch.emulation_unavailable_reason() if self.name == "emulated" else _gpu_unavailable_reason()
+        reason = emulation_unavailable_reason() if self.name == "emulated" else _gpu_unavailable_reason()
         if reason is not None:
             pytest.skip(f"{self.name}: {reason}")
         return self

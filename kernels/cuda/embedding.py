@@ -3,7 +3,7 @@
 Same names, signatures and meaning as ``tinylm/reference/embedding.py``. Each wrapper
 checks everything the kernel assumes (float dtype, ids integral and in [0, V), shapes),
 makes the inputs contiguous, allocates the output, then launches; with NumPy arrays the
-launch is emulated on the CPU (see ``launch.py``). ``threads`` and ``max_blocks`` set
+launch is emulated on the CPU (see ``emulation.py``). ``threads`` and ``max_blocks`` set
 the launch geometry (for tests and tuning; the result does not depend on them).
 """
 
