@@ -16,7 +16,8 @@ needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc is not on PATH (the
 
 def test_there_are_sources():
     assert {s.name for s in sources()} >= {"embedding.cu", "adam.cu", "layer_norm.cu", "attention_softmax.cu",
-                                           "cross_entropy.cu", "lstm.cu", "dropout.cu", "causal_attention.cu"}
+                                           "cross_entropy.cu", "lstm.cu", "dropout.cu", "causal_attention.cu",
+                                           "gelu.cu"}
 
 
 @needs_nvcc

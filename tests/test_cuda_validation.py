@@ -8,7 +8,8 @@ wrapper that launched before refusing would fail these tests.
 import numpy as np
 import pytest
 
-from tinylm.kernels.cuda import adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, layer_norm, launch, lstm
+from tinylm.kernels.cuda import (adam, attention_softmax, causal_attention, cross_entropy, dropout, embedding, gelu,
+                                 layer_norm, launch, lstm)
 
 
 @pytest.fixture(autouse=True)
@@ -154,6 +155,22 @@ def test_dropout():
         dropout.dropout_backward(x, np.ones((4, 3), np.uint8), 0.5)
     with pytest.raises(TypeError, match="dropout_forward: x must be float32 or float64, got int32"):
         dropout.dropout_forward(np.zeros(3, np.int32), 0.5, 0)
+
+
+def test_gelu():
+    x = np.zeros((3, 4), f32)
+    with pytest.raises(TypeError, match="gelu_forward: x must be float32 or float64, got int64"):
+        gelu.gelu_forward(np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="gelu_forward: x must be a NumPy or CuPy array, got list"):
+        gelu.gelu_forward([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"gelu_backward: grad_y \(4, 3\) must have x's shape \(3, 4\)"):
+        gelu.gelu_backward(x.T, x)
+    with pytest.raises(ValueError, match=r"gelu_backward: grad_y \(1,\) must have x's shape"):  # no broadcasting
+        gelu.gelu_backward(np.ones(1, f32), x)
+    with pytest.raises(TypeError, match="gelu_backward: grad_y is float64, expected float32 like x"):
+        gelu.gelu_backward(np.zeros((3, 4)), x)
+    with pytest.raises(TypeError, match="gelu_backward: grad_y must be a NumPy or CuPy array, got float"):
+        gelu.gelu_backward(1.0, x)
 
 
 def test_causal_attention():

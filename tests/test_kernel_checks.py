@@ -116,6 +116,8 @@ SAME_ERROR = {
                             TypeError, "adam_update: decoupled must be True or False, got int"),
     "ignore_index beyond int64": ("cross_entropy_forward", (np.zeros((2, 3), f32), np.zeros(2, np.int64), 2**63),
                                   ValueError, "cross_entropy_forward: ignore_index must be in "),
+    "integer x": ("gelu_forward", (np.zeros(3, np.int64),), TypeError,
+                  "gelu_forward: x must be float32 or float64, got int64"),
     "half-precision weight": ("embedding_forward", (np.zeros((3, 2), np.float16), np.zeros(2, np.int64)), TypeError,
                               "embedding_forward: weight must be float32 or float64, got float16"),
     "half-precision q": ("causal_attention_forward", (*(np.zeros((1, 2, 2), np.float16),) * 3, 1.0), TypeError,
