@@ -3,6 +3,11 @@
 ``cpu/``: Cython kernels, built by ``pip install`` with OpenMP when the compiler
 accepts ``-fopenmp`` and serially otherwise. Each is a drop-in for the reference
 kernel of the same name in ``tinylm.reference``.
+
+``cuda/``: CUDA kernels and their launch wrappers (see ``cuda/README.md``).
+
+``checks.py``: the argument checks that the wrappers of both run before any compiled
+loop or launch, one meaning each.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ nvcc is on CI's machine; elsewhere these tests skip, saying so. No GPU is needed
 import pytest
 
 from tinylm.kernels.cuda import resource_usage
-from tinylm.kernels.cuda.launch import CudaSource
+from tinylm.kernels.cuda.source import SourceFile
 from tinylm.kernels.cuda.resource_usage import ARCHES, compile_report, main, nvcc, sources
 
 needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc is not on PATH (the CUDA toolkit is not installed here)")
@@ -16,7 +16,8 @@ needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc is not on PATH (the
 
 def test_there_are_sources():
     assert {s.name for s in sources()} >= {"embedding.cu", "adam.cu", "layer_norm.cu", "attention_softmax.cu",
-                                           "cross_entropy.cu", "lstm.cu", "dropout.cu", "causal_attention.cu"}
+                                           "cross_entropy.cu", "lstm.cu", "dropout.cu", "causal_attention.cu",
+                                           "gelu.cu"}
 
 
 @needs_nvcc
@@ -24,7 +25,7 @@ def test_there_are_sources():
 @pytest.mark.parametrize("source", sources(), ids=lambda p: p.name)
 def test_compiles_for_arch_and_reports_every_kernel_without_spills(source, arch):
     report = compile_report(source, arch)
-    expected = set(CudaSource(source.name).kernels)
+    expected = set(SourceFile(source.name).kernels)
     assert expected, f"{source.name} declares no extern \"C\" __global__ kernel"
     assert {u.kernel for u in report} == expected
     for usage in report:
@@ -38,5 +39,5 @@ def test_resource_usage_script_prints_a_row_per_kernel(capsys, monkeypatch):
     monkeypatch.setattr(resource_usage, "sources", lambda: [source])  # one file is enough (the rest: above)
     assert main(["--arch", "sm_90"]) == 0
     table = capsys.readouterr().out
-    for kernel in CudaSource(source.name).kernels:
+    for kernel in SourceFile(source.name).kernels:
         assert f"| attention_softmax.cu | {kernel} | sm_90 |" in table

@@ -1,10 +1,10 @@
-"""The CPU emulation of CUDA (kernels/cuda/tinylm_cuda_emulation.h, launch.py) does what
+"""The CPU emulation of CUDA (kernels/cuda/tinylm_cuda_emulation.h, emulation.py) does what
 CUDA does, on small kernels written for the purpose: thread and block indices (1-D and
 2-D blocks), shuffles with CUDA's rules for lanes out of range, block reductions,
 __syncthreads with static and dynamic shared memory, atomics; and its guard bands
 catch a kernel that writes outside its arguments or into a const one.
 
-Also: the launcher checks arguments against the kernel's C signature before launching.
+Also: a launch checks its arguments against the kernel's C signature (source.py) first.
 """
 
 import shutil
@@ -12,10 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
-from tinylm.kernels.cuda import launch
-from tinylm.kernels.cuda.launch import CudaSource, parse_kernels
+from tinylm.kernels.cuda.emulation import emulation_unavailable_reason
+from tinylm.kernels.cuda.launch import CudaSource
+from tinylm.kernels.cuda.source import COMMON_HEADER, HERE, parse_kernels
 
-reason = launch.emulation_unavailable_reason()
+reason = emulation_unavailable_reason()
 needs_emulation = pytest.mark.skipif(reason is not None, reason=f"CUDA emulation unavailable: {reason}")
 
 TEST_KERNELS = r"""
@@ -102,7 +103,7 @@ extern "C" __global__ void scalars(float* out, float a, double b, int c, unsigne
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cuda")
-    shutil.copy(launch.HERE / launch.COMMON_HEADER, folder)
+    shutil.copy(HERE / COMMON_HEADER, folder)
     (folder / "tests.cu").write_text(TEST_KERNELS)
     return CudaSource(str(folder / "tests.cu"))
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from strategies import KERNEL_ARITY, fuzz_arguments
 
 from tinylm.backends import KERNELS, kernel_for
-from tinylm.kernels.cuda import launch
+from tinylm.kernels.cuda.emulation import emulation_unavailable_reason
 
-reason = launch.emulation_unavailable_reason()
+reason = emulation_unavailable_reason()
 pytestmark = pytest.mark.skipif(reason is not None, reason=f"CUDA emulation unavailable: {reason}")
 
 arguments = fuzz_arguments(strided=True)

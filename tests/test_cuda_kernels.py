@@ -11,7 +11,8 @@ to within the tolerance stated for the dtype. Dropout's mask must match bit for 
 Tolerances (relative, with an absolute floor scaled by the size of the values):
 float32 2e-5 (sums and exps in another order; FMA contraction on the GPU), LSTM and
 attention 1e-4 (a chain of exp, tanh and products; attention's dot products of up to 64
-terms); float64 1e-10 throughout. The causal attention backward is checked both fused
+terms); float64 1e-10 throughout. GELU's floor is set element by element (see
+``test_gelu``). The causal attention backward is checked both fused
 and through the unfused kernels.
 """
 
@@ -29,16 +30,18 @@ from tinylm.kernels.cuda import (
     cross_entropy,
     dropout,
     embedding,
-    launch,
+    gelu,
     layer_norm,
     lstm,
 )
+from tinylm.kernels.cuda.emulation import emulation_unavailable_reason
 from tinylm.reference import adam as ref_adam
 from tinylm.reference import attention_softmax as ref_attention_softmax
 from tinylm.reference import causal_attention as ref_causal_attention
 from tinylm.reference import cross_entropy as ref_cross_entropy
 from tinylm.reference import dropout as ref_dropout
 from tinylm.reference import embedding as ref_embedding
+from tinylm.reference import gelu as ref_gelu
 from tinylm.reference import layer_norm as ref_layer_norm
 from tinylm.reference import lstm as ref_lstm
 
@@ -65,7 +68,7 @@ class Device:
         self.name = name
 
     def require(self):
-        reason = launch.emulation_unavailable_reason() if self.name == "emulated" else _gpu_unavailable_reason()
+        reason = emulation_unavailable_reason() if self.name == "emulated" else _gpu_unavailable_reason()
         if reason is not None:
             pytest.skip(f"{self.name}: {reason}")
         return self
@@ -349,6 +352,44 @@ def test_dropout_matches_bit_for_bit(device, shape, dtype, p, seed, noncontiguou
     grad = strided(rng, shape, dtype, noncontiguous)
     got = dropout.dropout_backward(device.put(grad), device.put(expected_mask), p, threads=threads, max_blocks=max_blocks)
     np.testing.assert_array_equal(Device.get(got), ref_dropout.dropout_backward(grad, expected_mask, p))
+
+
+# ------------------------------------------------------------------------ GELU
+
+
+def close_elementwise(got, expected, dtype, floor, name=""):
+    """|got - expected| <= rtol (|expected| + floor), element by element, in float64."""
+    got = Device.get(got)
+    assert got.shape == expected.shape and got.dtype == expected.dtype, (name, got.shape, got.dtype, expected.shape)
+    error = np.abs(got.astype(np.float64) - expected)
+    bound = TOLERANCE[np.dtype(dtype).type] * (np.abs(expected.astype(np.float64)) + floor)
+    worst = np.unravel_index(np.argmax(error - bound), error.shape) if error.size else ()
+    assert (error <= bound).all(), f"{name}: error {error[worst]} above {bound[worst]} at {worst}"
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9), dtype=dtypes, seed=seeds,
+       scale=st.sampled_from([1e-3, 1.0, 5.0, 1e4]), noncontiguous=st.booleans(), geometry=geometries)
+def test_gelu(device, shape, dtype, seed, scale, noncontiguous, geometry):
+    """Both follow one formula, so both cancel in 1 + tanh u for x below about -4: an
+    ulp of tanh is an error relative to |x| in y and to |x|³ in the backward's second
+    term, not to the result; that is the floor. Beyond |x| = 10 tanh is ±1 in both dtypes
+    and both results are exact; at 1e4, x³ overflows float32 to ±inf and both saturate."""
+    device.require()
+    threads, max_blocks = geometry
+    rng = np.random.default_rng(seed)
+    x = strided(rng, shape, dtype, noncontiguous, scale=scale)
+    grad = strided(rng, shape, dtype, noncontiguous)
+    geometry = dict(threads=threads, max_blocks=max_blocks)
+    with np.errstate(over="ignore", invalid="ignore"):  # x³ of 1e4 overflows float32
+        expected_y, expected_grad = ref_gelu.gelu_forward(x), ref_gelu.gelu_backward(grad, x)
+    reach = np.minimum(np.abs(x.astype(np.float64)), 10)
+    y = gelu.gelu_forward(device.put(x), **geometry)
+    close_elementwise(y, expected_y, dtype, np.maximum(reach, 1), name="y")
+    grad_x = gelu.gelu_backward(device.put(grad), device.put(x), **geometry)
+    close_elementwise(grad_x, expected_grad, dtype, np.abs(grad) * np.maximum(reach * (1 + 0.134 * reach**2), 1),
+                      name="grad_x")
 
 
 # ------------------------------------------------------------ causal attention

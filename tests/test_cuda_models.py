@@ -10,11 +10,11 @@ import pytest
 
 import tinylm
 from tinylm import backends, optim
-from tinylm.kernels.cuda import launch
+from tinylm.kernels.cuda.emulation import emulation_unavailable_reason
 from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
 from tinylm.nn import functional as F
 
-reason = launch.emulation_unavailable_reason()
+reason = emulation_unavailable_reason()
 pytestmark = pytest.mark.skipif(reason is not None, reason=f"CUDA emulation unavailable: {reason}")
 
 VOCAB, BATCH, STEPS = 19, 2, 7

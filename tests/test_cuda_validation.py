@@ -15,6 +15,7 @@ from tinylm.kernels.cuda import (
     cross_entropy,
     dropout,
     embedding,
+    gelu,
     launch,
     layer_norm,
     lstm,
@@ -65,7 +66,7 @@ def test_adam_update():
         adam.adam_update(p, p.copy(), np.zeros(3, f32), p.copy(), *args)
     with pytest.raises(ValueError, match="param must be C-contiguous"):
         adam.adam_update(np.zeros(8, f32)[::2], p.copy(), p.copy(), p.copy(), *args)
-    with pytest.raises(ValueError, match="step counts from 1"):
+    with pytest.raises(ValueError, match="adam_update: step must be >= 1, got 0"):
         adam.adam_update(p, p.copy(), p.copy(), p.copy(), 0, *args[1:])
     m = np.zeros(4, f32)
     with pytest.raises(ValueError, match="exp_avg and exp_avg_sq share memory"):
@@ -127,7 +128,7 @@ def test_cross_entropy():
         cross_entropy.cross_entropy_backward(np.zeros(3, f32), logits, np.zeros(3, np.int64), np.zeros(2, f32), -100)
     with pytest.raises(TypeError, match="cross_entropy_backward: grad_losses is float64, expected float32"):
         cross_entropy.cross_entropy_backward(np.zeros(3), logits, np.zeros(3, np.int64), np.zeros(3, f32), -100)
-    with pytest.raises(ValueError, match="ignore_index .* does not fit in int64"):
+    with pytest.raises(ValueError, match=rf"cross_entropy_forward: ignore_index must be in \[{-2**63}, {2**63 - 1}\], got {2**70}"):
         cross_entropy.cross_entropy_forward(logits, np.zeros(3, np.int64), 2**70)
 
 
@@ -164,6 +165,22 @@ def test_dropout():
         dropout.dropout_backward(x, np.ones((4, 3), np.uint8), 0.5)
     with pytest.raises(TypeError, match="dropout_forward: x must be float32 or float64, got int32"):
         dropout.dropout_forward(np.zeros(3, np.int32), 0.5, 0)
+
+
+def test_gelu():
+    x = np.zeros((3, 4), f32)
+    with pytest.raises(TypeError, match="gelu_forward: x must be float32 or float64, got int64"):
+        gelu.gelu_forward(np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="gelu_forward: x must be a NumPy or CuPy array, got list"):
+        gelu.gelu_forward([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"gelu_backward: grad_y \(4, 3\) must have x's shape \(3, 4\)"):
+        gelu.gelu_backward(x.T, x)
+    with pytest.raises(ValueError, match=r"gelu_backward: grad_y \(1,\) must have x's shape"):  # no broadcasting
+        gelu.gelu_backward(np.ones(1, f32), x)
+    with pytest.raises(TypeError, match="gelu_backward: grad_y is float64, expected float32 like x"):
+        gelu.gelu_backward(np.zeros((3, 4)), x)
+    with pytest.raises(TypeError, match="gelu_backward: grad_y must be a NumPy or CuPy array, got float"):
+        gelu.gelu_backward(1.0, x)
 
 
 def test_causal_attention():

@@ -111,10 +111,12 @@ KERNELS: dict[str, dict[str, str]] = {
     "gelu_forward": {
         "numpy": "tinylm.reference.gelu:gelu_forward",
         "cython": "tinylm.kernels.cpu.gelu:gelu_forward",
+        "cuda": "tinylm.kernels.cuda.gelu:gelu_forward",
     },
     "gelu_backward": {
         "numpy": "tinylm.reference.gelu:gelu_backward",
         "cython": "tinylm.kernels.cpu.gelu:gelu_backward",
+        "cuda": "tinylm.kernels.cuda.gelu:gelu_backward",
     },
     "adam_update": {
         "numpy": "tinylm.reference.adam:adam_update",

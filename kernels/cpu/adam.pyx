@@ -21,7 +21,7 @@ from cython.parallel cimport prange
 include "_math.pxi"
 
 from tinylm.kernels import threads_for
-from tinylm.kernels.cpu._checks import flag, int_scalar, real_scalar
+from tinylm.kernels.checks import flag, float_dtype, int_scalar, real_scalar
 
 
 @cython.boundscheck(False)
@@ -87,8 +87,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, w
             if other != name and arrays[other].size and np.may_share_memory(arrays[name], arrays[other]):
                 if not (name == "param" and other == "grad" and arrays[name] is arrays[other]):
                     raise ValueError(f"adam_update: {name} and {other} share memory; each must be its own array")
-    if param.dtype != np.float32 and param.dtype != np.float64:
-        raise TypeError(f"adam_update: param must be float32 or float64, got {param.dtype}")
+    float_dtype("adam_update", "param", param)
     step = int_scalar("adam_update", "step", step, 1, None)  # counts from 1
     lr, beta1, beta2, eps, weight_decay = (real_scalar("adam_update", name, value) for name, value in (
         ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay)))

@@ -32,7 +32,7 @@ include "_math.pxi"
 
 from tinylm.kernels import threads_for
 
-from tinylm.kernels.cpu._checks import flag, float_array, real_scalar
+from tinylm.kernels.checks import flag, float_array, real_scalar
 
 
 

@@ -28,7 +28,7 @@ cimport cython
 include "_math.pxi"
 include "_blas.pxi"
 
-from tinylm.kernels.cpu._checks import real_scalar
+from tinylm.kernels.checks import float_dtype, real_scalar
 from tinylm.reference import causal_attention as reference
 
 
@@ -128,8 +128,7 @@ def causal_attention_forward(q, k, v, scale):
     """As ``tinylm.reference.causal_attention.causal_attention_forward``: (out (N, T, hs), logsumexp (N, T))."""
     q, k, v = (np.asarray(a) for a in (q, k, v))
     reference.check_qkv("causal_attention_forward", q, k, v)
-    if q.dtype != np.float32 and q.dtype != np.float64:
-        raise TypeError(f"causal_attention_forward: q, k, v must be float32 or float64, got {q.dtype}")
+    float_dtype("causal_attention_forward", "q, k, v", q)
     scale = real_scalar("causal_attention_forward", "scale", scale)
     heads, steps, size = q.shape
     if not (heads and steps and size and _blas_ready(max(steps, size) ** 2)):
@@ -147,8 +146,7 @@ def causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale):
     grad_out, q, k, v, out, logsumexp = (np.asarray(a) for a in (grad_out, q, k, v, out, logsumexp))
     op = "causal_attention_backward"
     reference.check_qkv(op, q, k, v)
-    if q.dtype != np.float32 and q.dtype != np.float64:
-        raise TypeError(f"{op}: q, k, v must be float32 or float64, got {q.dtype}")
+    float_dtype(op, "q, k, v", q)
     if grad_out.shape != q.shape or out.shape != q.shape or grad_out.dtype != q.dtype or out.dtype != q.dtype:
         raise ValueError(f"{op}: grad_out {grad_out.shape} {grad_out.dtype} and out {out.shape} {out.dtype} "
                          f"must be (N, T, hs) = {q.shape} {q.dtype}")

@@ -27,7 +27,7 @@ include "_math.pxi"
 
 from tinylm.kernels import threads_for
 
-from tinylm.kernels.cpu._checks import float_array, int_scalar
+from tinylm.kernels.checks import INT64_RANGE, float_array, int_scalar
 
 
 
@@ -92,7 +92,7 @@ def _checked(op, logits, targets, ignore_index):
     """(contiguous logits (N, C) float, contiguous int64 targets (N,)), or a clear error."""
     logits = float_array(op, "logits", logits)
     targets = np.asarray(targets)
-    ignore_index = int_scalar(op, "ignore_index", ignore_index, -2**63, 2**63 - 1)
+    ignore_index = int_scalar(op, "ignore_index", ignore_index, *INT64_RANGE)
     if targets.dtype.kind not in "iu":
         raise TypeError(f"{op}: targets must be integers, got {targets.dtype}")
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:

@@ -24,7 +24,7 @@ from tinylm.kernels import threads_for
 cdef extern from "tinylm_math.h" nogil:
     uint32_t tinylm_dropout_bits(uint64_t seed, uint64_t k)
 
-from tinylm.kernels.cpu._checks import float_array, int_scalar, real_scalar
+from tinylm.kernels.checks import UINT64_RANGE, float_array, int_scalar, real_scalar
 from tinylm.reference.dropout import dropout_threshold
 
 
@@ -59,7 +59,7 @@ def dropout_forward(x, p, seed):
     x = float_array("dropout_forward", "x", x)
     p = real_scalar("dropout_forward", "p", p)
     threshold = dropout_threshold(p)  # also checks 0 <= p <= 1
-    seed = int_scalar("dropout_forward", "seed", seed, 0, 2**64 - 1)
+    seed = int_scalar("dropout_forward", "seed", seed, *UINT64_RANGE)
     flat = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(flat)
     mask = np.empty(flat.shape, dtype=np.uint8)

@@ -27,6 +27,7 @@ from libc.string cimport memcpy
 include "_math.pxi"
 
 from tinylm.kernels import threads_for
+from tinylm.kernels.checks import float_array, int_scalar
 
 
 # Bounds checks and negative-index wrapping are off in the kernels only (the wrappers
@@ -68,10 +69,8 @@ def _checked_flat_ids(op, ids, num_embeddings):
 def embedding_forward(weight, ids):
     """out[n] = weight[ids[n]]: weight (V, D) float32/float64, ids integer of any shape
     -> a new (*ids.shape, D) array."""
-    weight = np.asarray(weight)
+    weight = float_array("embedding_forward", "weight", weight)
     ids = np.asarray(ids)
-    if weight.dtype != np.float32 and weight.dtype != np.float64:
-        raise TypeError(f"embedding_forward: weight must be float32 or float64, got {weight.dtype}")
     if weight.ndim != 2:
         raise ValueError(f"embedding_forward: weight must be (num_embeddings, dim), got shape {weight.shape}")
     flat_ids = _checked_flat_ids("embedding_forward", ids, weight.shape[0])
@@ -115,21 +114,15 @@ def embedding_backward(grad_output, ids, num_embeddings):
     grad_output: float32/float64 array of shape (*ids.shape, D); ids: integer array;
     returns a new (num_embeddings, D) array of grad_output's dtype.
     """
-    grad_output = np.asarray(grad_output)
+    grad_output = float_array("embedding_backward", "grad_output", grad_output)
     ids = np.asarray(ids)
-    if grad_output.dtype != np.float32 and grad_output.dtype != np.float64:
-        raise TypeError(f"embedding_backward: grad_output must be float32 or float64, got {grad_output.dtype}")
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding_backward: ids must be an integer array, got {ids.dtype}")
     if grad_output.ndim < 1 or grad_output.shape[:-1] != ids.shape:
         raise ValueError(
             f"embedding_backward: grad_output {grad_output.shape} does not match ids {ids.shape} + (D,)"
         )
-    if not isinstance(num_embeddings, (int, np.integer)):
-        raise TypeError(f"embedding_backward: num_embeddings must be an int, got {type(num_embeddings).__name__}")
-    num_embeddings = int(num_embeddings)
-    if num_embeddings < 0:
-        raise ValueError(f"embedding_backward: num_embeddings must be >= 0, got {num_embeddings}")
+    num_embeddings = int_scalar("embedding_backward", "num_embeddings", num_embeddings, 0, None)
     dim = grad_output.shape[-1]
     flat_ids = _checked_flat_ids("embedding_backward", ids, num_embeddings)
     grad_weight = np.zeros((num_embeddings, dim), dtype=grad_output.dtype)

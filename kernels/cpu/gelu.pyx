@@ -20,7 +20,7 @@ from cython.parallel cimport prange
 include "_math.pxi"
 
 from tinylm.kernels import threads_for
-from tinylm.kernels.cpu._checks import float_array
+from tinylm.kernels.checks import float_array
 
 cdef double C = 0.7978845608028654  # √(2/π)
 cdef double K = 0.044715

@@ -28,7 +28,7 @@ include "_math.pxi"
 
 from tinylm.kernels import threads_for
 
-from tinylm.kernels.cpu._checks import float_array, real_scalar
+from tinylm.kernels.checks import float_array, real_scalar
 
 
 

@@ -35,7 +35,7 @@ cimport cython
 include "_math.pxi"
 include "_blas.pxi"
 
-from tinylm.kernels.cpu._checks import flag
+from tinylm.kernels.checks import flag
 from tinylm.reference.lstm import check_layer_shapes
 
 

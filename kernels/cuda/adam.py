@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, flag, float_suffix, int_scalar,
-                                        real_scalar, threads_for)
+from tinylm.kernels.checks import array_module_of, as_array, flag, int_scalar, real_scalar
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 
 SOURCE = CudaSource("adam.cu")
 
@@ -40,12 +40,10 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step: int, lr: float, beta1: f
         for other in arrays:
             if other != name and arrays[other].size and xp.may_share_memory(arrays[name], arrays[other]):
                 raise ValueError(f"{op}: {name} and {other} share memory; each must be its own array")
-    step = int_scalar(op, "step", step)
+    step = int_scalar(op, "step", step, 1, None)  # counts from 1
     lr, beta1, beta2, eps, weight_decay = (real_scalar(op, name, value) for name, value in (
         ("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay)))
     decoupled = flag(op, "decoupled", decoupled)
-    if step < 1:
-        raise ValueError(f"{op}: step counts from 1, got {step}")
     if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
         raise ValueError(f"{op}: betas must be in [0, 1), got ({beta1}, {beta2})")
     real = param.dtype.type

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, flag, float_suffix, real_scalar,
-                                        same_dtype, threads_for)
+from tinylm.kernels.checks import array_module_of, as_array, flag, real_scalar, same_dtype
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.attention_softmax import check_attention_mask
 
 SOURCE = CudaSource("attention_softmax.cu")

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinylm.kernels.checks import array_module_of, as_array, real_scalar
 from tinylm.kernels.cuda import attention_softmax
-from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, float_suffix, real_scalar,
-                                        threads_for)
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.causal_attention import check_qkv
 
 SOURCE = CudaSource("causal_attention.cu")
@@ -61,7 +61,7 @@ def causal_attention_forward(q, k, v, scale: float, *, threads: int | None = Non
     k, v = as_array(op, "k", k, xp), as_array(op, "v", v, xp)
     scale = real_scalar(op, "scale", scale)
     check_qkv(op, q, k, v)
-    suffix = float_suffix(op, "q", q)
+    suffix = float_suffix(op, "q, k, v", q)
     heads, steps, head_size = q.shape
     threads, shared = _geometry(op, "forward", q, threads)
     out = xp.empty(q.shape, dtype=q.dtype)
@@ -80,7 +80,7 @@ def _checked_backward(op, grad_out, q, k, v, out, logsumexp, scale):
     logsumexp = as_array(op, "logsumexp", logsumexp, xp)
     scale = real_scalar(op, "scale", scale)
     check_qkv(op, q, k, v)
-    suffix = float_suffix(op, "q", q)
+    suffix = float_suffix(op, "q, k, v", q)
     if tuple(grad_out.shape) != tuple(q.shape) or tuple(out.shape) != tuple(q.shape):
         raise ValueError(f"{op}: grad_out {tuple(grad_out.shape)} and out {tuple(out.shape)} must be (N, T, hs) = "
                          f"{tuple(q.shape)}")

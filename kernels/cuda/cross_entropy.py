@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, float_suffix, int_scalar,
-                                        same_dtype, threads_for)
+from tinylm.kernels.checks import INT64_RANGE, array_module_of, as_array, int_scalar, same_dtype
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.cross_entropy import check_targets
 
 SOURCE = CudaSource("cross_entropy.cu")
-INT64 = np.iinfo(np.int64)
 
 
 def _checked(op: str, logits, targets, ignore_index, xp):
     suffix = float_suffix(op, "logits", logits)
     targets = as_array(op, "targets", targets, xp, index=True)
-    ignore_index = int_scalar(op, "ignore_index", ignore_index)
-    if not INT64.min <= int(ignore_index) <= INT64.max:
-        raise ValueError(f"{op}: ignore_index {ignore_index} does not fit in int64")
+    ignore_index = int_scalar(op, "ignore_index", ignore_index, *INT64_RANGE)  # passed as a C long long
     check_targets(op, logits, targets, ignore_index)  # shapes, integer dtype, range: IndexError naming the target
     if logits.shape[1] == 0 and logits.shape[0] > 0:
         raise ValueError(f"{op}: logits {tuple(logits.shape)} has no classes")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, float_suffix, int_scalar,
-                                        real_scalar, threads_for)
+from tinylm.kernels.checks import array_module_of, as_array, int_scalar, real_scalar
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.dropout import dropout_threshold
 
 SOURCE = CudaSource("dropout.cu")

@@ -3,7 +3,7 @@
 Same names, signatures and meaning as ``tinylm/reference/embedding.py``. Each wrapper
 checks everything the kernel assumes (float dtype, ids integral and in [0, V), shapes),
 makes the inputs contiguous, allocates the output, then launches; with NumPy arrays the
-launch is emulated on the CPU (see ``launch.py``). ``threads`` and ``max_blocks`` set
+launch is emulated on the CPU (see ``emulation.py``). ``threads`` and ``max_blocks`` set
 the launch geometry (for tests and tuning; the result does not depend on them).
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.cuda.launch import CudaSource, array_module_of, as_array, blocks_for, float_suffix, int_scalar, threads_for
+from tinylm.kernels.checks import array_module_of, as_array, int_scalar
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.embedding import check_ids
 
 SOURCE = CudaSource("embedding.cu")
@@ -50,9 +51,7 @@ def embedding_backward(grad_output, ids, num_embeddings: int, *, threads: int | 
     op = "embedding_backward"
     xp = array_module_of(op, "grad_output", grad_output)
     suffix = float_suffix(op, "grad_output", grad_output)
-    num_embeddings = int_scalar(op, "num_embeddings", num_embeddings)
-    if num_embeddings < 0:
-        raise ValueError(f"{op}: num_embeddings must be >= 0, got {num_embeddings}")
+    num_embeddings = int_scalar(op, "num_embeddings", num_embeddings, 0, None)
     flat_ids, ids_shape = _flat_ids(op, ids, num_embeddings, xp)
     if grad_output.ndim < 1 or tuple(grad_output.shape[:-1]) != tuple(ids_shape):
         raise ValueError(f"{op}: grad_output {tuple(grad_output.shape)} does not match ids {tuple(ids_shape)} + (D,)")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.cuda.launch import (CudaSource, array_module_of, as_array, blocks_for, float_suffix, real_scalar,
-                                        same_dtype, threads_for)
+from tinylm.kernels.checks import array_module_of, as_array, real_scalar, same_dtype
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 
 SOURCE = CudaSource("layer_norm.cu")
 WEIGHT_GRAD_MAX_CHUNKS = 64  # row chunks of the dw/db column sums; the wrapper adds them up

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinylm.backends import get_array_module
-from tinylm.kernels.cuda.launch import CudaSource, array_module_of, as_array, blocks_for, float_suffix, threads_for
+from tinylm.kernels.checks import array_module_of, as_array
+from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 
 SOURCE = CudaSource("lstm.cu")
 

@@ -4,7 +4,7 @@
     python -m tinylm.kernels.cuda.resource_usage --arch sm_90
 
 Each ``kernels/cuda/*.cu`` is compiled, as the text NVRTC would get (the common header
-pasted in, see launch.py), with ``nvcc -cubin --resource-usage -Werror all-warnings``;
+pasted in, see source.py), with ``nvcc -cubin --resource-usage -Werror all-warnings``;
 ptxas then reports per kernel the registers per thread, the static shared memory, the
 stack frame and the bytes spilled to local memory. A kernel that spills, or uses many
 registers (fewer blocks fit on a multiprocessor), is the one to look at. Dynamic
@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinylm.kernels.cuda.launch import HERE, expand_includes
+from tinylm.kernels.cuda.source import HERE, expand_includes
 
 ARCHES = ("sm_90", "sm_80")
 

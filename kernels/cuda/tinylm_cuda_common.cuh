@@ -1,6 +1,6 @@
 /* tinylm_cuda_common.cuh: what every kernel file in kernels/cuda/ shares.
  *
- * Included by each .cu file. launch.py pastes it into the source it hands to NVRTC
+ * Included by each .cu file. source.py pastes it into the source it hands to NVRTC
  * (cupy.RawModule) and to the host compiler (the emulation), so no include path is
  * needed there; nvcc finds it beside the .cu files. No system headers: NVRTC has none.
  *

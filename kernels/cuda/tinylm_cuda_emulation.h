@@ -3,7 +3,7 @@
  * The same kernels/cuda/*.cu sources that nvcc and NVRTC compile for the GPU are
  * compiled by g++ with this header force-included (-include) and -fopenmp, so that the
  * kernels run, and are tested against the NumPy reference, on a machine without a GPU.
- * kernels/cuda/launch.py drives it: it generates one extern "C" launcher per kernel
+ * kernels/cuda/emulation.py drives it: it generates one extern "C" launcher per kernel
  * that calls tinylm_emu::run_grid, builds a shared library and calls it with ctypes.
  *
  * The model of execution
@@ -49,7 +49,7 @@
  * - Floating point: host libm's expf/logf, not CUDA's (both within a few ulp), and g++'s
  *   choices of FMA contraction, not nvcc's. Tests compare with stated tolerances.
  * - Out-of-bounds accesses are not trapped by any hardware here, but the Python
- *   launcher (launch.py) copies every array argument into a buffer with 256-byte guard
+ *   side (emulation.py) copies every array argument into a buffer with 256-byte guard
  *   bands of 0xFF bytes and checks the guards after the launch: a write just outside an
  *   argument is an error, and a read just outside one reads NaN (or -1 as an integer),
  *   which the value comparisons catch. Accesses further out go unnoticed.

@@ -1,5 +1,5 @@
 """GELU (tanh approximation) as one op, served by the ``gelu_*`` kernels:
-``tinylm/reference/gelu.py``, ``kernels/cpu/gelu.pyx``."""
+``tinylm/reference/gelu.py``, ``kernels/cpu/gelu.pyx``, ``kernels/cuda/gelu.cu``."""
 
 from __future__ import annotations
 
