@@ -303,9 +303,11 @@ def test_lstm_cell(device, problem, geometry):
     expected_h, expected_c, expected_saved = ref_lstm.lstm_cell_forward(gates, c0)
     for name, a, b in zip(("h", "c", "activations", "tanh_c"), (h, c, *saved), (expected_h, expected_c, *expected_saved)):
         close(a, b, dtype, rtol=rtol, scale=1.0, name=name)
-    got = lstm.lstm_cell_backward(device.put(dh), device.put(dc), device.put(c0), tuple(device.put(a) for a in expected_saved),
-                                  **geometry)
-    for name, a, b in zip(("d_gates", "dc_prev"), got, ref_lstm.lstm_cell_backward(dh, np.zeros_like(dh), dc, c0, expected_saved)):
+    no_dh_next = np.zeros_like(dh)
+    got = lstm.lstm_cell_backward(device.put(dh), device.put(no_dh_next), device.put(dc), device.put(c0),
+                                  tuple(device.put(a) for a in expected_saved), **geometry)
+    expected = ref_lstm.lstm_cell_backward(dh, no_dh_next, dc, c0, expected_saved)
+    for name, a, b in zip(("d_gates", "dc_prev"), got, expected):
         close(a, b, dtype, rtol=rtol, scale=1.0, name=name)
 
 

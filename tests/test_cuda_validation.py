@@ -144,8 +144,8 @@ def test_lstm():
         lstm.lstm_layer_forward(np.zeros((0, 3, 8), f32), w, h, h)
     with pytest.raises(ValueError, match=r"lstm_cell_forward: gates \(3, 7\) must be \(B, 4H\)"):
         lstm.lstm_cell_forward(np.zeros((3, 7), f32), h)
-    with pytest.raises(ValueError, match="lstm_cell_backward: dh"):
-        lstm.lstm_cell_backward(h, h, h, (np.zeros((3, 6), f32), h))
+    with pytest.raises(ValueError, match="lstm_cell_backward: dh_out"):
+        lstm.lstm_cell_backward(h, h, h, h, (np.zeros((3, 6), f32), h))
     saved = tuple(np.zeros(s, f32) for s in ((2, 3, 2), (2, 3, 2), (2, 3, 8), (2, 3, 2)))
     with pytest.raises(ValueError, match=r"d_hs \(1, 3, 2\) must be \(T, B, H\)"):
         lstm.lstm_layer_backward(np.zeros((1, 3, 2), f32), h, h, w, h, h, saved)

@@ -72,14 +72,16 @@ __device__ void attention_softmax_backward(const T* __restrict__ grad_probs, con
     }
 }
 
-extern "C" __global__ void attention_softmax_forward_f32(const float* __restrict__ scores, const float* __restrict__ mask,
-                                                         float* __restrict__ probs, long long rows, long long queries,
-                                                         long long keys, float scale, int has_mask, int causal) {
+extern "C" __global__ void attention_softmax_forward_f32(const float* __restrict__ scores, float scale,
+                                                         const float* __restrict__ mask, float* __restrict__ probs,
+                                                         long long rows, long long queries, long long keys,
+                                                         int has_mask, int causal) {
     attention_softmax_forward(scores, mask, probs, rows, queries, keys, scale, has_mask, causal);
 }
-extern "C" __global__ void attention_softmax_forward_f64(const double* __restrict__ scores, const double* __restrict__ mask,
-                                                         double* __restrict__ probs, long long rows, long long queries,
-                                                         long long keys, double scale, int has_mask, int causal) {
+extern "C" __global__ void attention_softmax_forward_f64(const double* __restrict__ scores, double scale,
+                                                         const double* __restrict__ mask, double* __restrict__ probs,
+                                                         long long rows, long long queries, long long keys,
+                                                         int has_mask, int causal) {
     attention_softmax_forward(scores, mask, probs, rows, queries, keys, scale, has_mask, causal);
 }
 extern "C" __global__ void attention_softmax_backward_f32(const float* __restrict__ grad_probs,

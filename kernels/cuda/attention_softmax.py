@@ -39,9 +39,8 @@ def attention_softmax_forward(scores, scale: float, mask=None, causal: bool = Fa
         return probs
     threads = threads_for(scores, threads, row_length=keys)
     SOURCE.launch(f"{op}_{suffix}", blocks_for(scores, rows, max_blocks), threads,
-                  (xp.ascontiguousarray(scores), mask, probs, np.int64(rows), np.int64(queries), np.int64(keys),
-                   scores.dtype.type(scale), np.int32(has_mask),
-                   np.int32(causal)))
+                  (xp.ascontiguousarray(scores), scores.dtype.type(scale), mask, probs, np.int64(rows),
+                   np.int64(queries), np.int64(keys), np.int32(has_mask), np.int32(causal)))
     return probs
 
 

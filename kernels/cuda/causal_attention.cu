@@ -303,31 +303,31 @@ extern "C" __global__ void causal_attention_forward_f64(const double* __restrict
                                                         long long steps, int head_size, double scale) {
     causal_attention_forward(q, k, v, out, logsumexp, heads, steps, head_size, scale);
 }
-extern "C" __global__ void causal_attention_backward_kv_f32(const float* __restrict__ q, const float* __restrict__ k,
-                                                            const float* __restrict__ v, const float* __restrict__ grad_out,
+extern "C" __global__ void causal_attention_backward_kv_f32(const float* __restrict__ grad_out, const float* __restrict__ q,
+                                                            const float* __restrict__ k, const float* __restrict__ v,
                                                             const float* __restrict__ logsumexp, const float* __restrict__ delta,
                                                             float* __restrict__ grad_k, float* __restrict__ grad_v,
                                                             long long heads, long long steps, int head_size, float scale) {
     causal_attention_backward_kv(q, k, v, grad_out, logsumexp, delta, grad_k, grad_v, heads, steps, head_size, scale);
 }
-extern "C" __global__ void causal_attention_backward_q_f32(const float* __restrict__ q, const float* __restrict__ k,
-                                                           const float* __restrict__ v, const float* __restrict__ grad_out,
+extern "C" __global__ void causal_attention_backward_q_f32(const float* __restrict__ grad_out, const float* __restrict__ q,
+                                                           const float* __restrict__ k, const float* __restrict__ v,
                                                            const float* __restrict__ logsumexp, const float* __restrict__ delta,
-                                                           float* __restrict__ grad_q, long long heads, long long steps,
-                                                           int head_size, float scale) {
+                                                           float* __restrict__ grad_q,
+                                                           long long heads, long long steps, int head_size, float scale) {
     causal_attention_backward_q(q, k, v, grad_out, logsumexp, delta, grad_q, heads, steps, head_size, scale);
 }
-extern "C" __global__ void causal_attention_backward_kv_f64(const double* __restrict__ q, const double* __restrict__ k,
-                                                            const double* __restrict__ v, const double* __restrict__ grad_out,
+extern "C" __global__ void causal_attention_backward_kv_f64(const double* __restrict__ grad_out, const double* __restrict__ q,
+                                                            const double* __restrict__ k, const double* __restrict__ v,
                                                             const double* __restrict__ logsumexp, const double* __restrict__ delta,
                                                             double* __restrict__ grad_k, double* __restrict__ grad_v,
                                                             long long heads, long long steps, int head_size, double scale) {
     causal_attention_backward_kv(q, k, v, grad_out, logsumexp, delta, grad_k, grad_v, heads, steps, head_size, scale);
 }
-extern "C" __global__ void causal_attention_backward_q_f64(const double* __restrict__ q, const double* __restrict__ k,
-                                                           const double* __restrict__ v, const double* __restrict__ grad_out,
+extern "C" __global__ void causal_attention_backward_q_f64(const double* __restrict__ grad_out, const double* __restrict__ q,
+                                                           const double* __restrict__ k, const double* __restrict__ v,
                                                            const double* __restrict__ logsumexp, const double* __restrict__ delta,
-                                                           double* __restrict__ grad_q, long long heads, long long steps,
-                                                           int head_size, double scale) {
+                                                           double* __restrict__ grad_q,
+                                                           long long heads, long long steps, int head_size, double scale) {
     causal_attention_backward_q(q, k, v, grad_out, logsumexp, delta, grad_q, heads, steps, head_size, scale);
 }

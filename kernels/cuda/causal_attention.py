@@ -108,7 +108,7 @@ def causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale: float, *
         block, shared = _geometry(op, kernel, q, threads)
         tiles = heads * -(-steps // (block // 32))
         SOURCE.launch(f"causal_attention_{kernel}_{suffix}", blocks_for(q, tiles, max_blocks), block,
-                      (q, k, v, grad_out, logsumexp, delta, *outputs, np.int64(heads), np.int64(steps),
+                      (grad_out, q, k, v, logsumexp, delta, *outputs, np.int64(heads), np.int64(steps),
                        np.int32(head_size), real(scale)), shared_bytes=shared)
     return grad_q, grad_k, grad_v
 

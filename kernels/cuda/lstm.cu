@@ -53,7 +53,7 @@ __device__ void lstm_cell_forward(const T* __restrict__ x_proj, const T* __restr
 }
 
 template <typename T>
-__device__ void lstm_cell_backward(const T* __restrict__ dh, const T* __restrict__ dh_next, int add_dh_next,
+__device__ void lstm_cell_backward(const T* __restrict__ dh_out, const T* __restrict__ dh_next,
                                    const T* __restrict__ dc, const T* __restrict__ c_prev,
                                    const T* __restrict__ activations, const T* __restrict__ tanh_c,
                                    T* __restrict__ d_gates, T* __restrict__ dc_prev, long long batch, long long hidden) {
@@ -64,7 +64,7 @@ __device__ void lstm_cell_backward(const T* __restrict__ dh, const T* __restrict
         const T i = activations[base], f = activations[base + hidden];
         const T g = activations[base + 2 * hidden], o = activations[base + 3 * hidden];
         const T tc = tanh_c[k];
-        const T dh_total = add_dh_next ? dh[k] + dh_next[k] : dh[k];
+        const T dh_total = dh_out[k] + dh_next[k];  // h feeds the output and the next step
         const T dc_total = dc[k] + dh_total * o * (T(1) - tc * tc);
         d_gates[base] = dc_total * g * i * (T(1) - i);
         d_gates[base + hidden] = dc_total * c_prev[k] * f * (T(1) - f);
@@ -88,17 +88,17 @@ extern "C" __global__ void lstm_cell_forward_f64(const double* __restrict__ x_pr
                                                  long long batch, long long hidden) {
     lstm_cell_forward(x_proj, recurrent, add_recurrent, c_prev, h, c, activations, tanh_c, batch, hidden);
 }
-extern "C" __global__ void lstm_cell_backward_f32(const float* __restrict__ dh, const float* __restrict__ dh_next,
-                                                  int add_dh_next, const float* __restrict__ dc,
-                                                  const float* __restrict__ c_prev, const float* __restrict__ activations,
-                                                  const float* __restrict__ tanh_c, float* __restrict__ d_gates,
-                                                  float* __restrict__ dc_prev, long long batch, long long hidden) {
-    lstm_cell_backward(dh, dh_next, add_dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, batch, hidden);
+extern "C" __global__ void lstm_cell_backward_f32(const float* __restrict__ dh_out, const float* __restrict__ dh_next,
+                                                  const float* __restrict__ dc, const float* __restrict__ c_prev,
+                                                  const float* __restrict__ activations, const float* __restrict__ tanh_c,
+                                                  float* __restrict__ d_gates, float* __restrict__ dc_prev, long long batch,
+                                                  long long hidden) {
+    lstm_cell_backward(dh_out, dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, batch, hidden);
 }
-extern "C" __global__ void lstm_cell_backward_f64(const double* __restrict__ dh, const double* __restrict__ dh_next,
-                                                  int add_dh_next, const double* __restrict__ dc,
-                                                  const double* __restrict__ c_prev, const double* __restrict__ activations,
-                                                  const double* __restrict__ tanh_c, double* __restrict__ d_gates,
-                                                  double* __restrict__ dc_prev, long long batch, long long hidden) {
-    lstm_cell_backward(dh, dh_next, add_dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, batch, hidden);
+extern "C" __global__ void lstm_cell_backward_f64(const double* __restrict__ dh_out, const double* __restrict__ dh_next,
+                                                  const double* __restrict__ dc, const double* __restrict__ c_prev,
+                                                  const double* __restrict__ activations, const double* __restrict__ tanh_c,
+                                                  double* __restrict__ d_gates, double* __restrict__ dc_prev, long long batch,
+                                                  long long hidden) {
+    lstm_cell_backward(dh_out, dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, batch, hidden);
 }

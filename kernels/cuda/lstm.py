@@ -14,6 +14,7 @@ import numpy as np
 from tinylm.backends import get_array_module
 from tinylm.kernels.checks import array_module_of, as_array
 from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
+from tinylm.reference.lstm import check_layer_shapes
 
 SOURCE = CudaSource("lstm.cu")
 
@@ -51,15 +52,13 @@ def _forward_step(x_proj, recurrent, c_prev, h, c, activations, tanh_c, threads=
                    activations, tanh_c, np.int64(batch), np.int64(hidden)))
 
 
-def _backward_step(dh, dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, threads=None, max_blocks=None):
-    """dh_total = dh (+ dh_next, unless None); writes d_gates and dc_prev."""
-    batch, hidden = dh.shape
-    xp = get_array_module(dh)
-    blocks, threads = _geometry(dh, batch * hidden, threads, max_blocks)
-    add = dh_next is not None
-    SOURCE.launch(f"lstm_cell_backward_{float_suffix('lstm_cell_backward', 'dh', dh)}", blocks, threads,
-                  (dh, dh_next if add else xp.empty(0, dh.dtype), np.int32(add), dc, c_prev, activations, tanh_c,
-                   d_gates, dc_prev, np.int64(batch), np.int64(hidden)))
+def _backward_step(dh_out, dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, threads=None, max_blocks=None):
+    """The cell backward of one step (dh = dh_out + dh_next); writes d_gates and dc_prev."""
+    batch, hidden = dh_out.shape
+    blocks, threads = _geometry(dh_out, batch * hidden, threads, max_blocks)
+    SOURCE.launch(f"lstm_cell_backward_{float_suffix('lstm_cell_backward', 'dh_out', dh_out)}", blocks, threads,
+                  (dh_out, dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, np.int64(batch),
+                   np.int64(hidden)))
 
 
 def lstm_cell_forward(gates, c_prev, *, threads: int | None = None, max_blocks: int | None = None):
@@ -76,32 +75,25 @@ def lstm_cell_forward(gates, c_prev, *, threads: int | None = None, max_blocks: 
     return h, c, (activations, tanh_c)
 
 
-def lstm_cell_backward(dh, dc, c_prev, saved, *, threads: int | None = None, max_blocks: int | None = None):
-    """(dL/dh, dL/dc from later steps, c_prev, saved) -> (dL/dgates (B, 4H), dL/dc_prev (B, H))."""
+def lstm_cell_backward(dh_out, dh_next, dc, c_prev, saved, *, threads: int | None = None,
+                       max_blocks: int | None = None):
+    """As ``tinylm.reference.lstm.lstm_cell_backward``: (dL/dgates (B, 4H), dL/dc_prev (B, H))."""
     op = "lstm_cell_backward"
-    xp = array_module_of(op, "dh", dh)
-    float_suffix(op, "dh", dh)
+    xp = array_module_of(op, "dh_out", dh_out)
+    float_suffix(op, "dh_out", dh_out)
     activations, tanh_c = _unpack(op, saved, 2)
-    dh, dc, c_prev, activations, tanh_c = _checked(op, xp, dh.dtype, dh=dh, dc=dc, c_prev=c_prev,
-                                                   activations=activations, tanh_c=tanh_c)
-    state = tuple(dh.shape)
-    if dh.ndim != 2 or any(tuple(a.shape) != state for a in (dc, c_prev, tanh_c)) or \
+    dh_out, dh_next, dc, c_prev, activations, tanh_c = _checked(
+        op, xp, dh_out.dtype, dh_out=dh_out, dh_next=dh_next, dc=dc, c_prev=c_prev, activations=activations,
+        tanh_c=tanh_c)
+    state = tuple(dh_out.shape)
+    if dh_out.ndim != 2 or any(tuple(a.shape) != state for a in (dh_next, dc, c_prev, tanh_c)) or \
             tuple(activations.shape) != (state[0], 4 * state[1]):
-        raise ValueError(f"{op}: dh {state}, dc {tuple(dc.shape)}, c_prev {tuple(c_prev.shape)} and tanh_c "
-                         f"{tuple(tanh_c.shape)} must be (B, H), activations {tuple(activations.shape)} (B, 4H)")
-    d_gates, dc_prev = xp.empty(activations.shape, dh.dtype), xp.empty(state, dh.dtype)
-    _backward_step(dh, None, dc, c_prev, activations, tanh_c, d_gates, dc_prev, threads, max_blocks)
+        raise ValueError(f"{op}: dh_out {state}, dh_next {tuple(dh_next.shape)}, dc {tuple(dc.shape)}, c_prev "
+                         f"{tuple(c_prev.shape)} and tanh_c {tuple(tanh_c.shape)} must be (B, H), activations "
+                         f"{tuple(activations.shape)} (B, 4H)")
+    d_gates, dc_prev = xp.empty(activations.shape, dh_out.dtype), xp.empty(state, dh_out.dtype)
+    _backward_step(dh_out, dh_next, dc, c_prev, activations, tanh_c, d_gates, dc_prev, threads, max_blocks)
     return d_gates, dc_prev
-
-
-def _check_shapes(op, x_proj, w_hh, h0, c0):
-    if x_proj.ndim != 3 or w_hh.ndim != 2 or w_hh.shape[0] != 4 * w_hh.shape[1] or x_proj.shape[2] != w_hh.shape[0]:
-        raise ValueError(f"{op}: x_proj {tuple(x_proj.shape)} must be (T, B, 4H) and w_hh {tuple(w_hh.shape)} (4H, H)")
-    expected = (x_proj.shape[1], w_hh.shape[1])
-    if tuple(h0.shape) != expected or tuple(c0.shape) != expected:
-        raise ValueError(f"{op}: h0 {tuple(h0.shape)} and c0 {tuple(c0.shape)} must be (B, H) = {expected}")
-    if x_proj.shape[0] == 0:
-        raise ValueError(f"{op}: the sequence is empty (T = 0)")
 
 
 def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True, *, threads: int | None = None,
@@ -112,7 +104,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True, *, threads
     xp = array_module_of(op, "x_proj", x_proj)
     float_suffix(op, "x_proj", x_proj)
     x_proj, w_hh, h0, c0 = _checked(op, xp, x_proj.dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
-    _check_shapes(op, x_proj, w_hh, h0, c0)
+    check_layer_shapes(op, x_proj, w_hh, h0, c0)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
     dtype = x_proj.dtype
     hs, cs, tanh_cs = (xp.empty((steps, batch, hidden), dtype) for _ in range(3))
@@ -137,7 +129,7 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved, *, threads: int
     d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = _checked(
         op, xp, hs.dtype, d_hs=d_hs, d_h_n=d_h_n, d_c_n=d_c_n, w_hh=w_hh, h0=h0, c0=c0, hs=hs, cs=cs,
         activations=activations, tanh_cs=tanh_cs)
-    _check_shapes(op, activations, w_hh, h0, c0)
+    check_layer_shapes(op, activations, w_hh, h0, c0)
     steps, batch, hidden = activations.shape[0], activations.shape[1], w_hh.shape[1]
     for key, value in (("d_hs", d_hs), ("hs", hs), ("cs", cs), ("tanh_cs", tanh_cs)):
         if tuple(value.shape) != (steps, batch, hidden):
