@@ -8,8 +8,8 @@ nvcc is on CI's machine; elsewhere these tests skip, saying so. No GPU is needed
 import pytest
 
 from tinylm.kernels.cuda import resource_usage
-from tinylm.kernels.cuda.source import SourceFile
 from tinylm.kernels.cuda.resource_usage import ARCHES, compile_report, main, nvcc, sources
+from tinylm.kernels.cuda.source import SourceFile
 
 needs_nvcc = pytest.mark.skipif(nvcc() is None, reason="nvcc is not on PATH (the CUDA toolkit is not installed here)")
 

@@ -222,7 +222,8 @@ def test_attention_softmax(device, problem, seed, geometry):
     close(probs, expected, dtype, name="probs")
     grad = np.random.default_rng(seed).standard_normal(scores.shape).astype(dtype)
     got = attention_softmax.attention_softmax_backward(device.put(grad), device.put(expected), scale, **geometry)
-    close(got, ref_attention_softmax.attention_softmax_backward(grad, expected, scale), dtype, scale=scale, name="grad_scores")
+    close(got, ref_attention_softmax.attention_softmax_backward(grad, expected, scale), dtype, scale=scale,
+          name="grad_scores")
 
 
 # --------------------------------------------------------------- cross-entropy
@@ -301,7 +302,8 @@ def test_lstm_cell(device, problem, geometry):
     gates = x_proj[0]
     h, c, saved = lstm.lstm_cell_forward(device.put(gates), device.put(c0), **geometry)
     expected_h, expected_c, expected_saved = ref_lstm.lstm_cell_forward(gates, c0)
-    for name, a, b in zip(("h", "c", "activations", "tanh_c"), (h, c, *saved), (expected_h, expected_c, *expected_saved)):
+    for name, a, b in zip(("h", "c", "activations", "tanh_c"), (h, c, *saved),
+                          (expected_h, expected_c, *expected_saved)):
         close(a, b, dtype, rtol=rtol, scale=1.0, name=name)
     no_dh_next = np.zeros_like(dh)
     got = lstm.lstm_cell_backward(device.put(dh), device.put(no_dh_next), device.put(dc), device.put(c0),
@@ -352,7 +354,8 @@ def test_dropout_matches_bit_for_bit(device, shape, dtype, p, seed, noncontiguou
     assert Device.get(mask).dtype == np.uint8
     np.testing.assert_array_equal(Device.get(y), expected_y)
     grad = strided(rng, shape, dtype, noncontiguous)
-    got = dropout.dropout_backward(device.put(grad), device.put(expected_mask), p, threads=threads, max_blocks=max_blocks)
+    got = dropout.dropout_backward(device.put(grad), device.put(expected_mask), p, threads=threads,
+                                   max_blocks=max_blocks)
     np.testing.assert_array_equal(Device.get(got), ref_dropout.dropout_backward(grad, expected_mask, p))
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinylm.kernels import checks
 from tinylm.backends import kernel_for
+from tinylm.kernels import checks
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 
@@ -103,7 +103,8 @@ SAME_ERROR = {
                          "attention_softmax_forward: causal must be True or False, got int"),
     "eps a bool": ("layer_norm_forward", (np.zeros((2, 3), f32), None, None, True), TypeError,
                    "layer_norm_forward: eps must be a real number, got bool"),
-    "seed a float": ("dropout_forward", (X, 0.5, 1.5), TypeError, "dropout_forward: seed must be an integer, got float"),
+    "seed a float": ("dropout_forward", (X, 0.5, 1.5), TypeError,
+                     "dropout_forward: seed must be an integer, got float"),
     "p a string": ("dropout_backward", (X, np.ones(4, np.uint8), "0.5"), TypeError,
                    "dropout_backward: p must be a real number, got str"),
     "negative vocabulary": ("embedding_backward", (np.zeros((0, 2), f32), np.zeros(0, np.int64), -1), ValueError,

@@ -53,7 +53,8 @@ def attention_softmax_backward(grad_probs, probs, scale: float, *, threads: int 
     scale = real_scalar(op, "scale", scale)
     grad_probs = as_array(op, "grad_probs", grad_probs, xp)
     if tuple(grad_probs.shape) != tuple(probs.shape) or probs.ndim < 1:
-        raise ValueError(f"{op}: grad_probs {tuple(grad_probs.shape)} and probs {tuple(probs.shape)} must have one shape")
+        raise ValueError(f"{op}: grad_probs {tuple(grad_probs.shape)} and probs {tuple(probs.shape)} "
+                         "must have one shape")
     same_dtype(op, "probs", probs, grad_probs=grad_probs)
     keys = probs.shape[-1]
     rows = int(np.prod(probs.shape[:-1]))

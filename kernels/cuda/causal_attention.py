@@ -124,5 +124,6 @@ def causal_attention_backward_unfused(grad_out, q, k, v, out, logsumexp, scale: 
     probs = attention_softmax.attention_softmax_forward(scores, scale, None, True, **geometry)
     grad_v = probs.transpose(0, 2, 1) @ grad_out
     grad_probs = grad_out @ v.transpose(0, 2, 1)
-    grad_scores = attention_softmax.attention_softmax_backward(grad_probs, probs, scale, **geometry)  # includes the scale
+    # The softmax backward multiplies by the scale too.
+    grad_scores = attention_softmax.attention_softmax_backward(grad_probs, probs, scale, **geometry)
     return grad_scores @ k, grad_scores.transpose(0, 2, 1) @ q, grad_v

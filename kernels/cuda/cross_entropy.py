@@ -52,7 +52,8 @@ def cross_entropy_backward(grad_losses, logits, targets, logsumexp, ignore_index
     rows, classes = logits.shape
     for name, value in (("grad_losses", grad_losses), ("logsumexp", logsumexp)):
         if tuple(value.shape) != (rows,):
-            raise ValueError(f"{op}: {name} {tuple(value.shape)} must be (N,) = ({rows},) for logits {tuple(logits.shape)}")
+            raise ValueError(f"{op}: {name} {tuple(value.shape)} must be (N,) = ({rows},) "
+                             f"for logits {tuple(logits.shape)}")
     same_dtype(op, "logits", logits, grad_losses=grad_losses, logsumexp=logsumexp)
     grad_logits = xp.empty((rows, classes), dtype=logits.dtype)
     threads = threads_for(logits, threads)

@@ -77,7 +77,8 @@ def emulation_unavailable_reason() -> str | None:
     with tempfile.TemporaryDirectory() as tmp:
         source, library = Path(tmp) / "probe.cpp", Path(tmp) / "probe.so"
         source.write_text(probe)
-        result = subprocess.run([cxx, *EMULATION_FLAGS, str(source), "-o", str(library)], capture_output=True, text=True)
+        result = subprocess.run([cxx, *EMULATION_FLAGS, str(source), "-o", str(library)],
+                                capture_output=True, text=True)
         if result.returncode != 0:
             return f"{cxx} cannot build with -fopenmp: {result.stderr.strip().splitlines()[-1:]}"
         try:

@@ -32,7 +32,8 @@ def _checked(op: str, xp, dtype, **arrays):
 
 def _unpack(op: str, saved, count: int):
     if not isinstance(saved, (tuple, list)) or len(saved) != count:
-        raise TypeError(f"{op}: saved must be the tuple of {count} arrays the forward returned, got {type(saved).__name__}")
+        raise TypeError(f"{op}: saved must be the tuple of {count} arrays the forward returned, "
+                        f"got {type(saved).__name__}")
     return saved
 
 

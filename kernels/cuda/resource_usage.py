@@ -93,13 +93,14 @@ def parse_ptxas(text: str, arch: str) -> list[Usage]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinylm.kernels.cuda.resource_usage", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tinylm.kernels.cuda.resource_usage",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=list(ARCHES), help="GPU architectures (default: sm_90 sm_80)")
     args = parser.parse_args(argv)
     if nvcc() is None:
         print("resource_usage: nvcc is not on PATH; install the CUDA toolkit", file=sys.stderr)
         return 1
-    print(f"| file | kernel | arch | registers | static smem (B) | stack (B) | spill stores (B) | spill loads (B) |")
+    print("| file | kernel | arch | registers | static smem (B) | stack (B) | spill stores (B) | spill loads (B) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for source in sources():
         for arch in args.arch:

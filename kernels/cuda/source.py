@@ -146,7 +146,8 @@ def check_arguments(signature: Signature, args) -> bool:
     for param, value in zip(signature.params, args):
         if param.pointer:
             if not (isinstance(value, np.ndarray) or is_cupy(value)):
-                raise TypeError(f"{name}: {param.name} ({param.declaration}) needs an array, got {type(value).__name__}")
+                raise TypeError(f"{name}: {param.name} ({param.declaration}) needs an array, "
+                                f"got {type(value).__name__}")
             devices.add("gpu" if is_cupy(value) else "cpu")
             if value.dtype != param.dtype:
                 raise TypeError(f"{name}: {param.name} ({param.declaration}) needs {param.dtype}, got {value.dtype}")
