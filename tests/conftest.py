@@ -15,3 +15,6 @@ settings.register_profile(
     "thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# The CUDA tests' fixture that makes any kernel launch fail, for every test file.
+from cuda_support import launches_refused  # noqa: E402, F401

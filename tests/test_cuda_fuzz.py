@@ -24,7 +24,7 @@ CUDA_KERNELS = sorted(name for name, where in KERNELS.items() if "cuda" in where
 
 def test_every_cuda_kernel_is_fuzzed():
     served = {name for name, where in KERNELS.items() if "cuda" in where}
-    assert served - set(KERNEL_ARITY) <= {"lstm_layer_backward"}  # its saved tuple: test_cuda_validation
+    assert served - set(KERNEL_ARITY) <= {"lstm_layer_backward"}  # its saved tuple: test_kernel_lstm
 
 
 @pytest.mark.parametrize("name", CUDA_KERNELS)

@@ -1,13 +1,22 @@
 """The Cython adam_update against the NumPy reference: same updates of the parameter and
-both moments, for Adam and AdamW, any size (0 and 1 included), float32 and float64."""
+both moments, for Adam and AdamW, any size (0 and 1 included), float32 and float64.
+
+The adam family's tests, all in this file: the Cython kernels (``kernels/cpu/adam.pyx``)
+first, then the CUDA kernels (``kernels/cuda/adam.cu``) against the same reference,
+through the CPU emulation and on a GPU when one is usable, and their launch wrappers'
+refusal of bad input."""
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, devices, dtypes, geometries
+from cuda_support import close as cuda_close
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import seeds
 
 from tinylm.kernels.cpu.adam import adam_update as compiled
+from tinylm.kernels.cuda import adam as cuda_adam
+from tinylm.reference import adam as ref_adam
 from tinylm.reference.adam import adam_update as reference
 
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-7), np.float64: dict(rtol=1e-12, atol=1e-15)}
@@ -74,3 +83,51 @@ def test_no_weight_decay_leaves_the_moments_of_a_non_finite_param_alone(dtype):
     reference(*copies, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
     for got, want in zip(arrays, copies):
         np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/adam.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(size=st.sampled_from([0, 1, 7, 100, 1000]), dtype=dtypes, seed=seeds, step=st.sampled_from([1, 2, 1000]),
+       decoupled=st.booleans(), weight_decay=st.sampled_from([0.0, 0.01, 0.5]),
+       grad_scale=st.sampled_from([1e-6, 1.0, 1e4]), geometry=geometries)
+def test_adam_update(device, size, dtype, seed, step, decoupled, weight_decay, grad_scale, geometry):
+    device.require()
+    threads, max_blocks = geometry
+    rng = np.random.default_rng(seed)
+    start = [rng.standard_normal(size).astype(dtype), (0.1 * rng.standard_normal(size)).astype(dtype),
+             (0.1 * rng.random(size)).astype(dtype)]
+    grad = (grad_scale * rng.standard_normal(size)).astype(dtype)
+    ours = [device.put(a.copy()) for a in start]
+    theirs = [a.copy() for a in start]
+    cuda_adam.adam_update(*ours[:1], device.put(grad), *ours[1:], step, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled,
+                      threads=threads, max_blocks=max_blocks)
+    ref_adam.adam_update(theirs[0], grad, theirs[1], theirs[2], step, 1e-3, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+    for name, a, b in zip(("param", "exp_avg", "exp_avg_sq"), ours, theirs):
+        cuda_close(a, b, dtype, scale=float(np.abs(b).max(initial=1.0)), name=name)
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    p = np.zeros(4, f32)
+    args = (1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    with pytest.raises(TypeError, match="adam_update: grad is float64, param is float32"):
+        cuda_adam.adam_update(p, np.zeros(4), p.copy(), p.copy(), *args)
+    with pytest.raises(ValueError, match=r"adam_update: exp_avg has shape \(3,\), param \(4,\)"):
+        cuda_adam.adam_update(p, p.copy(), np.zeros(3, f32), p.copy(), *args)
+    with pytest.raises(ValueError, match="param must be C-contiguous"):
+        cuda_adam.adam_update(np.zeros(8, f32)[::2], p.copy(), p.copy(), p.copy(), *args)
+    with pytest.raises(ValueError, match="adam_update: step must be >= 1, got 0"):
+        cuda_adam.adam_update(p, p.copy(), p.copy(), p.copy(), 0, *args[1:])
+    m = np.zeros(4, f32)
+    with pytest.raises(ValueError, match="exp_avg and exp_avg_sq share memory"):
+        cuda_adam.adam_update(p, p.copy(), m, m, *args)
+    with pytest.raises(TypeError, match="param must be float32 or float64, got int64"):
+        cuda_adam.adam_update(np.zeros(4, np.int64), *(np.zeros(4, np.int64) for _ in range(3)), *args)
+    frozen = np.zeros(4, f32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="exp_avg is read-only"):
+        cuda_adam.adam_update(p, p.copy(), frozen, p.copy(), *args)

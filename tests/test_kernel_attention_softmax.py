@@ -3,17 +3,27 @@
 Property: for scores (..., L, S) of either float dtype, contiguous or not, scores of
 ±1e4, additive masks with -inf entries (whole rows too), causal or not, both give the
 same probabilities (rows sum to 1, or are all 0 when every key is masked) and the same
-gradients, on 1 or 2 threads."""
+gradients, on 1 or 2 threads.
+
+The attention_softmax family's tests, all in this file: the Cython kernels
+(``kernels/cpu/attention_softmax.pyx``) first, then the CUDA kernels
+(``kernels/cuda/attention_softmax.cu``) against the same reference, through the CPU
+emulation and on a GPU when one is usable, and their launch wrappers' refusal of bad
+input."""
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, devices, dtypes, geometries, strided
+from cuda_support import close as cuda_close
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu import attention_softmax as compiled
+from tinylm.kernels.cuda import attention_softmax as cuda_attention_softmax
+from tinylm.reference import attention_softmax as ref_attention_softmax
 from tinylm.reference import attention_softmax as reference
 
 TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
@@ -82,3 +92,59 @@ def test_one_and_two_threads_agree():
 def test_a_mask_of_the_wrong_shape_is_refused(module):
     with pytest.raises(ValueError, match=r"attention_softmax_forward: mask \(3, 3\) must be \(L, S\)"):
         module.attention_softmax_forward(np.zeros((2, 4, 5), np.float32), 1.0, np.zeros((3, 3), np.float32))
+
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/attention_softmax.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+@st.composite
+def softmax_problems(draw):
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+    queries, keys = draw(st.integers(1, 5)), draw(st.sampled_from([1, 2, 7, 33, 70]))
+    dtype = draw(dtypes)
+    rng = np.random.default_rng(draw(seeds))
+    scores = strided(rng, lead + (queries, keys), dtype, draw(st.booleans()), scale=draw(st.sampled_from([1.0, 1e4])))
+    mask = None
+    if draw(st.booleans()):  # additive: -inf drops, a random bias elsewhere; maybe a fully masked row
+        mask = np.where(rng.random((queries, keys)) < 0.3, -np.inf, rng.standard_normal((queries, keys)))
+        if draw(st.booleans()):
+            mask[rng.integers(queries)] = -np.inf
+        mask = mask.astype(draw(st.sampled_from([np.float32, np.float64])))
+    return scores, draw(st.sampled_from([1.0, 0.125, 3.0])), mask, draw(st.booleans())
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(problem=softmax_problems(), seed=seeds, geometry=geometries)
+def test_attention_softmax(device, problem, seed, geometry):
+    device.require()
+    threads, max_blocks = geometry
+    scores, scale, mask, causal = problem
+    dtype = scores.dtype.type
+    geometry = dict(threads=threads, max_blocks=max_blocks)
+    probs = cuda_attention_softmax.attention_softmax_forward(device.put(scores), scale, device.put(mask), causal,
+                                                             **geometry)
+    expected = ref_attention_softmax.attention_softmax_forward(scores, scale, mask, causal)
+    cuda_close(probs, expected, dtype, name="probs")
+    grad = np.random.default_rng(seed).standard_normal(scores.shape).astype(dtype)
+    got = cuda_attention_softmax.attention_softmax_backward(device.put(grad), device.put(expected), scale, **geometry)
+    cuda_close(got, ref_attention_softmax.attention_softmax_backward(grad, expected, scale), dtype, scale=scale,
+          name="grad_scores")
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    scores = np.zeros((2, 3, 4), f32)
+    with pytest.raises(ValueError, match=r"attention_softmax_forward: mask \(4, 3\) must be \(L, S\) = \(3, 4\)"):
+        cuda_attention_softmax.attention_softmax_forward(scores, 1.0, np.zeros((4, 3), f32))
+    with pytest.raises(ValueError, match=r"scores must be \(\.\.\., L, S\), got shape \(4,\)"):
+        cuda_attention_softmax.attention_softmax_forward(np.zeros(4, f32), 1.0)
+    with pytest.raises(TypeError, match="attention_softmax_forward: scores must be float32 or float64, got int64"):
+        cuda_attention_softmax.attention_softmax_forward(np.zeros((3, 4), np.int64), 1.0)
+    with pytest.raises(TypeError, match="mask must be a float array"):
+        cuda_attention_softmax.attention_softmax_forward(scores, 1.0, np.zeros((3, 4), bool))
+    with pytest.raises(ValueError, match="attention_softmax_backward: grad_probs \\(2, 3\\) and probs"):
+        cuda_attention_softmax.attention_softmax_backward(np.zeros((2, 3), f32), scores, 1.0)
+    with pytest.raises(TypeError, match="grad_probs is float64, expected float32"):
+        cuda_attention_softmax.attention_softmax_backward(np.zeros(scores.shape), scores, 1.0)

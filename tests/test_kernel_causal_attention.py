@@ -7,11 +7,19 @@ agree with the reference, on every path of the kernels' matrix products; a NaN i
 makes NaN where the reference does; bad input is refused naming the op. The op
 ``causal_attention`` passes gradcheck on both CPU backends, and multi-head attention gives
 the same output and gradients through it as written out (weights, then @ v).
+
+The causal_attention family's tests, all in this file: the Cython kernels
+(``kernels/cpu/causal_attention.pyx``) first, then the CUDA kernels
+(``kernels/cuda/causal_attention.cu``) against the same reference, through the CPU
+emulation and on a GPU when one is usable, and their launch wrappers' refusal of bad
+input.
 """
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, devices, dtypes, strided
+from cuda_support import close as cuda_close
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from strategies import PRODUCT_PATHS, products_through, seeds
 
@@ -19,7 +27,9 @@ import tinylm
 from tinylm import Tensor, nn
 from tinylm.gradcheck import gradcheck
 from tinylm.kernels.cpu import causal_attention as compiled
+from tinylm.kernels.cuda import causal_attention as cuda_causal_attention
 from tinylm.ops.causal_attention import causal_attention
+from tinylm.reference import causal_attention as ref_causal_attention
 from tinylm.reference import causal_attention as reference
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -125,3 +135,60 @@ def test_multihead_attention_gives_the_same_through_the_fused_op(backend, monkey
         written_out = run()
     for a, b in zip(fused, written_out):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/causal_attention.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+ATTENTION_TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(heads=st.integers(1, 3), steps=st.sampled_from([1, 2, 5, 31, 33, 45]),
+       head_size=st.sampled_from([1, 3, 16, 33, 64, 80, 128]),  # > 64: each lane's 3rd and 4th output columns
+       dtype=dtypes, seed=seeds, sharpness=st.sampled_from([1.0, 5.0]), noncontiguous=st.booleans(),
+       geometry=st.tuples(st.sampled_from([None, 32, 64, 96]), st.sampled_from([None, 1, 3])))
+def test_causal_attention(device, heads, steps, head_size, dtype, seed, sharpness, noncontiguous, geometry):
+    device.require()
+    assume(not (dtype == np.float64 and head_size == 128))  # its K and V tiles alone pass 48 KiB: refused
+    threads, max_blocks = geometry
+    rng = np.random.default_rng(seed)
+    q, k, v = (strided(rng, (heads, steps, head_size), dtype, noncontiguous) for _ in range(3))
+    q = q * dtype(sharpness)  # 5: peaked softmax rows, large exponents
+    scale = 1 / np.sqrt(head_size)
+    rtol = ATTENTION_TOLERANCE[dtype]
+    geometry = dict(threads=threads, max_blocks=max_blocks)
+    out, lse = cuda_causal_attention.causal_attention_forward(*(device.put(a) for a in (q, k, v)), scale, **geometry)
+    expected_out, expected_lse = ref_causal_attention.causal_attention_forward(q, k, v, scale)
+    cuda_close(out, expected_out, dtype, rtol=rtol, scale=float(np.abs(v).max(initial=1.0)), name="out")
+    cuda_close(lse, expected_lse, dtype, rtol=rtol, scale=float(np.abs(expected_lse).max(initial=1.0)),
+               name="logsumexp")
+    grad = rng.standard_normal(q.shape).astype(dtype)
+    expected = ref_causal_attention.causal_attention_backward(grad, q, k, v, expected_out, expected_lse, scale)
+    arguments = [device.put(a) for a in (grad, q, k, v, expected_out, expected_lse)]
+    for backward in (cuda_causal_attention.causal_attention_backward,
+                     cuda_causal_attention.causal_attention_backward_unfused):
+        got = backward(*arguments, scale, **geometry)
+        for name, a, b in zip(("dq", "dk", "dv"), got, expected):
+            cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)),
+                       name=f"{backward.__name__}: {name}")
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    q = np.zeros((2, 5, 8), f32)
+    with pytest.raises(ValueError, match=r"causal_attention_forward: q, k, v must be \(N, T, hs\) of one shape"):
+        cuda_causal_attention.causal_attention_forward(q, q[:, :4], q, 1.0)
+    with pytest.raises(TypeError, match="q, k, v must share one float dtype"):
+        cuda_causal_attention.causal_attention_forward(q, q.astype(np.float64), q, 1.0)
+    with pytest.raises(ValueError, match="head size 129 .* is above the kernel's 128"):
+        big = np.zeros((1, 2, 129), f32)
+        cuda_causal_attention.causal_attention_forward(big, big, big, 1.0)
+    with pytest.raises(ValueError, match="bytes of shared memory, above 49152"):
+        wide = np.zeros((1, 2, 128))
+        cuda_causal_attention.causal_attention_forward(wide, wide, wide, 1.0, threads=256)
+    with pytest.raises(ValueError, match=r"causal_attention_backward: grad_out \(2, 5, 7\) and out"):
+        cuda_causal_attention.causal_attention_backward(np.zeros((2, 5, 7), f32), q, q, q, q, np.zeros((2, 5), f32),
+                                                        1.0)

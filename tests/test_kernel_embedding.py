@@ -3,17 +3,26 @@
 Property: for any ids in range and any grad_output of matching shape (float32 or
 float64, contiguous or not, any thread count) the two give the same gradient; for any
 bad input both refuse with the same kind of error, and the process never crashes.
+
+The embedding family's tests, all in this file: the Cython kernels
+(``kernels/cpu/embedding.pyx``) first, then the CUDA kernels
+(``kernels/cuda/embedding.cu``) against the same reference, through the CPU emulation
+and on a GPU when one is usable, and their launch wrappers' refusal of bad input.
 """
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, Device, devices, dtypes, geometries, strided
+from cuda_support import close as cuda_close
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu.embedding import embedding_backward as compiled
+from tinylm.kernels.cuda import embedding as cuda_embedding
+from tinylm.reference import embedding as ref_embedding
 from tinylm.reference.embedding import embedding_backward as reference
 
 ID_DTYPES = [np.int64, np.int32, np.uint8, np.int16]
@@ -129,3 +138,51 @@ def test_forward_gather_matches_reference(problem, seed):
 def test_forward_refuses_out_of_range_ids(kernel, bad_id):
     with pytest.raises(IndexError, match=rf"embedding_forward: id {bad_id} is out of range for a vocabulary of 5"):
         kernel(np.zeros((5, 3), np.float32), np.array([0, bad_id]))
+
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/embedding.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(ids_shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+       dim=st.sampled_from([1, 3, 17, 40]), vocab=st.integers(1, 9), dtype=dtypes, seed=seeds,
+       id_dtype=st.sampled_from([np.int64, np.int32, np.uint8]), noncontiguous=st.booleans(), geometry=geometries)
+def test_embedding(device, ids_shape, dim, vocab, dtype, seed, id_dtype, noncontiguous, geometry):
+    device.require()
+    threads, max_blocks = geometry
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, ids_shape).astype(id_dtype)
+    weight = strided(rng, (vocab, dim), dtype, noncontiguous)
+    grad = strided(rng, ids_shape + (dim,), dtype, noncontiguous)
+    out = cuda_embedding.embedding_forward(device.put(weight), device.put(ids), threads=threads, max_blocks=max_blocks)
+    np.testing.assert_array_equal(Device.get(out), ref_embedding.embedding_forward(weight, ids))  # a copy: exact
+    got = cuda_embedding.embedding_backward(device.put(grad), device.put(ids), vocab, threads=threads,
+                                            max_blocks=max_blocks)
+    cuda_close(got, ref_embedding.embedding_backward(grad, ids, vocab), dtype, scale=max(1, ids.size) ** 0.5)
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    weight = np.zeros((5, 3), f32)
+    for bad in (-1, 5, 2**40):
+        with pytest.raises(IndexError, match=rf"embedding_forward: id {bad} is out of range for a vocabulary of 5"):
+            cuda_embedding.embedding_forward(weight, np.array([0, bad, 1]))
+        with pytest.raises(IndexError, match=rf"embedding_backward: id {bad} is out of range"):
+            cuda_embedding.embedding_backward(np.zeros((3, 3), f32), np.array([0, bad, 1]), 5)
+    with pytest.raises(IndexError, match=f"id {2**64 - 1} is out of range"):  # not wrapped by a cast to int64
+        cuda_embedding.embedding_forward(weight, np.array([2**64 - 1], np.uint64))
+    with pytest.raises(TypeError, match="embedding_forward: ids must be an integer array, got float64"):
+        cuda_embedding.embedding_forward(weight, np.zeros(3))
+    with pytest.raises(TypeError, match="embedding_forward: weight must be float32 or float64, got float16"):
+        cuda_embedding.embedding_forward(weight.astype(np.float16), np.zeros(3, np.int64))
+    with pytest.raises(ValueError,
+                       match=r"embedding_forward: weight must be \(num_embeddings, dim\), got shape \(5,\)"):
+        cuda_embedding.embedding_forward(np.zeros(5, f32), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"embedding_backward: grad_output \(3, 4\) does not match ids \(4,\)"):
+        cuda_embedding.embedding_backward(np.zeros((3, 4), f32), np.zeros(4, np.int64), 2)
+    with pytest.raises(ValueError, match="num_embeddings must be >= 0"):
+        cuda_embedding.embedding_backward(np.zeros((0, 4), f32), np.zeros(0, np.int64), -1)
+    with pytest.raises(TypeError, match="num_embeddings must be an int"):
+        cuda_embedding.embedding_backward(np.zeros((1, 4), f32), np.zeros(1, np.int64), 2.0)

@@ -3,16 +3,25 @@
 Property: for x (N, D) of either float dtype, contiguous or not, with or without a
 weight and bias, rows of large offset or constant rows, both give the same y, mean,
 rstd and gradients; 1 and 2 threads agree to rounding (dw and db are sums over rows
-split between threads)."""
+split between threads).
+
+The layer_norm family's tests, all in this file: the Cython kernels
+(``kernels/cpu/layer_norm.pyx``) first, then the CUDA kernels
+(``kernels/cuda/layer_norm.cu``) against the same reference, through the CPU emulation
+and on a GPU when one is usable, and their launch wrappers' refusal of bad input."""
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, devices, dtypes, geometries, strided
+from cuda_support import close as cuda_close
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu import layer_norm as compiled
+from tinylm.kernels.cuda import layer_norm as cuda_layer_norm
+from tinylm.reference import layer_norm as ref_layer_norm
 from tinylm.reference import layer_norm as reference
 
 # The oracle is the reference run in float64: the kernel accumulates its row statistics
@@ -97,3 +106,57 @@ def test_bad_shapes_are_refused():
         compiled.layer_norm_forward(np.zeros(4, np.float32), None, None, 1e-5)
     with pytest.raises(ValueError, match=r"layer_norm_backward: mean \(3,\)"):
         compiled.layer_norm_backward(np.zeros((2, 4)), np.zeros((2, 4)), None, np.zeros(3), np.zeros(2))
+
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/layer_norm.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(rows=st.integers(0, 5), dim=st.sampled_from([1, 2, 5, 33, 70]), dtype=dtypes, seed=seeds,
+       affine=st.sampled_from(["both", "none", "weight only"]), offset=st.sampled_from([0.0, 1e3]),
+       noncontiguous=st.booleans(), geometry=geometries)
+def test_layer_norm(device, rows, dim, dtype, seed, affine, offset, noncontiguous, geometry):
+    device.require()
+    threads, max_blocks = geometry
+    rng = np.random.default_rng(seed)
+    x = strided(rng, (rows, dim), dtype, noncontiguous) + dtype(offset)  # a large mean: cancellation
+    weight = rng.standard_normal(dim).astype(dtype) if affine != "none" else None
+    bias = rng.standard_normal(dim).astype(dtype) if affine == "both" else None
+    grad_y = strided(rng, (rows, dim), dtype, noncontiguous)
+    geometry = dict(threads=threads, max_blocks=max_blocks)
+    got = cuda_layer_norm.layer_norm_forward(device.put(x), device.put(weight), device.put(bias), 1e-5, **geometry)
+    expected = ref_layer_norm.layer_norm_forward(x, weight, bias, 1e-5)
+    # float32 with |mean| = 1e3: x itself is only known to 1e3 · 6e-8, which x̂ magnifies by rstd.
+    rtol = 2e-3 if (dtype == np.float32 and offset) else None
+    for name, a, b in zip(("y", "mean", "rstd"), got, expected):
+        cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=name)
+    _, mean, rstd = expected
+    got = cuda_layer_norm.layer_norm_backward(device.put(grad_y), device.put(x), device.put(weight), device.put(mean),
+                                         device.put(rstd), **geometry)
+    expected = ref_layer_norm.layer_norm_backward(grad_y, x, weight, mean, rstd)
+    for name, a, b in zip(("grad_x", "grad_weight", "grad_bias"), got, expected):
+        if b is None:
+            assert a is None, name
+        else:
+            cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)) * max(1, rows), name=name)
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    x = np.zeros((3, 4), f32)
+    with pytest.raises(ValueError, match=r"layer_norm_forward: x must be \(N, D\), got shape \(3, 4, 1\)"):
+        cuda_layer_norm.layer_norm_forward(x[..., None], None, None, 1e-5)
+    with pytest.raises(ValueError, match=r"layer_norm_forward: weight \(3,\) must be \(D,\) = \(4,\)"):
+        cuda_layer_norm.layer_norm_forward(x, np.ones(3, f32), None, 1e-5)
+    with pytest.raises(TypeError, match="layer_norm_forward: bias is float64, expected float32 like x"):
+        cuda_layer_norm.layer_norm_forward(x, None, np.zeros(4), 1e-5)
+    with pytest.raises(ValueError, match="has no columns"):
+        cuda_layer_norm.layer_norm_forward(np.zeros((3, 0), f32), None, None, 1e-5)
+    with pytest.raises(ValueError, match=r"layer_norm_backward: grad_y \(4, 3\) must have x's shape \(3, 4\)"):
+        cuda_layer_norm.layer_norm_backward(x.T, x, None, np.zeros(3, f32), np.ones(3, f32))
+    with pytest.raises(ValueError, match=r"layer_norm_backward: rstd \(4,\) must be \(N,\) = \(3,\)"):
+        cuda_layer_norm.layer_norm_backward(x, x, None, np.zeros(3, f32), np.ones(4, f32))
+    with pytest.raises(TypeError, match="layer_norm_backward: mean is float64"):
+        cuda_layer_norm.layer_norm_backward(x, x, None, np.zeros(3), np.ones(3, f32))

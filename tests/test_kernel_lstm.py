@@ -7,16 +7,25 @@ The layer kernels are checked on each of their paths: the loop over time in C ca
 NumPy's gemm (64-bit BLAS integers, NumPy's wheels), the same with a 32-bit-integer
 CBLAS (SciPy's OpenBLAS, where SciPy is installed), and the loop in Python calling
 ``np.matmul`` (where NumPy's BLAS is not found).
+
+The lstm family's tests, all in this file: the Cython kernels (``kernels/cpu/lstm.pyx``)
+first, then the CUDA kernels (``kernels/cuda/lstm.cu``) against the same reference,
+through the CPU emulation and on a GPU when one is usable, and their launch wrappers'
+refusal of bad input.
 """
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, devices, geometries
+from cuda_support import close as cuda_close
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import PRODUCT_PATHS, lstm_problems, products_through, seeds
 
 from tinylm.kernels.cpu import blas
 from tinylm.kernels.cpu import lstm as compiled
+from tinylm.kernels.cuda import lstm as cuda_lstm
+from tinylm.reference import lstm as ref_lstm
 from tinylm.reference import lstm as reference
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -176,3 +185,80 @@ def test_keep_saved_must_be_a_bool():
     x, w, h = np.zeros((2, 3, 8), np.float32), np.zeros((8, 2), np.float32), np.zeros((3, 2), np.float32)
     with pytest.raises(TypeError, match="lstm_layer_forward: keep_saved must be True or False"):
         compiled.lstm_layer_forward(x, w, h, h, keep_saved="no")
+
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/lstm.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+LSTM_TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(problem=lstm_problems(max_steps=4), geometry=geometries)
+def test_lstm_cell(device, problem, geometry):
+    device.require()
+    x_proj, _, _, c0, (_, dh, dc) = problem
+    dtype = x_proj.dtype.type
+    rtol = LSTM_TOLERANCE[dtype]
+    geometry = dict(zip(("threads", "max_blocks"), geometry))
+    gates = x_proj[0]
+    h, c, saved = cuda_lstm.lstm_cell_forward(device.put(gates), device.put(c0), **geometry)
+    expected_h, expected_c, expected_saved = ref_lstm.lstm_cell_forward(gates, c0)
+    for name, a, b in zip(("h", "c", "activations", "tanh_c"), (h, c, *saved),
+                          (expected_h, expected_c, *expected_saved)):
+        cuda_close(a, b, dtype, rtol=rtol, scale=1.0, name=name)
+    no_dh_next = np.zeros_like(dh)
+    got = cuda_lstm.lstm_cell_backward(device.put(dh), device.put(no_dh_next), device.put(dc), device.put(c0),
+                                  tuple(device.put(a) for a in expected_saved), **geometry)
+    expected = ref_lstm.lstm_cell_backward(dh, no_dh_next, dc, c0, expected_saved)
+    for name, a, b in zip(("d_gates", "dc_prev"), got, expected):
+        cuda_close(a, b, dtype, rtol=rtol, scale=1.0, name=name)
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(problem=lstm_problems(max_steps=4), geometry=geometries, forward_from=st.sampled_from(["cuda", "reference"]))
+def test_lstm_layer(device, problem, geometry, forward_from):
+    device.require()
+    x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n) = problem
+    dtype = x_proj.dtype.type
+    rtol = LSTM_TOLERANCE[dtype]
+    geometry = dict(zip(("threads", "max_blocks"), geometry))
+    hs, c_n, saved = cuda_lstm.lstm_layer_forward(*(device.put(a) for a in (x_proj, w_hh, h0, c0)), **geometry)
+    expected_hs, expected_c, expected_saved = ref_lstm.lstm_layer_forward(x_proj, w_hh, h0, c0)
+    cuda_close(hs, expected_hs, dtype, rtol=rtol, name="hs")
+    cuda_close(c_n, expected_c, dtype, rtol=rtol, scale=float(np.abs(expected_c).max(initial=1.0)), name="c_n")
+    for name, a, b in zip(("hs", "cs", "activations", "tanh_cs"), saved, expected_saved):
+        cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=name)
+    saved = saved if forward_from == "cuda" else tuple(device.put(a) for a in expected_saved)
+    got = cuda_lstm.lstm_layer_backward(*(device.put(a) for a in (d_hs, d_h_n, d_c_n, w_hh, h0, c0)), saved, **geometry)
+    expected = ref_lstm.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, expected_saved)
+    for name, a, b in zip(("d_x_proj", "d_w_hh", "d_h0", "d_c0"), got, expected):
+        cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=name)
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    x, w, h = np.zeros((2, 3, 8), f32), np.zeros((8, 2), f32), np.zeros((3, 2), f32)
+    with pytest.raises(ValueError,
+                       match=r"lstm_layer_forward: x_proj \(2, 3, 8\) must be \(T, B, 4H\) and w_hh \(8, 3\)"):
+        cuda_lstm.lstm_layer_forward(x, np.zeros((8, 3), f32), h, h)
+    with pytest.raises(ValueError, match=r"h0 \(2, 2\) and c0 \(3, 2\) must be \(B, H\) = \(3, 2\)"):
+        cuda_lstm.lstm_layer_forward(x, w, np.zeros((2, 2), f32), h)
+    with pytest.raises(TypeError, match="w_hh is float64, expected float32"):
+        cuda_lstm.lstm_layer_forward(x, w.astype(np.float64), h, h)
+    with pytest.raises(ValueError, match="empty"):
+        cuda_lstm.lstm_layer_forward(np.zeros((0, 3, 8), f32), w, h, h)
+    with pytest.raises(ValueError, match=r"lstm_cell_forward: gates \(3, 7\) must be \(B, 4H\)"):
+        cuda_lstm.lstm_cell_forward(np.zeros((3, 7), f32), h)
+    with pytest.raises(ValueError, match="lstm_cell_backward: dh_out"):
+        cuda_lstm.lstm_cell_backward(h, h, h, h, (np.zeros((3, 6), f32), h))
+    saved = tuple(np.zeros(s, f32) for s in ((2, 3, 2), (2, 3, 2), (2, 3, 8), (2, 3, 2)))
+    with pytest.raises(ValueError, match=r"d_hs \(1, 3, 2\) must be \(T, B, H\)"):
+        cuda_lstm.lstm_layer_backward(np.zeros((1, 3, 2), f32), h, h, w, h, h, saved)
+    with pytest.raises(TypeError, match="the saved arrays must be float32 or float64, got int64"):
+        cuda_lstm.lstm_layer_backward(np.zeros((2, 3, 2), f32), h, h, w, h, h, tuple(a.astype(np.int64) for a in saved))
