@@ -1,9 +1,9 @@
 """How fast could an LSTM training step built on NumPy's BLAS be? Its matrix products
 alone, against PyTorch's whole training step.
 
-One training step of issue 6's LSTM language model (vocabulary 96, embedding 128, hidden
+One training step of the default-size LSTM language model (vocabulary 96, embedding 128, hidden
 256, 2 layers, batch 32 x 64 steps) multiplies matrices of these shapes, and nothing in
-tinylm can multiply them faster than the BLAS NumPy calls (the issue rules out
+tinylm can multiply them faster than the BLAS NumPy calls (tinylm has no
 hand-written GEMM): the input projections and the output layer as big products, the
 recurrence as 64 small (32, 256) @ (256, 1024) products per layer and direction, the
 weight gradients as big products. This script replays exactly those products through
@@ -146,7 +146,7 @@ def main(argv=None) -> None:
         for process, connection in workers.values():
             connection.send("stop")
             process.join(timeout=60)
-    print(f"One {step} of issue 6's LSTM: {flops(mode) / 1e9:.1f} GFLOP of matrix products "
+    print(f"One {step} of the default-size LSTM: {flops(mode) / 1e9:.1f} GFLOP of matrix products "
           f"({sum(item[2] for item in products(mode))} products); median over {args.rounds} rounds:")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, median in medians.items():
