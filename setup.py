@@ -1,5 +1,9 @@
 """Builds tinylm's Cython kernels (kernels/cpu/*.pyx) as ``tinylm.kernels.cpu.<name>``.
 
+``kernels/`` stays at the top of the repository and is installed as ``tinylm.kernels``:
+``package_dir`` maps the folder into the package, with the CUDA sources (``kernels/cuda``)
+as package data compiled at run time.
+
 OpenMP: the compiler is asked to build and link a tiny OpenMP program with -fopenmp;
 if it can, every kernel is compiled with it, and otherwise serially. The choice is
 printed during the build and reported at run time by
