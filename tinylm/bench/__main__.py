@@ -15,7 +15,7 @@ ALL_BACKENDS = ["numpy", "cython", "cupy", "cuda", "torch"]
 
 
 def parse_args(argv=None):
-    p = cli.ArgumentParser(prog="python -m tinylm.bench", description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(prog="python -m tinylm.bench", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--kernels", default=",".join(CASES), help=f"comma-separated, from: {', '.join(CASES)}")
     p.add_argument("--backends", default=",".join(ALL_BACKENDS),
                    help="comma-separated; those not usable here are left out (default: all)")
