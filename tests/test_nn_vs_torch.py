@@ -216,29 +216,30 @@ def test_cross_entropy_with_extra_axes_matches_pytorch():
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10)
 
 
-@settings(max_examples=30)
-@given(seed=seeds, dtype=dtypes, lead=st.lists(st.integers(1, 2), max_size=2), length=st.integers(1, 4),
-       key_length=st.integers(1, 4), dim=st.integers(1, 4), data=st.data())
-def test_scaled_dot_product_attention(seed, dtype, lead, length, key_length, dim, data):
-    rng = np.random.default_rng(seed)
-    lead = tuple(lead)
-    kind = data.draw(st.sampled_from(["none", "bool", "float"] + (["causal"] if length <= key_length else [])))
-    mask = None
-    if kind == "bool":  # True = may attend, PyTorch's SDPA convention
-        mask = rng.random((length, key_length)) < 0.6
-        mask[np.arange(length), rng.integers(0, key_length, size=length)] = True
-    elif kind == "float":
-        mask = randn(rng, (length, key_length), dtype)
-    q, k, v = (randn(rng, lead + (n, dim), dtype) for n in (length, key_length, key_length))
-    ours_in = [tinylm.Tensor(a.copy(), requires_grad=True) for a in (q, k, v)]
-    theirs_in = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
-    ours = F.scaled_dot_product_attention(*ours_in, attn_mask=mask, is_causal=kind == "causal")
-    theirs = torch.nn.functional.scaled_dot_product_attention(
-        *theirs_in, attn_mask=None if mask is None else torch.from_numpy(mask), is_causal=kind == "causal")
-    weight = randn(rng, ours.shape, dtype)
-    (ours * tinylm.Tensor(weight)).sum().backward()
-    (theirs * torch.from_numpy(weight)).sum().backward()
-    tolerance = TOLERANCES[dtype]
-    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), **tolerance)
-    for a, b in zip(ours_in, theirs_in):
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), **tolerance)
+def test_the_documented_one_liner_hands_a_model_with_buffers_to_pytorch():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2, dtype=np.float64)
+            self.register_buffer("scale", np.full(2, 3.0))
+
+    class TorchScaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2, dtype=torch.float64)
+            self.register_buffer("scale", torch.ones(2, dtype=torch.float64))
+
+    model, torch_model = Scaled(), TorchScaled()
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    np.testing.assert_array_equal(torch_model.scale.numpy(), [3.0, 3.0])
+    np.testing.assert_array_equal(torch_model.linear.weight.detach().numpy(), model.linear.weight.numpy())
+
+
+def test_load_state_dict_non_strict_returns_missing_and_unexpected_keys_as_pytorch():
+    ours, theirs = nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    state = {"weight": np.zeros((3, 2), np.float32), "extra": np.zeros(1, np.float32)}
+    our_result = ours.load_state_dict(state, strict=False)
+    their_result = theirs.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    assert our_result.missing_keys == their_result.missing_keys == ["bias"]
+    assert our_result.unexpected_keys == their_result.unexpected_keys == ["extra"]
+    assert tuple(our_result) == tuple(their_result)
