@@ -123,7 +123,7 @@ def test_multihead_attention(seed, dtype, batch, length, key_length, heads_and_d
     rng = np.random.default_rng(seed)
     heads, embed = heads_and_dim
     kind, mask = data.draw(attention_masks(length, key_length, rng))
-    ours = nn.MultiheadAttention(embed, heads, dtype=dtype)
+    ours = nn.MultiheadAttention(embed, heads, batch_first=True, dtype=dtype)
     with tinylm.no_grad():  # PyTorch starts the biases at zero; make them matter
         ours.in_proj_bias.data += randn(rng, (3 * embed,), dtype)
         ours.out_proj.bias.data += randn(rng, (embed,), dtype)
@@ -214,6 +214,34 @@ def test_cross_entropy_with_extra_axes_matches_pytorch():
     ours = nn.CrossEntropyLoss(reduction="none")(tinylm.Tensor(logits), targets)
     theirs = torch.nn.CrossEntropyLoss(reduction="none")(torch.from_numpy(logits), torch.from_numpy(targets))
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10)
+
+
+@settings(max_examples=20)
+@given(seed=seeds, dtype=dtypes, batch=st.integers(1, 3), length=st.integers(1, 4), key_length=st.integers(1, 4),
+       with_attn_mask=st.booleans(), float_padding=st.booleans())
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask and attn_mask:UserWarning")
+def test_multihead_attention_with_pytorchs_defaults_and_a_key_padding_mask(seed, dtype, batch, length, key_length,
+                                                                           with_attn_mask, float_padding):
+    """Sequence-first inputs (L, B, E), weights returned, padded keys ignored: all as PyTorch."""
+    rng = np.random.default_rng(seed)
+    ours = nn.MultiheadAttention(6, 2, dtype=dtype)
+    theirs = torch.nn.MultiheadAttention(6, 2, dtype=TORCH_DTYPE[dtype])
+    padding = rng.random((batch, key_length)) < 0.4
+    padding[:, 0] = False  # every query keeps a key to attend to (an all-masked row is nan in PyTorch)
+    if float_padding:
+        padding = np.where(padding, -1e4, 0.0).astype(dtype)
+    attn_mask = np.asarray(rng.standard_normal((length, key_length)), dtype=dtype) if with_attn_mask else None
+    q = randn(rng, (length, batch, 6), dtype)
+    kv = randn(rng, (key_length, batch, 6), dtype)
+
+    def forward(m, q, k, v):
+        return m(q, k, v, key_padding_mask=padding, attn_mask=attn_mask)
+
+    def torch_forward(m, q, k, v):
+        return m(q, k, v, key_padding_mask=torch.from_numpy(padding),
+                 attn_mask=None if attn_mask is None else torch.from_numpy(attn_mask))
+
+    assert_same(*run_both(ours, theirs, [q, kv, kv.copy()], forward, torch_forward, dtype), dtype)
 
 
 def test_the_documented_one_liner_hands_a_model_with_buffers_to_pytorch():

@@ -12,6 +12,60 @@ def randn(*shape, seed=0):
     return tinylm.Tensor(np.random.default_rng(seed).standard_normal(shape))
 
 
+# ---- MultiheadAttention
+
+
+def test_multihead_attention_is_sequence_first_and_returns_weights_by_default():
+    attention = nn.MultiheadAttention(4, 2, dtype=np.float64)
+    assert attention.batch_first is False
+    x = randn(5, 3, 4)  # (L, B, E)
+    output, weights = attention(x, x, x)
+    assert output.shape == (5, 3, 4)
+    assert weights.shape == (3, 5, 5)  # (B, L, S), averaged over heads
+    np.testing.assert_allclose(weights.numpy().sum(axis=-1), 1.0)
+
+
+def test_a_padded_key_gets_no_weight_and_does_not_change_the_output():
+    attention = nn.MultiheadAttention(4, 2, batch_first=True, dtype=np.float64)
+    x = randn(2, 3, 4)
+    padding = np.array([[False, False, True], [False, False, False]])
+    output, weights = attention(x, x, x, key_padding_mask=padding)
+    assert np.all(weights.numpy()[0, :, 2] == 0)
+    # Changing what sits at the padded position changes nothing in batch row 0
+    changed = x.numpy().copy()
+    changed[0, 2] += 10.0
+    changed = tinylm.Tensor(changed)
+    output_changed, _ = attention(x, changed, changed, key_padding_mask=padding)
+    np.testing.assert_allclose(output_changed.numpy()[0], output.numpy()[0])
+
+
+def test_key_padding_mask_combines_with_is_causal():
+    attention = nn.MultiheadAttention(4, 1, batch_first=True, dtype=np.float64)
+    x = randn(1, 3, 4)
+    _, weights = attention(x, x, x, key_padding_mask=np.array([[True, False, False]]), is_causal=True)
+    weights = weights.numpy()[0]
+    assert np.all(weights[:, 0] == 0)  # key 0 is padding
+    assert np.all(np.triu(weights, k=1) == 0)  # no query sees a later key
+    np.testing.assert_allclose(weights[1:].sum(axis=-1), 1.0)  # query 0 has no key left: an all-0 row
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, q, kv: m(q, kv, kv, attn_mask=np.zeros((3, 3), bool)),
+     r"MultiheadAttention: attn_mask must be \(L, S\) = \(2, 4\) or \(batch \* num_heads, L, S\) = \(6, 2, 4\), "
+     r"got \(3, 3\)"),
+    (lambda m, q, kv: m(q, kv, kv, key_padding_mask=np.zeros((3, 3), bool)),
+     r"MultiheadAttention: key_padding_mask must be \(batch, S\) = \(3, 4\), got \(3, 3\)"),
+    (lambda m, q, kv: m(q, kv, kv[:, :3]),
+     r"MultiheadAttention: key \(3, 4, 4\) and value \(3, 3, 4\) must be 3-D with the same batch and length"),
+    (lambda m, q, kv: m(q, kv[:2], kv[:2]),
+     r"MultiheadAttention: key \(2, 4, 4\) must be \(B, S, E\) with query \(3, 2, 4\)'s batch"),
+])
+def test_multihead_attention_names_the_layer_and_the_shapes_when_they_do_not_fit(call, message):
+    attention = nn.MultiheadAttention(4, 2, batch_first=True, dtype=np.float64)
+    with pytest.raises(ValueError, match=message):
+        call(attention, randn(3, 2, 4), randn(3, 4, 4))
+
+
 # ---- Module
 
 

@@ -23,7 +23,7 @@ class Block(nn.Module):
 
     def forward(self, x):  # (B, T, d_model)
         normed = self.ln_1(x)
-        attended, _ = self.attn(normed, normed, normed, is_causal=True)
+        attended, _ = self.attn(normed, normed, normed, is_causal=True, need_weights=False)
         x = x + self.dropout(attended)
         return x + self.dropout(self.mlp_out(self.mlp_in(self.ln_2(x)).gelu()))
 

@@ -24,15 +24,18 @@ class MultiheadAttention(Module):
         head_h  = softmax(Q_h K_hᵀ / √d_k + mask) V_h
         output  = concat(heads) W_oᵀ + b_o
 
-    ``attn_mask`` follows PyTorch's MultiheadAttention convention: a bool mask is True
-    where attending is *not* allowed, a float mask is added to the scores; shape (L, S)
-    or (B·num_heads, L, S). ``is_causal=True`` without a mask builds the causal one
-    (PyTorch asks for the mask as well). One difference: ``batch_first`` defaults to True
-    here, since tinylm's models are batch-first.
+    Inputs are (L, B, E) as in PyTorch, or (B, L, E) with ``batch_first=True`` (what
+    tinylm's models pass). ``attn_mask`` follows PyTorch's MultiheadAttention convention:
+    a bool mask is True where attending is *not* allowed, a float mask is added to the
+    scores; shape (L, S) or (B·num_heads, L, S). ``key_padding_mask`` (B, S), bool with
+    True = ignore that key (padding) or float added to the scores, masks keys per batch
+    row; it combines with ``attn_mask``. ``is_causal=True`` without a mask builds the
+    causal one (PyTorch asks for the mask as well). As in PyTorch, ``need_weights``
+    defaults to True: the attention weights, averaged over heads, come back as well.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 batch_first: bool = True, dtype=None, generator=None):
+                 batch_first: bool = False, dtype=None, generator=None):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -64,25 +67,53 @@ class MultiheadAttention(Module):
         projected = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3E)
         return tuple(self._heads(part) for part in ops.split(projected, self.embed_dim, axis=-1))
 
-    def _additive_mask(self, attn_mask, batch: int, like: Tensor):
-        """The mask as a float array added to the scores, (L, S) or (B, nh, L, S)."""
+    def _additive_mask(self, attn_mask, key_padding_mask, batch: int, q_len: int, k_len: int, like: Tensor):
+        """attn_mask and key_padding_mask as one float array added to the scores: (L, S),
+        or (B, nh, L, S) / (B, 1, 1, S) where a mask differs per batch row or head."""
         xp = backends.get_array_module(like.data)
-        mask = xp.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
-        if mask.dtype == bool:
-            mask = xp.where(mask, -np.inf, 0.0)  # True = may not attend
-        mask = mask.astype(like.dtype)
-        if mask.ndim == 3:  # (B·nh, L, S) -> (B, nh, L, S)
-            if mask.shape[0] != batch * self.num_heads:
-                raise ValueError(f"MultiheadAttention: a 3-D attn_mask must be (batch * num_heads, L, S) = "
-                                 f"({batch * self.num_heads}, L, S), got {tuple(mask.shape)}")
-            mask = mask.reshape(batch, self.num_heads, mask.shape[1], mask.shape[2])
+
+        def additive(mask):  # bool True = may not attend -> -inf; a float mask is added as it is
+            mask = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+            return (xp.where(mask, -np.inf, 0.0) if mask.dtype == bool else mask).astype(like.dtype)
+
+        mask = None
+        if attn_mask is not None:
+            mask = additive(attn_mask)
+            expected = [(q_len, k_len), (batch * self.num_heads, q_len, k_len)]
+            if tuple(mask.shape) not in expected:
+                raise ValueError(f"MultiheadAttention: attn_mask must be (L, S) = {expected[0]} or "
+                                 f"(batch * num_heads, L, S) = {expected[1]}, got {tuple(mask.shape)}")
+            if mask.ndim == 3:  # (B·nh, L, S) -> (B, nh, L, S)
+                mask = mask.reshape(batch, self.num_heads, q_len, k_len)
+        if key_padding_mask is not None:
+            padding = additive(key_padding_mask)
+            if tuple(padding.shape) != (batch, k_len):
+                raise ValueError(f"MultiheadAttention: key_padding_mask must be (batch, S) = {(batch, k_len)}, "
+                                 f"got {tuple(padding.shape)}")
+            padding = padding.reshape(batch, 1, 1, k_len)  # the same keys hidden from every head and query
+            mask = padding if mask is None else mask + padding
         return mask
 
-    def forward(self, query, key, value, attn_mask=None, is_causal: bool = False,
-                need_weights: bool = False, average_attn_weights: bool = True):
+    def _check_shapes(self, query, key, value):
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiheadAttention: query must be 3-D ending in embed_dim={self.embed_dim}, "
                              f"got {query.shape}")
+        if key.ndim != 3 or value.ndim != 3 or key.shape[:2] != value.shape[:2]:
+            raise ValueError(f"MultiheadAttention: key {key.shape} and value {value.shape} must be 3-D with the "
+                             f"same batch and length (one value per key)")
+        batch_axis = 0 if self.batch_first else 1
+        if key.shape[batch_axis] != query.shape[batch_axis] or key.shape[-1] != self.embed_dim:
+            layout = "(B, S, E)" if self.batch_first else "(S, B, E)"
+            raise ValueError(f"MultiheadAttention: key {key.shape} must be {layout} with query {query.shape}'s "
+                             f"batch and embed_dim={self.embed_dim}")
+        if value.shape[-1] != self.embed_dim:
+            raise ValueError(f"MultiheadAttention: value {value.shape} must end in embed_dim={self.embed_dim}")
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights: bool = True, attn_mask=None,
+                average_attn_weights: bool = True, is_causal: bool = False):
+        """PyTorch's argument order; returns ``(output, weights)``, weights None unless
+        ``need_weights``: (B, L, S) averaged over heads, or (B, nh, L, S)."""
+        self._check_shapes(query, key, value)
         self_attention = query is key and key is value
         if not self.batch_first:  # (T, B, E) -> (B, T, E)
             query = query.transpose(0, 1)
@@ -93,12 +124,14 @@ class MultiheadAttention(Module):
         else:
             q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)
 
+        if is_causal and attn_mask is None and key_padding_mask is not None:  # one mask holding both
+            attn_mask = ~np.tril(np.ones((q_len, k_len), dtype=bool))
         if (is_causal and attn_mask is None and not need_weights and q_len == k_len
                 and (self.dropout == 0 or not self.training)):
             # The whole of softmax(Q Kᵀ / √d_k, causal) V as one fused op: no (L, S) weights kept
             attended = causal_attention(q, k, v)  # (B, nh, L, hs)
         else:
-            mask = self._additive_mask(attn_mask, batch, q) if attn_mask is not None else None
+            mask = self._additive_mask(attn_mask, key_padding_mask, batch, q_len, k_len, q)
             # softmax(Q Kᵀ / √d_k + mask), written out in F.attention_weights: (B, nh, L, S)
             weights = F.attention_weights(q, k, mask, is_causal=is_causal and mask is None)
             weights = F.dropout(weights, self.dropout, self.training, self.generator)  # returned so, as PyTorch
@@ -112,4 +145,5 @@ class MultiheadAttention(Module):
         return output, (weights.mean(axis=1) if average_attn_weights else weights)
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}"
+        extra = ", batch_first=True" if self.batch_first else ""
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}{extra}"
