@@ -153,3 +153,26 @@ def test_fused_lstm_layer_equals_the_cell_composed_from_ops(seed, steps):
     np.testing.assert_allclose(hs.numpy(), ops.stack(composed).numpy(), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(c_n.numpy(), c.numpy(), rtol=1e-10, atol=1e-14)
     np.testing.assert_array_equal(h_n.numpy(), hs.numpy()[-1])
+
+
+@given(seed=seeds, approximate=st.sampled_from(["none", "tanh"]))
+def test_gelu_gradcheck(seed, approximate):
+    assert tinylm.gradcheck(lambda x: F.gelu(x, approximate=approximate), leaf((3, 4), seed))
+
+
+@given(seed=seeds, rows=st.integers(1, 4), classes=st.integers(1, 4),
+       reduction=st.sampled_from(["mean", "sum", "none"]), label_smoothing=st.sampled_from([0.0, 0.2]))
+def test_weighted_and_smoothed_cross_entropy_and_nll_gradcheck(seed, rows, classes, reduction, label_smoothing):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, classes, size=rows)
+    targets[-1] = -100 if rows > 1 else targets[-1]
+    weight = rng.random(classes) + 0.1
+    assert tinylm.gradcheck(lambda x: F.cross_entropy(x, targets, weight, reduction=reduction,
+                                                      label_smoothing=label_smoothing), leaf((rows, classes), seed))
+    assert tinylm.gradcheck(lambda x: F.nll_loss(x, targets, weight, reduction=reduction), leaf((rows, classes), seed))
+
+
+@given(seed=seeds, reduction=st.sampled_from(["mean", "sum", "none"]))
+def test_mse_loss_gradcheck(seed, reduction):
+    assert tinylm.gradcheck(lambda x, y: F.mse_loss(x, y, reduction), leaf((2, 3), seed), leaf((2, 3), seed + 1))
+

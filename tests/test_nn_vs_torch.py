@@ -216,6 +216,34 @@ def test_cross_entropy_with_extra_axes_matches_pytorch():
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10)
 
 
+@settings(max_examples=30)
+@given(seed=seeds, dtype=dtypes, lead=st.lists(st.integers(1, 2), max_size=2), length=st.integers(1, 4),
+       key_length=st.integers(1, 4), dim=st.integers(1, 4), data=st.data())
+def test_scaled_dot_product_attention(seed, dtype, lead, length, key_length, dim, data):
+    rng = np.random.default_rng(seed)
+    lead = tuple(lead)
+    kind = data.draw(st.sampled_from(["none", "bool", "float"] + (["causal"] if length <= key_length else [])))
+    mask = None
+    if kind == "bool":  # True = may attend, PyTorch's SDPA convention
+        mask = rng.random((length, key_length)) < 0.6
+        mask[np.arange(length), rng.integers(0, key_length, size=length)] = True
+    elif kind == "float":
+        mask = randn(rng, (length, key_length), dtype)
+    q, k, v = (randn(rng, lead + (n, dim), dtype) for n in (length, key_length, key_length))
+    ours_in = [tinylm.Tensor(a.copy(), requires_grad=True) for a in (q, k, v)]
+    theirs_in = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    ours = F.scaled_dot_product_attention(*ours_in, attn_mask=mask, is_causal=kind == "causal")
+    theirs = torch.nn.functional.scaled_dot_product_attention(
+        *theirs_in, attn_mask=None if mask is None else torch.from_numpy(mask), is_causal=kind == "causal")
+    weight = randn(rng, ours.shape, dtype)
+    (ours * tinylm.Tensor(weight)).sum().backward()
+    (theirs * torch.from_numpy(weight)).sum().backward()
+    tolerance = TOLERANCES[dtype]
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), **tolerance)
+    for a, b in zip(ours_in, theirs_in):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), **tolerance)
+
+
 @settings(max_examples=20)
 @given(seed=seeds, dtype=dtypes, batch=st.integers(1, 3), length=st.integers(1, 4), key_length=st.integers(1, 4),
        with_attn_mask=st.booleans(), float_padding=st.booleans())
@@ -242,6 +270,84 @@ def test_multihead_attention_with_pytorchs_defaults_and_a_key_padding_mask(seed,
                  attn_mask=None if attn_mask is None else torch.from_numpy(attn_mask))
 
     assert_same(*run_both(ours, theirs, [q, kv, kv.copy()], forward, torch_forward, dtype), dtype)
+
+
+def compare_function(ours_fn, theirs_fn, arrays, dtype, seed=0):
+    """Forward both on copies of ``arrays`` (all get gradients), backward a random
+    weighting of the output, compare the output and every input gradient."""
+    ours_in = [tinylm.Tensor(a.copy(), requires_grad=True) for a in arrays]
+    theirs_in = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ours, theirs = ours_fn(*ours_in), theirs_fn(*theirs_in)
+    weight = np.asarray(np.random.default_rng(seed).standard_normal(ours.shape), dtype=dtype)
+    (ours * tinylm.Tensor(weight)).sum().backward()
+    (theirs * torch.from_numpy(weight)).sum().backward()
+    np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), **TOLERANCES[dtype])
+    for a, b in zip(ours_in, theirs_in):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), **TOLERANCES[dtype])
+
+
+@given(seed=seeds, dtype=dtypes, shape=st.lists(st.integers(1, 4), max_size=3),
+       approximate=st.sampled_from(["none", "tanh"]))
+def test_gelu_both_forms_match_pytorch(seed, dtype, shape, approximate):
+    x = randn(np.random.default_rng(seed), tuple(shape), dtype, scale=3.0)
+    compare_function(lambda x: F.gelu(x, approximate=approximate),
+                     lambda x: torch.nn.functional.gelu(x, approximate=approximate), [x], dtype, seed)
+
+
+def test_gelu_defaults_to_the_exact_form_as_pytorch():
+    x = np.linspace(-5, 5, 41)
+    np.testing.assert_allclose(F.gelu(tinylm.Tensor(x)).numpy(),
+                               torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), rtol=1e-14, atol=1e-300)
+
+
+@given(seed=seeds, dtype=dtypes, shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+       reduction=st.sampled_from(["mean", "sum", "none"]))
+def test_mse_loss_matches_pytorch(seed, dtype, shape, reduction):
+    rng = np.random.default_rng(seed)
+    x, y = randn(rng, tuple(shape), dtype), randn(rng, tuple(shape), dtype)
+    compare_function(lambda x, y: F.mse_loss(x, y, reduction=reduction),
+                     lambda x, y: torch.nn.functional.mse_loss(x, y, reduction=reduction), [x, y], dtype, seed)
+    compare_function(nn.MSELoss(reduction), torch.nn.MSELoss(reduction=reduction), [x, y], dtype, seed)
+
+
+def class_targets(rng, shape, classes, ignore_some):
+    targets = rng.integers(0, classes, size=shape)
+    if ignore_some:
+        targets[rng.random(shape) < 0.3] = -100
+        targets.flat[0] = rng.integers(0, classes)  # at least one target counts
+    return targets
+
+
+@given(seed=seeds, dtype=dtypes, rows=st.integers(1, 5), classes=st.integers(1, 6), extra=st.booleans(),
+       reduction=st.sampled_from(["mean", "sum", "none"]), weighted=st.booleans(), ignore_some=st.booleans())
+def test_nll_loss_matches_pytorch(seed, dtype, rows, classes, extra, reduction, weighted, ignore_some):
+    rng = np.random.default_rng(seed)
+    shape = (rows, classes, 3) if extra else (rows, classes)
+    log_probs = randn(rng, shape, dtype)
+    targets = class_targets(rng, (rows, 3) if extra else (rows,), classes, ignore_some)
+    weight = np.asarray(rng.random(classes) + 0.1, dtype=dtype) if weighted else None
+    torch_weight = None if weight is None else torch.from_numpy(weight)
+    compare_function(lambda x: F.nll_loss(x, targets, weight=weight, reduction=reduction),
+                     lambda x: torch.nn.functional.nll_loss(x, torch.from_numpy(targets), weight=torch_weight,
+                                                            reduction=reduction), [log_probs], dtype, seed)
+
+
+@given(seed=seeds, dtype=dtypes, rows=st.integers(1, 5), classes=st.integers(1, 6), extra=st.booleans(),
+       reduction=st.sampled_from(["mean", "sum", "none"]), weighted=st.booleans(), ignore_some=st.booleans(),
+       label_smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+def test_cross_entropy_with_class_weights_and_label_smoothing_matches_pytorch(
+        seed, dtype, rows, classes, extra, reduction, weighted, ignore_some, label_smoothing):
+    rng = np.random.default_rng(seed)
+    shape = (rows, classes, 3) if extra else (rows, classes)
+    logits = randn(rng, shape, dtype, scale=2.0)
+    targets = class_targets(rng, (rows, 3) if extra else (rows,), classes, ignore_some)
+    weight = np.asarray(rng.random(classes) + 0.1, dtype=dtype) if weighted else None
+    torch_weight = None if weight is None else torch.from_numpy(weight)
+    compare_function(
+        lambda x: nn.CrossEntropyLoss(weight, reduction=reduction, label_smoothing=label_smoothing)(x, targets),
+        lambda x: torch.nn.functional.cross_entropy(x, torch.from_numpy(targets), weight=torch_weight,
+                                                    reduction=reduction, label_smoothing=label_smoothing),
+        [logits], dtype, seed)
 
 
 def test_the_documented_one_liner_hands_a_model_with_buffers_to_pytorch():
@@ -271,3 +377,10 @@ def test_load_state_dict_non_strict_returns_missing_and_unexpected_keys_as_pytor
     assert our_result.missing_keys == their_result.missing_keys == ["bias"]
     assert our_result.unexpected_keys == their_result.unexpected_keys == ["extra"]
     assert tuple(our_result) == tuple(their_result)
+
+
+def test_loss_class_weights_are_a_buffer_in_state_dict_as_pytorch():
+    weight = np.array([1.0, 2.0, 0.5])
+    ours, theirs = nn.CrossEntropyLoss(weight), torch.nn.CrossEntropyLoss(torch.from_numpy(weight))
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
+    assert list(nn.NLLLoss().state_dict()) == list(torch.nn.NLLLoss().state_dict()) == []

@@ -66,6 +66,15 @@ def test_multihead_attention_names_the_layer_and_the_shapes_when_they_do_not_fit
         call(attention, randn(3, 2, 4), randn(3, 4, 4))
 
 
+# ---- functions and losses
+
+
+def test_a_torch_tensor_as_embedding_ids_says_to_convert_it():
+    torch = pytest.importorskip("torch", reason="needs PyTorch to make a torch tensor")
+    with pytest.raises(TypeError, match=r"embedding: ids are a torch tensor \(torch.int64\).*ids.numpy\(\)"):
+        nn.Embedding(5, 2)(torch.tensor([[0, 1, 4]]))
+
+
 # ---- Module
 
 

@@ -9,6 +9,8 @@ from tinylm.nn.basic import (
     LayerNorm,
     Linear,
     ModuleList,
+    MSELoss,
+    NLLLoss,
     Sequential,
     SinusoidalPositionalEncoding,
 )
@@ -17,6 +19,7 @@ from tinylm.nn.module import Module, Parameter
 
 __all__ = [
     "Module", "Parameter", "Linear", "Embedding", "Dropout", "LayerNorm", "LSTM", "lstm_cell",
-    "SinusoidalPositionalEncoding", "MultiheadAttention", "CrossEntropyLoss", "ModuleList",
+    "SinusoidalPositionalEncoding", "MultiheadAttention", "CrossEntropyLoss", "NLLLoss", "MSELoss",
+    "ModuleList",
     "Sequential", "functional", "init", "utils",
 ]

@@ -116,14 +116,40 @@ class Sequential(ModuleList):
 
 
 class CrossEntropyLoss(Module):
-    """``F.cross_entropy`` as a module."""
+    """``F.cross_entropy`` as a module, with PyTorch's arguments; the class weights are a
+    buffer, ``weight`` in ``state_dict``, as PyTorch."""
 
-    def __init__(self, ignore_index: int = -100, reduction: str = "mean"):
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
         super().__init__()
-        self.ignore_index, self.reduction = ignore_index, reduction
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
 
     def forward(self, logits, targets):
-        return F.cross_entropy(logits, targets, self.ignore_index, self.reduction)
+        return F.cross_entropy(logits, targets, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
+
+
+class NLLLoss(Module):
+    """``F.nll_loss`` as a module: takes log-probabilities (say, from log_softmax); the
+    class weights are a buffer, as in CrossEntropyLoss."""
+
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, log_probs, targets):
+        return F.nll_loss(log_probs, targets, self.weight, self.ignore_index, self.reduction)
+
+
+class MSELoss(Module):
+    """``F.mse_loss`` as a module."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input, target):  # noqa: A002  (PyTorch's argument name)
+        return F.mse_loss(input, target, self.reduction)
 
 
 class SinusoidalPositionalEncoding(Module):
