@@ -292,12 +292,23 @@ def test_gelu_both_forms_match_pytorch(seed, dtype, shape, approximate):
     x = randn(np.random.default_rng(seed), tuple(shape), dtype, scale=3.0)
     compare_function(lambda x: F.gelu(x, approximate=approximate),
                      lambda x: torch.nn.functional.gelu(x, approximate=approximate), [x], dtype, seed)
+    compare_function(nn.GELU(approximate), torch.nn.GELU(approximate), [x], dtype, seed)
 
 
 def test_gelu_defaults_to_the_exact_form_as_pytorch():
     x = np.linspace(-5, 5, 41)
     np.testing.assert_allclose(F.gelu(tinylm.Tensor(x)).numpy(),
                                torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(nn.GELU()(tinylm.Tensor(x)).numpy(), torch.nn.GELU()(torch.from_numpy(x)).numpy(),
+                               rtol=1e-14, atol=1e-300)
+
+
+@given(seed=seeds, dtype=dtypes, shape=st.lists(st.integers(1, 4), max_size=3))
+def test_activation_modules_match_pytorch(seed, dtype, shape):
+    x = randn(np.random.default_rng(seed), tuple(shape), dtype, scale=3.0)
+    for ours, theirs in [(nn.ReLU(), torch.nn.ReLU()), (nn.Tanh(), torch.nn.Tanh()),
+                         (nn.Sigmoid(), torch.nn.Sigmoid()), (F.relu, torch.nn.functional.relu)]:
+        compare_function(ours, theirs, [x], dtype, seed)
 
 
 @given(seed=seeds, dtype=dtypes, shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
@@ -348,6 +359,47 @@ def test_cross_entropy_with_class_weights_and_label_smoothing_matches_pytorch(
         lambda x: torch.nn.functional.cross_entropy(x, torch.from_numpy(targets), weight=torch_weight,
                                                     reduction=reduction, label_smoothing=label_smoothing),
         [logits], dtype, seed)
+
+
+@given(seed=seeds, dtype=dtypes, padding_idx=st.sampled_from([0, 3, -1]))
+def test_embedding_padding_row_gets_no_gradient_as_pytorch(seed, dtype, padding_idx):
+    rng = np.random.default_rng(seed)
+    ours = nn.Embedding(5, 3, padding_idx=padding_idx, dtype=dtype)
+    theirs = torch.nn.Embedding(5, 3, padding_idx=padding_idx, dtype=TORCH_DTYPE[dtype])
+    ids = rng.integers(0, 5, size=(2, 6))
+    ids[0, :2] = padding_idx % 5
+    assert_same(*run_both(ours, theirs, [ids], lambda m, i: m(i), lambda m, i: m(i), dtype), dtype)
+    assert np.all(ours.weight.grad.numpy()[padding_idx] == 0)
+
+
+def test_embedding_from_pretrained_matches_pytorch():
+    table = np.random.default_rng(0).standard_normal((4, 3))
+    ids = np.array([[0, 2, 2, 1]])
+    for freeze in (True, False):
+        ours = nn.Embedding.from_pretrained(table, freeze=freeze, padding_idx=2)
+        theirs = torch.nn.Embedding.from_pretrained(torch.from_numpy(table), freeze=freeze, padding_idx=2)
+        assert ours.weight.requires_grad == theirs.weight.requires_grad == (not freeze)
+        np.testing.assert_array_equal(ours(ids).numpy(), theirs(torch.from_numpy(ids)).detach().numpy())
+
+
+def test_sequential_state_dict_names_and_indexing_match_pytorch():
+    ours = nn.Sequential(nn.Linear(3, 4, dtype=np.float64), nn.ReLU(), nn.Linear(4, 2, dtype=np.float64))
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    copy_weights_to_torch(ours, theirs)
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    np.testing.assert_allclose(ours(tinylm.Tensor(x)).numpy(), theirs(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(ours[:2](tinylm.Tensor(x)).numpy(), theirs[:2](torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-12)
+    assert len(ours) == len(theirs) == 3
+
+
+def test_module_dict_state_dict_names_match_pytorch():
+    ours = nn.ModuleDict({"encoder": nn.Linear(2, 3), "decoder": nn.Linear(3, 2)})
+    theirs = torch.nn.ModuleDict({"encoder": torch.nn.Linear(2, 3), "decoder": torch.nn.Linear(3, 2)})
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    copy_weights_to_torch(ours, theirs)
 
 
 def test_the_documented_one_liner_hands_a_model_with_buffers_to_pytorch():

@@ -66,6 +66,53 @@ def test_multihead_attention_names_the_layer_and_the_shapes_when_they_do_not_fit
         call(attention, randn(3, 2, 4), randn(3, 4, 4))
 
 
+# ---- layers and containers
+
+
+def test_sequential_indexes_slices_and_counts_like_a_list():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert len(model) == 3
+    assert isinstance(model[1], nn.ReLU) and model[-1] is model[2]
+    head = model[:2]
+    assert isinstance(head, nn.Sequential) and len(head) == 2 and head[0] is model[0]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_module_dict_registers_its_modules_under_their_names():
+    heads = nn.ModuleDict({"tokens": nn.Linear(2, 5)})
+    heads["tags"] = nn.Linear(2, 3)
+    assert list(heads.keys()) == ["tokens", "tags"] and len(heads) == 2 and "tags" in heads
+    assert list(heads.state_dict()) == ["tokens.weight", "tokens.bias", "tags.weight", "tags.bias"]
+    del heads["tokens"]
+    assert list(heads) == ["tags"]
+
+
+def test_identity_returns_its_input_and_ignores_arguments():
+    x = randn(2, 3)
+    assert nn.Identity(54, unused="yes")(x) is x
+
+
+def test_gelu_refuses_an_unknown_approximation():
+    with pytest.raises(ValueError, match=r"GELU: approximate must be 'none' or 'tanh', got 'erf'"):
+        nn.GELU("erf")
+
+
+def test_embedding_padding_row_starts_at_zero_and_stays_there():
+    embedding = nn.Embedding(4, 3, padding_idx=1, dtype=np.float64)
+    assert np.all(embedding.weight.numpy()[1] == 0)
+    embedding(np.array([1, 1, 2])).sum().backward()
+    assert np.all(embedding.weight.grad.numpy()[1] == 0) and np.all(embedding.weight.grad.numpy()[2] == 1)
+
+
+def test_embedding_from_pretrained_copies_the_table_and_freezes_it_by_default():
+    table = np.arange(6.0).reshape(3, 2)
+    frozen = nn.Embedding.from_pretrained(table)
+    table[0, 0] = 99.0  # a copy
+    assert frozen.weight.numpy()[0, 0] == 0.0 and frozen.weight.dtype == np.float64
+    assert not frozen.weight.requires_grad
+    assert nn.Embedding.from_pretrained(table, freeze=False).weight.requires_grad
+
+
 # ---- functions and losses
 
 

@@ -3,16 +3,22 @@
 from tinylm.nn import functional, init, utils
 from tinylm.nn.attention import MultiheadAttention
 from tinylm.nn.basic import (
+    GELU,
     CrossEntropyLoss,
     Dropout,
     Embedding,
+    Identity,
     LayerNorm,
     Linear,
+    ModuleDict,
     ModuleList,
     MSELoss,
     NLLLoss,
+    ReLU,
     Sequential,
+    Sigmoid,
     SinusoidalPositionalEncoding,
+    Tanh,
 )
 from tinylm.nn.lstm import LSTM, lstm_cell
 from tinylm.nn.module import Module, Parameter
@@ -20,6 +26,6 @@ from tinylm.nn.module import Module, Parameter
 __all__ = [
     "Module", "Parameter", "Linear", "Embedding", "Dropout", "LayerNorm", "LSTM", "lstm_cell",
     "SinusoidalPositionalEncoding", "MultiheadAttention", "CrossEntropyLoss", "NLLLoss", "MSELoss",
-    "ModuleList",
-    "Sequential", "functional", "init", "utils",
+    "ReLU", "GELU", "Tanh", "Sigmoid", "Identity", "ModuleList", "ModuleDict", "Sequential",
+    "functional", "init", "utils",
 ]

@@ -1,4 +1,5 @@
-"""The simple layers: Linear, Embedding, Dropout, LayerNorm, and the containers."""
+"""The simple layers: Linear, Embedding, Dropout, LayerNorm, the activations, the
+losses, and the containers."""
 
 from __future__ import annotations
 
@@ -33,18 +34,44 @@ class Linear(Module):
 
 class Embedding(Module):
     """A lookup table: row i of ``weight`` (num_embeddings, embedding_dim) is the vector
-    of id i. N(0, 1) initialisation, as PyTorch."""
+    of id i. N(0, 1) initialisation, as PyTorch. With ``padding_idx`` that row starts at
+    zeros and gets no gradient, so padding tokens map to a fixed vector."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype=None, generator=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, dtype=None, generator=None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.padding_idx = self._checked_padding_idx(padding_idx, num_embeddings)
         self.weight = Parameter(init.normal((num_embeddings, embedding_dim), 1.0, dtype, generator))
+        if self.padding_idx is not None:
+            self.weight.data[self.padding_idx] = 0
+
+    @staticmethod
+    def _checked_padding_idx(padding_idx, num_embeddings: int):
+        """PyTorch's rule: a negative index counts from the end."""
+        if padding_idx is None:
+            return None
+        if not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"Embedding: padding_idx {padding_idx} must be within num_embeddings={num_embeddings}")
+        return padding_idx % num_embeddings
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None) -> "Embedding":
+        """An Embedding whose weight is a copy of ``embeddings`` (V, D), in its dtype; it
+        trains only with ``freeze=False``. The padding row is kept as given, as PyTorch."""
+        array = embeddings.numpy() if isinstance(embeddings, Tensor) else np.asarray(embeddings)
+        if array.ndim != 2:
+            raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-D (num_embeddings, embedding_dim), "
+                             f"got shape {array.shape}")
+        module = cls(*array.shape, padding_idx=padding_idx, dtype=array.dtype)
+        module.weight = Parameter(array.copy(), requires_grad=not freeze)
+        return module
 
     def forward(self, ids):
-        return F.embedding(ids, self.weight)
+        return F.embedding(ids, self.weight, self.padding_idx)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        padding = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{padding}"
 
 
 class Dropout(Module):
@@ -81,6 +108,54 @@ class LayerNorm(Module):
         return f"{self.normalized_shape}, eps={self.eps}"
 
 
+class ReLU(Module):
+    """max(x, 0), elementwise."""
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class GELU(Module):
+    """GELU, exact (x Φ(x)) by default or ``approximate='tanh'``, as PyTorch."""
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class Tanh(Module):
+    """tanh x, elementwise."""
+
+    def forward(self, x):
+        return x.tanh()
+
+
+class Sigmoid(Module):
+    """1 / (1 + e⁻ˣ), elementwise."""
+
+    def forward(self, x):
+        return x.sigmoid()
+
+
+class Identity(Module):
+    """Returns its input: a placeholder where a layer is optional. Takes (and ignores)
+    any arguments, as PyTorch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
 class ModuleList(Module):
     """A list of modules, registered as ``0``, ``1``, ... (PyTorch's names)."""
 
@@ -93,7 +168,10 @@ class ModuleList(Module):
         setattr(self, str(len(self._modules)), module)
         return self
 
-    def __getitem__(self, index: int) -> Module:
+    def __getitem__(self, index):
+        """One module, or a slice of them as a new ModuleList."""
+        if isinstance(index, slice):
+            return ModuleList(list(self._modules.values())[index])
         return list(self._modules.values())[index]
 
     def __len__(self) -> int:
@@ -104,15 +182,58 @@ class ModuleList(Module):
 
 
 class Sequential(ModuleList):
-    """Modules applied one after another."""
+    """Modules applied one after another; ``model[0]``, ``model[1:]``, ``len(model)``
+    and state_dict names ``0.weight``, ``1.bias``, ... as PyTorch."""
 
     def __init__(self, *modules: Module):
         super().__init__(modules)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(*list(self._modules.values())[index])
+        return super().__getitem__(index)
 
     def forward(self, x):
         for module in self:
             x = module(x)
         return x
+
+
+class ModuleDict(Module):
+    """Modules by name, registered under those names (``encoder.weight``), in insertion
+    order: ``d["name"]``, ``"name" in d``, ``len``, ``keys``, ``values``, ``items``."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        for name, module in dict(modules or {}).items():
+            self[name] = module
+
+    def __getitem__(self, name: str) -> Module:
+        return self._modules[name]
+
+    def __setitem__(self, name: str, module: Module) -> None:
+        setattr(self, name, module)
+
+    def __delitem__(self, name: str) -> None:
+        delattr(self, name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._modules
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
 
 
 class CrossEntropyLoss(Module):
