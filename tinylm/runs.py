@@ -31,6 +31,10 @@ MODEL_CONFIG_RULES = {
                     "n_layers": cli.positive_int, "max_len": max_len_rule, "dropout": cli.probability},
 }
 
+# Settings that are names rather than sizes; optional, since runs written before them
+# used the first choice.
+MODEL_CONFIG_CHOICES = {"transformer": {"gelu_approximate": ("tanh", "none")}}
+
 # The training settings of config.json, with the rule of the flag that sets each.
 TRAINING_RULES = {
     "steps": cli.positive_int, "batch_size": cli.positive_int, "seq_len": cli.positive_int,
@@ -78,7 +82,11 @@ def check_config(config, path="config.json") -> dict:
                 raise bad(f"{name}.{key} is missing")
             if not rule.accepts(section[key]):
                 raise bad(f"{name}.{key} must be {rule.description}, got {section[key]!r}")
-    unknown = sorted(set(model_config) - set(MODEL_CONFIG_RULES[kind]))
+    choices = MODEL_CONFIG_CHOICES.get(kind, {})
+    for key, allowed in choices.items():
+        if key in model_config and model_config[key] not in allowed:
+            raise bad(f"model_config.{key} must be one of {', '.join(map(repr, allowed))}, got {model_config[key]!r}")
+    unknown = sorted(set(model_config) - set(MODEL_CONFIG_RULES[kind]) - set(choices))
     if unknown:
         raise bad(f"model_config has keys a {kind} model does not take: {', '.join(unknown)}")
     if not isinstance(training.get("stateful", False), bool):

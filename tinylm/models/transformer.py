@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm import nn
+from tinylm import nn, ops
 from tinylm.autograd import no_grad
 from tinylm.models.language_model import LanguageModel
+
+GELU_APPROXIMATIONS = ("tanh", "none")  # torch's F.gelu(approximate=...)
 
 
 class Block(nn.Module):
     """x + attention(LN(x)), then x + MLP(LN(x)): pre-LayerNorm residual block, MLP 4x wide."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, gelu_approximate: str = "tanh"):
         super().__init__()
+        self.gelu_approximate = gelu_approximate  # 'tanh' (GPT-2's) or 'none' (exact, erf)
         self.ln_1 = nn.LayerNorm(d_model)
         self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
         self.ln_2 = nn.LayerNorm(d_model)
@@ -25,7 +28,8 @@ class Block(nn.Module):
         normed = self.ln_1(x)
         attended, _ = self.attn(normed, normed, normed, is_causal=True, need_weights=False)
         x = x + self.dropout(attended)
-        return x + self.dropout(self.mlp_out(self.mlp_in(self.ln_2(x)).gelu()))
+        hidden = ops.gelu(self.mlp_in(self.ln_2(x)), approximate=self.gelu_approximate)  # (B, T, 4 d_model)
+        return x + self.dropout(self.mlp_out(hidden))
 
 
 class TransformerLanguageModel(LanguageModel):
@@ -39,21 +43,25 @@ class TransformerLanguageModel(LanguageModel):
     """
 
     def __init__(self, vocab_size: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 4,
-                 max_len: int = 512, dropout: float = 0.1):
+                 max_len: int = 512, dropout: float = 0.1, gelu_approximate: str = "tanh"):
         super().__init__()
+        if gelu_approximate not in GELU_APPROXIMATIONS:
+            raise ValueError(f"TransformerLanguageModel: gelu_approximate must be one of {GELU_APPROXIMATIONS}, "
+                             f"got {gelu_approximate!r}")
+        # Everything torch needs to rebuild the model exactly, the GELU's approximation included.
         self.config = dict(vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
-                           max_len=max_len, dropout=dropout)
+                           max_len=max_len, dropout=dropout, gelu_approximate=gelu_approximate)
         self.max_len = max_len
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.position = nn.SinusoidalPositionalEncoding(d_model, max_len=max_len)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, gelu_approximate) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.fc = nn.Linear(d_model, vocab_size)
 
     @staticmethod
     def parameter_shapes(vocab_size: int, d_model: int, n_heads: int, n_layers: int, max_len: int,
-                         dropout: float = 0.0) -> dict[str, tuple[int, ...]]:
+                         dropout: float = 0.0, gelu_approximate: str = "tanh") -> dict[str, tuple[int, ...]]:
         """The name and shape of every parameter this config makes, without making them."""
         d = d_model
         shapes = {"embedding.weight": (vocab_size, d)}
