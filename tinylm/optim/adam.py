@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from tinylm import backends
 from tinylm.optim.optimizer import Optimizer
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with weight decay as an L2 term added to the gradient."""
+    """Adam (Kingma & Ba) with weight decay as an L2 term added to the gradient.
+
+    The per-parameter state is ``step`` (an int, counting from 1), ``exp_avg`` and
+    ``exp_avg_sq``, torch's names, so a torch ``Adam.state_dict()`` loads (see
+    ``Optimizer.load_state_dict``).
+    """
 
     decoupled = False
 
@@ -18,7 +25,10 @@ class Adam(Optimizer):
                              f"or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
-    def step(self) -> None:
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns ``closure()``'s
+        loss when a closure is given (it is called first), else None."""
+        loss = self._evaluate(closure)
         update = backends.kernel("adam_update")
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -33,6 +43,44 @@ class Adam(Optimizer):
                 state["step"] += 1
                 update(p.data, p.grad.data, state["exp_avg"], state["exp_avg_sq"], state["step"], group["lr"],
                        beta1, beta2, group["eps"], group["weight_decay"], self.decoupled)
+        return loss
+
+    def _check_loaded_group(self, index: int, settings: dict) -> dict:
+        """torch 2.x saves ``decoupled_weight_decay`` in Adam's and AdamW's groups: it
+        must say what this class does (False for Adam, True for AdamW). ``amsgrad``
+        must be off: tinylm's Adam does not do AMSGrad."""
+        if settings.pop("amsgrad", False):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: group {index} has amsgrad=True, "
+                             f"which tinylm's {type(self).__name__} does not do")
+        decoupled = settings.pop("decoupled_weight_decay", self.decoupled)
+        if bool(decoupled) != self.decoupled:
+            other = "AdamW" if decoupled else "Adam"
+            raise ValueError(f"{type(self).__name__}.load_state_dict: group {index} was saved by {other} "
+                             f"(decoupled_weight_decay={decoupled}); load it into {other}")
+        if "betas" in settings:
+            settings["betas"] = tuple(float(b) for b in settings["betas"])
+        return settings
+
+    def _check_loaded_state(self, index: int, param, group: dict, state: dict) -> None:
+        """A parameter's saved state must be Adam's: ``step`` a whole number >= 1 (torch
+        saves it as a float tensor; it becomes an int) and the moments arrays of the
+        parameter's shape, nothing else."""
+        who = f"{type(self).__name__}.load_state_dict: parameter {index}"
+        expected = {"step", "exp_avg", "exp_avg_sq"}
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(f"{who}: the state has {sorted(state)}; Adam needs "
+                             f"{sorted(expected)}" + (f" (missing {missing})" if missing else "")
+                             + (f" (unknown {extra})" if extra else ""))
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, float, np.integer, np.floating)) \
+                or step != int(step) or step < 1:
+            raise ValueError(f"{who}: step must be a whole number >= 1, got {step!r}")
+        state["step"] = int(step)
+        for key in expected - {"step"}:
+            if not isinstance(state[key], np.ndarray):
+                raise ValueError(f"{who}: {key} must be an array, got {type(state[key]).__name__}")
+        super()._check_loaded_state(index, param, group, state)
 
 
 class AdamW(Adam):
