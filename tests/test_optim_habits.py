@@ -211,7 +211,8 @@ def _torch_adam_state(name="Adam", steps=3, **kwargs):
     return opt, params
 
 
-@pytest.mark.parametrize("name, kwargs", [("Adam", {}), ("AdamW", {}), ("AdamW", dict(weight_decay=0.1))])
+@pytest.mark.parametrize("name, kwargs", [("Adam", {}), ("AdamW", {}), ("AdamW", dict(weight_decay=0.1)),
+                                          ("Adam", dict(amsgrad=True)), ("AdamW", dict(amsgrad=True))])
 def test_a_torch_adam_state_dict_loads_and_the_training_continues_as_in_torch(name, kwargs):
     torch = _torch()
     their_opt, theirs = _torch_adam_state(name, **kwargs)
