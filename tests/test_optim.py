@@ -53,6 +53,10 @@ CONFIGS = {
     "adamw": (lambda p: optim.AdamW(p, lr=0.01), "AdamW", dict(lr=0.01)),
     "adamw strong decay": (lambda p: optim.AdamW(p, lr=0.02, weight_decay=0.5), "AdamW",
                            dict(lr=0.02, weight_decay=0.5)),
+    "adam amsgrad": (lambda p: optim.Adam(p, lr=0.01, weight_decay=0.1, amsgrad=True), "Adam",
+                     dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
+    "adamw amsgrad": (lambda p: optim.AdamW(p, lr=0.02, betas=(0.5, 0.9), amsgrad=True), "AdamW",
+                      dict(lr=0.02, betas=(0.5, 0.9), amsgrad=True)),
 }
 
 
@@ -154,3 +158,31 @@ def test_bad_hyperparameters_are_refused():
         optim.Adam(p, betas=(1.0, 0.9))
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.Adam([])
+
+
+def test_amsgrad_keeps_the_largest_second_moment_and_divides_by_it():
+    p = nn.Parameter(np.zeros(1))
+    opt = optim.Adam([p], lr=0.1, betas=(0.0, 0.5), amsgrad=True)
+    for g in (4.0, 0.0):
+        p.grad = tinylm.Tensor(np.array([g]))
+        opt.step()
+    state = opt.state[id(p)]
+    np.testing.assert_allclose(state["exp_avg_sq"], [4.0])  # 0.5 · (0.5 · 16)
+    np.testing.assert_allclose(state["max_exp_avg_sq"], [8.0])  # the step-1 value, larger
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_amsgrad_runs_the_reference_kernel_on_every_backend(backend):
+    def run():
+        rng = np.random.default_rng(0)
+        p = nn.Parameter(np.ones((4, 3), np.float32))
+        opt = optim.AdamW([p], lr=0.01, amsgrad=True)
+        for _ in range(5):
+            p.grad = tinylm.Tensor(rng.standard_normal((4, 3)).astype(np.float32))
+            opt.step()
+        return p.numpy()
+
+    with tinylm.use_backend("numpy"):
+        expected = run()
+    with tinylm.use_backend(backend):
+        np.testing.assert_array_equal(run(), expected)

@@ -23,7 +23,10 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
 
-    def step(self) -> None:
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns ``closure()``'s
+        loss when a closure is given (it is called first), else None."""
+        loss = self._evaluate(closure)
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
@@ -43,3 +46,4 @@ class SGD(Optimizer):
                     buffer = state["momentum_buffer"]
                     g = g + momentum * buffer if group["nesterov"] else buffer
                 p.data -= lr * g
+        return loss
