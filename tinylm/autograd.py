@@ -33,14 +33,45 @@ _grad_enabled = True
 
 
 @contextlib.contextmanager
-def no_grad() -> Iterator[None]:
-    """Inside ``with tinylm.no_grad():`` no graph is recorded (evaluation, sampling, updates)."""
+def _grad_mode(enabled: bool) -> Iterator[None]:
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_enabled = _grad_enabled, bool(enabled)
     try:
         yield
     finally:
         _grad_enabled = previous
+
+
+def no_grad():
+    """Inside ``with tinylm.no_grad():`` no graph is recorded (evaluation, sampling, updates)."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    """Inside ``with tinylm.enable_grad():`` graphs are recorded again, even within ``no_grad``."""
+    return _grad_mode(True)
+
+
+def inference_mode(mode: bool = True):
+    """PyTorch's ``inference_mode``. tinylm has no separate inference tensors, so this is
+    ``no_grad`` (or, with ``mode=False``, ``enable_grad``)."""
+    return _grad_mode(not mode)
+
+
+class set_grad_enabled:  # noqa: N801  (PyTorch's name; lowercase because it reads as a function)
+    """``tinylm.set_grad_enabled(False)`` switches recording off from now on; as
+    ``with tinylm.set_grad_enabled(flag):`` it switches it only inside the block."""
+
+    def __init__(self, mode: bool):
+        global _grad_enabled
+        self.previous, _grad_enabled = _grad_enabled, bool(mode)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info) -> None:
+        global _grad_enabled
+        _grad_enabled = self.previous
 
 
 def is_grad_enabled() -> bool:
@@ -77,9 +108,23 @@ class Tensor:
     shape = property(lambda self: tuple(self.data.shape))
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: int(self.data.size))
-    device = property(lambda self: backends.device_of(self.data))
     is_leaf = property(lambda self: self.creator is None)
+
+    def size(self, dim: int | None = None):
+        """The shape (PyTorch's spelling), or with ``dim`` the length of that axis.
+        The element count, NumPy's ``.size``, is ``numel()``."""
+        if dim is None:
+            return self.shape
+        return self.shape[_ops.axes.normalize_axis("size", dim, self.ndim)]
+
+    def numel(self) -> int:
+        """The number of elements."""
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        """The number of axes (``ndim``)."""
+        return self.data.ndim
+    device = property(lambda self: backends.device_of(self.data))
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -87,8 +132,8 @@ class Tensor:
         return len(self.data)
 
     def __bool__(self) -> bool:
-        if self.size != 1:
-            raise ValueError(f"bool: the truth value of a tensor with {self.size} elements is ambiguous")
+        if self.numel() != 1:
+            raise ValueError(f"bool: the truth value of a tensor with {self.numel()} elements is ambiguous")
         return bool(self.item())
 
     def __repr__(self) -> str:
@@ -107,7 +152,7 @@ class Tensor:
         return self.data.get() if backends.is_gpu_array(self.data) else self.data
 
     def item(self):
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"item: only a tensor with one element has an item, got shape {self.shape}")
         return self.data.reshape(()).item()
 
@@ -138,6 +183,14 @@ class Tensor:
     def double(self) -> "Tensor":
         return _ops.astype(self, np.float64)
 
+    def long(self) -> "Tensor":
+        """As int64 (indices, counts); the result carries no gradient."""
+        return _ops.astype(self, np.int64)
+
+    def tolist(self):
+        """The values as (nested) Python numbers; a 0-d tensor gives one number."""
+        return self.numpy().tolist()
+
     # ---- the backward pass
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
@@ -150,7 +203,7 @@ class Tensor:
             raise RuntimeError("backward: this tensor does not require grad "
                                "(no input required grad, or no_grad was on)")
         if grad is None:
-            if self.size != 1:
+            if self.numel() != 1:
                 raise ValueError(
                     f"backward: output of shape {self.shape} is not a scalar; pass grad= with that shape"
                 )
@@ -182,23 +235,44 @@ class Tensor:
     def __ge__(self, other): return _ops.ge(self, other)
     __hash__ = object.__hash__  # tensors are graph nodes: hashed by identity
 
+    # ---- shape
     def reshape(self, *shape): return _ops.reshape(self, *shape)
+    def view(self, *shape): return _ops.view(self, *shape)
+    def flatten(self, start_dim=0, end_dim=-1): return _ops.flatten(self, start_dim, end_dim)
+    def unsqueeze(self, dim): return _ops.unsqueeze(self, dim)
+    def squeeze(self, dim=None): return _ops.squeeze(self, dim)
     def transpose(self, dim0, dim1): return _ops.transpose(self, dim0, dim1)
     def permute(self, *dims): return _ops.permute(self, *dims)
-    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops.max(self, axis, keepdims)
+    def clone(self): return _ops.clone(self)
+    def split(self, size_or_sections, dim=0, **alias): return _ops.split(self, size_or_sections, dim, **alias)
+
+    # ---- reductions: dim/keepdim as PyTorch, axis/keepdims accepted as NumPy's aliases
+    def sum(self, dim=None, keepdim=False, **aliases): return _ops.sum(self, dim, keepdim, **aliases)
+    def mean(self, dim=None, keepdim=False, **aliases): return _ops.mean(self, dim, keepdim, **aliases)
+    def max(self, dim=None, keepdim=False, **aliases): return _ops.max(self, dim, keepdim, **aliases)
+    def min(self, dim=None, keepdim=False, **aliases): return _ops.min(self, dim, keepdim, **aliases)
+    def amax(self, dim=None, keepdim=False, **aliases): return _ops.amax(self, dim, keepdim, **aliases)
+    def amin(self, dim=None, keepdim=False, **aliases): return _ops.amin(self, dim, keepdim, **aliases)
+    def argmax(self, dim=None, keepdim=False, **aliases): return _ops.argmax(self, dim, keepdim, **aliases)
+    def argmin(self, dim=None, keepdim=False, **aliases): return _ops.argmin(self, dim, keepdim, **aliases)
+    def var(self, dim=None, unbiased=None, keepdim=False, **kw): return _ops.var(self, dim, unbiased, keepdim, **kw)
+    def std(self, dim=None, unbiased=None, keepdim=False, **kw): return _ops.std(self, dim, unbiased, keepdim, **kw)
+    def norm(self, p=2, dim=None, keepdim=False, **aliases): return _ops.norm(self, p, dim, keepdim, **aliases)
+
+    # ---- elementwise
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
     def sqrt(self): return _ops.sqrt(self)
+    def abs(self): return _ops.abs(self)
+    def pow(self, exponent): return _ops.pow(self, exponent)
+    def clamp(self, min=None, max=None): return _ops.clamp(self, min, max)  # noqa: A002
     def tanh(self): return _ops.tanh(self)
     def sigmoid(self): return _ops.sigmoid(self)
     def relu(self): return _ops.relu(self)
     def gelu(self): return _ops.gelu(self)
-    def softmax(self, axis=-1): return _ops.softmax(self, axis)
-    def log_softmax(self, axis=-1): return _ops.log_softmax(self, axis)
+    def softmax(self, dim=-1, **aliases): return _ops.softmax(self, dim, **aliases)
+    def log_softmax(self, dim=-1, **aliases): return _ops.log_softmax(self, dim, **aliases)
     def masked_fill(self, mask, value): return _ops.masked_fill(self, mask, value)
-    def split(self, split_size_or_sections, axis=0): return _ops.split(self, split_size_or_sections, axis)
 
     @property
     def T(self) -> "Tensor":
