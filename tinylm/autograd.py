@@ -15,6 +15,16 @@ largest generation of its inputs, an output's is one more, so every consumer of 
 tensor has a higher generation than the tensor's creator. Popping the highest
 generation first from a heap visits consumers before producers, without recursion, so
 a chain of any length works (Chainer's ``_backprop.py`` and DeZero do the same).
+
+In-place operations (``x += y``, ``x.zero_()``) write into ``x.data``. The rule, and
+why: a graph may have saved that very array for its backward, so writing into it
+would silently change gradients. In-place is therefore for updates *outside* the
+graph: under ``no_grad`` (an optimizer step) or on tensors where nothing requires
+grad. Recording an in-place op *into* a graph is refused with an error naming the op
+(write ``x = x + y`` instead). Each tensor counts its in-place writes in
+``_version`` (shared with its ``detach()``-ed twins, which share its array), and every
+recorded function notes its tensors' versions, so a backward that would read an array
+overwritten since is refused too, as PyTorch does.
 """
 
 from __future__ import annotations
@@ -103,6 +113,9 @@ class Tensor:
         self.creator: Function | None = None
         self.generation = 0
         self.retains_grad = False  # set by retain_grad(): keep a non-leaf's gradient
+        self._version_box = [0]  # in-place writes so far (a list: detach() shares it)
+
+    _version = property(lambda self: self._version_box[0])
 
     # ---- array facts
     shape = property(lambda self: tuple(self.data.shape))
@@ -157,8 +170,11 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def detach(self) -> "Tensor":
-        """The same data, cut from the graph (no creator, no grad)."""
-        return Tensor(self.data)
+        """The same data, cut from the graph (no creator, no grad). It shares the array,
+        so an in-place write to either shows in both."""
+        twin = Tensor(self.data)
+        twin._version_box = self._version_box
+        return twin
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -211,6 +227,56 @@ class Tensor:
         grad = grad.data if isinstance(grad, Tensor) else grad
         _check_gradient("backward", self, grad, "grad")
         _run_backward(self, grad, retain_graph)
+
+    # ---- in-place updates (see the module docstring for the rule)
+    def _write_in_place(self, op: str, new) -> "Tensor":
+        """Write ``new`` (a Tensor computed under no_grad) into ``self.data``."""
+        if new.shape != self.shape:
+            raise ValueError(f"{op}: the result has shape {new.shape}, which does not fit in-place "
+                             f"into a tensor of shape {self.shape}")
+        if new.dtype != self.dtype:
+            raise TypeError(f"{op}: the result is {new.dtype} but the tensor is {self.dtype}; "
+                            "in-place cannot change a tensor's dtype")
+        self.data[...] = new.data
+        self._version_box[0] += 1
+        return self
+
+    def _check_in_place(self, op: str, *others) -> None:
+        if not _grad_enabled:
+            return
+        if self.requires_grad and self.is_leaf:
+            raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place "
+                               "operation. (Update parameters inside `with tinylm.no_grad():`.)")
+        if self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others):
+            raise RuntimeError(f"{op}: tinylm does not record in-place operations in a graph; "
+                               f"write it out of place (x = x {op[2:-1]} y) or do it under tinylm.no_grad()")
+
+    def _in_place(self, op: str, function, other) -> "Tensor":
+        self._check_in_place(op, other)
+        with no_grad():
+            return self._write_in_place(op, function(self, other))
+
+    def __iadd__(self, other): return self._in_place("+=", _ops.add, other)
+    def __isub__(self, other): return self._in_place("-=", _ops.sub, other)
+    def __imul__(self, other): return self._in_place("*=", _ops.mul, other)
+    def __itruediv__(self, other): return self._in_place("/=", _ops.div, other)
+
+    def zero_(self) -> "Tensor":
+        """Fill with zeros in place (``p.grad.zero_()``); same rule as ``+=``."""
+        self._check_in_place("zero_")
+        self.data[...] = 0
+        self._version_box[0] += 1
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Switch gradient tracking of a leaf on or off, in place; returns the tensor."""
+        if not self.is_leaf and not requires_grad:
+            raise RuntimeError("requires_grad_: a non-leaf tensor's requires_grad comes from its graph; "
+                               "use .detach() to get one that does not require grad")
+        if requires_grad and not _is_float(self.dtype):
+            raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
 
     # ---- operators (the ops live in tinylm.ops; these are the familiar spellings)
     def __add__(self, other): return _ops.add(self, other)
@@ -330,6 +396,7 @@ class Function:
         results = tuple(Tensor(y, requires_grad=record and _is_float(y.dtype)) for y in outputs)
         if record:
             self.inputs = inputs
+            self.versions = tuple(x._version for x in inputs)  # checked before backward
             self.generation = max(x.generation for x in inputs)
             # Outputs are held weakly: the graph points from outputs to inputs only,
             # so dropping the last output frees the graph behind it.
@@ -387,6 +454,7 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
                 f"backward: the graph through {name} was already freed by an earlier backward; "
                 "pass retain_graph=True to the first backward to go through it twice"
             )
+        _check_versions(function)
         grad_outputs = []
         for output_ref in function.outputs:
             output = output_ref()
@@ -415,6 +483,22 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
         if not retain_graph:
             function.inputs = None
             function.saved = None
+
+
+def _check_versions(function: Function) -> None:
+    """Refuse a backward whose inputs were overwritten in place after it was recorded."""
+    for i, (x, version) in enumerate(zip(function.inputs, function.versions)):
+        if x._version != version:
+            raise RuntimeError(
+                f"backward: one of the variables needed for gradient computation has been modified "
+                f"by an inplace operation: input {i} of {type(function).__name__}, shape {x.shape}, "
+                f"is at version {x._version}; expected version {version} instead"
+            )
+    for output_ref in function.outputs:
+        output = output_ref()
+        if output is not None and output._version != 0:
+            raise RuntimeError(f"backward: one of the variables needed for gradient computation has been "
+                               f"modified by an inplace operation: the output of {type(function).__name__}")
 
 
 def _accumulate(leaf: Tensor, gx) -> None:
