@@ -15,7 +15,7 @@ def test_tensor_from_python_numbers_defaults_to_float32_and_int64():
 
 def test_tensor_facts():
     t = tinylm.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
-    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6 and t.device == "cpu"
+    assert t.shape == (2, 3) and t.ndim == 2 and t.numel() == 6 and t.device == "cpu"
     assert t.requires_grad and t.is_leaf and t.grad is None
     assert isinstance(t.numpy(), np.ndarray)
     assert t[1, 2].item() == 5.0

@@ -19,18 +19,39 @@ import pkgutil
 __path__ = pkgutil.extend_path(__path__, __name__)
 
 from tinylm import nn, optim  # noqa: E402  (after the core they build on)
-from tinylm.autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
+from tinylm.autograd import (
+    Function,
+    Tensor,
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+    tensor,
+)
 from tinylm.backends import get_backend, set_backend, use_backend
 from tinylm.gradcheck import GradcheckError, gradcheck
 from tinylm.ops import (
+    abs,
+    amax,
+    amin,
+    argmax,
+    argmin,
+    clamp,
+    clone,
     concat,
     embedding,
     exp,
+    flatten,
     gelu,
     log,
     log_softmax,
     masked_fill,
     matmul,
+    max,
+    mean,
+    min,
+    norm,
     permute,
     relu,
     reshape,
@@ -38,20 +59,32 @@ from tinylm.ops import (
     softmax,
     split,
     sqrt,
+    squeeze,
     stack,
+    std,
+    sum,
     tanh,
     transpose,
+    unsqueeze,
+    var,
     where,
 )
+from tinylm.ops.creation import arange, full, full_like, ones, ones_like, rand, randn, zeros, zeros_like
 from tinylm.random import manual_seed
+
+cat = concat  # PyTorch's name: tinylm.cat(tensors, dim=0)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Function", "tensor", "no_grad", "is_grad_enabled",
+    "Tensor", "Function", "tensor", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode",
+    "is_grad_enabled",
     "gradcheck", "GradcheckError",
     "get_backend", "set_backend", "use_backend", "manual_seed", "nn", "optim",
     "concat", "embedding", "exp", "gelu", "log", "log_softmax", "masked_fill", "matmul",
     "permute", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "stack", "tanh",
     "transpose", "where",
+    "cat", "abs", "amax", "amin", "argmax", "argmin", "clamp", "clone", "flatten", "max", "mean", "min",
+    "norm", "squeeze", "std", "sum", "unsqueeze", "var",
+    "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "randn", "rand", "arange",
 ]

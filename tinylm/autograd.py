@@ -15,6 +15,16 @@ largest generation of its inputs, an output's is one more, so every consumer of 
 tensor has a higher generation than the tensor's creator. Popping the highest
 generation first from a heap visits consumers before producers, without recursion, so
 a chain of any length works (Chainer's ``_backprop.py`` and DeZero do the same).
+
+In-place operations (``x += y``, ``x.zero_()``) write into ``x.data``. The rule, and
+why: a graph may have saved that very array for its backward, so writing into it
+would silently change gradients. In-place is therefore for updates *outside* the
+graph: under ``no_grad`` (an optimizer step) or on tensors where nothing requires
+grad. Recording an in-place op *into* a graph is refused with an error naming the op
+(write ``x = x + y`` instead). Each tensor counts its in-place writes in
+``_version`` (shared with its ``detach()``-ed twins, which share its array), and every
+recorded function notes its tensors' versions, so a backward that would read an array
+overwritten since is refused too, as PyTorch does.
 """
 
 from __future__ import annotations
@@ -33,14 +43,45 @@ _grad_enabled = True
 
 
 @contextlib.contextmanager
-def no_grad() -> Iterator[None]:
-    """Inside ``with tinylm.no_grad():`` no graph is recorded (evaluation, sampling, updates)."""
+def _grad_mode(enabled: bool) -> Iterator[None]:
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_enabled = _grad_enabled, bool(enabled)
     try:
         yield
     finally:
         _grad_enabled = previous
+
+
+def no_grad():
+    """Inside ``with tinylm.no_grad():`` no graph is recorded (evaluation, sampling, updates)."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    """Inside ``with tinylm.enable_grad():`` graphs are recorded again, even within ``no_grad``."""
+    return _grad_mode(True)
+
+
+def inference_mode(mode: bool = True):
+    """PyTorch's ``inference_mode``. tinylm has no separate inference tensors, so this is
+    ``no_grad`` (or, with ``mode=False``, ``enable_grad``)."""
+    return _grad_mode(not mode)
+
+
+class set_grad_enabled:  # noqa: N801  (PyTorch's name; lowercase because it reads as a function)
+    """``tinylm.set_grad_enabled(False)`` switches recording off from now on; as
+    ``with tinylm.set_grad_enabled(flag):`` it switches it only inside the block."""
+
+    def __init__(self, mode: bool):
+        global _grad_enabled
+        self.previous, _grad_enabled = _grad_enabled, bool(mode)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info) -> None:
+        global _grad_enabled
+        _grad_enabled = self.previous
 
 
 def is_grad_enabled() -> bool:
@@ -72,14 +113,31 @@ class Tensor:
         self.creator: Function | None = None
         self.generation = 0
         self.retains_grad = False  # set by retain_grad(): keep a non-leaf's gradient
+        self._version_box = [0]  # in-place writes so far (a list: detach() shares it)
+
+    _version = property(lambda self: self._version_box[0])
 
     # ---- array facts
     shape = property(lambda self: tuple(self.data.shape))
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: int(self.data.size))
-    device = property(lambda self: backends.device_of(self.data))
     is_leaf = property(lambda self: self.creator is None)
+
+    def size(self, dim: int | None = None):
+        """The shape (PyTorch's spelling), or with ``dim`` the length of that axis.
+        The element count, NumPy's ``.size``, is ``numel()``."""
+        if dim is None:
+            return self.shape
+        return self.shape[_ops.axes.normalize_axis("size", dim, self.ndim)]
+
+    def numel(self) -> int:
+        """The number of elements."""
+        return int(self.data.size)
+
+    def dim(self) -> int:
+        """The number of axes (``ndim``)."""
+        return self.data.ndim
+    device = property(lambda self: backends.device_of(self.data))
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -87,8 +145,8 @@ class Tensor:
         return len(self.data)
 
     def __bool__(self) -> bool:
-        if self.size != 1:
-            raise ValueError(f"bool: the truth value of a tensor with {self.size} elements is ambiguous")
+        if self.numel() != 1:
+            raise ValueError(f"bool: the truth value of a tensor with {self.numel()} elements is ambiguous")
         return bool(self.item())
 
     def __repr__(self) -> str:
@@ -107,13 +165,16 @@ class Tensor:
         return self.data.get() if backends.is_gpu_array(self.data) else self.data
 
     def item(self):
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"item: only a tensor with one element has an item, got shape {self.shape}")
         return self.data.reshape(()).item()
 
     def detach(self) -> "Tensor":
-        """The same data, cut from the graph (no creator, no grad)."""
-        return Tensor(self.data)
+        """The same data, cut from the graph (no creator, no grad). It shares the array,
+        so an in-place write to either shows in both."""
+        twin = Tensor(self.data)
+        twin._version_box = self._version_box
+        return twin
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -138,6 +199,14 @@ class Tensor:
     def double(self) -> "Tensor":
         return _ops.astype(self, np.float64)
 
+    def long(self) -> "Tensor":
+        """As int64 (indices, counts); the result carries no gradient."""
+        return _ops.astype(self, np.int64)
+
+    def tolist(self):
+        """The values as (nested) Python numbers; a 0-d tensor gives one number."""
+        return self.numpy().tolist()
+
     # ---- the backward pass
     def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
@@ -150,7 +219,7 @@ class Tensor:
             raise RuntimeError("backward: this tensor does not require grad "
                                "(no input required grad, or no_grad was on)")
         if grad is None:
-            if self.size != 1:
+            if self.numel() != 1:
                 raise ValueError(
                     f"backward: output of shape {self.shape} is not a scalar; pass grad= with that shape"
                 )
@@ -158,6 +227,56 @@ class Tensor:
         grad = grad.data if isinstance(grad, Tensor) else grad
         _check_gradient("backward", self, grad, "grad")
         _run_backward(self, grad, retain_graph)
+
+    # ---- in-place updates (see the module docstring for the rule)
+    def _write_in_place(self, op: str, new) -> "Tensor":
+        """Write ``new`` (a Tensor computed under no_grad) into ``self.data``."""
+        if new.shape != self.shape:
+            raise ValueError(f"{op}: the result has shape {new.shape}, which does not fit in-place "
+                             f"into a tensor of shape {self.shape}")
+        if new.dtype != self.dtype:
+            raise TypeError(f"{op}: the result is {new.dtype} but the tensor is {self.dtype}; "
+                            "in-place cannot change a tensor's dtype")
+        self.data[...] = new.data
+        self._version_box[0] += 1
+        return self
+
+    def _check_in_place(self, op: str, *others) -> None:
+        if not _grad_enabled:
+            return
+        if self.requires_grad and self.is_leaf:
+            raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place "
+                               "operation. (Update parameters inside `with tinylm.no_grad():`.)")
+        if self.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others):
+            raise RuntimeError(f"{op}: tinylm does not record in-place operations in a graph; "
+                               f"write it out of place (x = x {op[2:-1]} y) or do it under tinylm.no_grad()")
+
+    def _in_place(self, op: str, function, other) -> "Tensor":
+        self._check_in_place(op, other)
+        with no_grad():
+            return self._write_in_place(op, function(self, other))
+
+    def __iadd__(self, other): return self._in_place("+=", _ops.add, other)
+    def __isub__(self, other): return self._in_place("-=", _ops.sub, other)
+    def __imul__(self, other): return self._in_place("*=", _ops.mul, other)
+    def __itruediv__(self, other): return self._in_place("/=", _ops.div, other)
+
+    def zero_(self) -> "Tensor":
+        """Fill with zeros in place (``p.grad.zero_()``); same rule as ``+=``."""
+        self._check_in_place("zero_")
+        self.data[...] = 0
+        self._version_box[0] += 1
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Switch gradient tracking of a leaf on or off, in place; returns the tensor."""
+        if not self.is_leaf and not requires_grad:
+            raise RuntimeError("requires_grad_: a non-leaf tensor's requires_grad comes from its graph; "
+                               "use .detach() to get one that does not require grad")
+        if requires_grad and not _is_float(self.dtype):
+            raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
 
     # ---- operators (the ops live in tinylm.ops; these are the familiar spellings)
     def __add__(self, other): return _ops.add(self, other)
@@ -182,23 +301,44 @@ class Tensor:
     def __ge__(self, other): return _ops.ge(self, other)
     __hash__ = object.__hash__  # tensors are graph nodes: hashed by identity
 
+    # ---- shape
     def reshape(self, *shape): return _ops.reshape(self, *shape)
+    def view(self, *shape): return _ops.view(self, *shape)
+    def flatten(self, start_dim=0, end_dim=-1): return _ops.flatten(self, start_dim, end_dim)
+    def unsqueeze(self, dim): return _ops.unsqueeze(self, dim)
+    def squeeze(self, dim=None): return _ops.squeeze(self, dim)
     def transpose(self, dim0, dim1): return _ops.transpose(self, dim0, dim1)
     def permute(self, *dims): return _ops.permute(self, *dims)
-    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops.max(self, axis, keepdims)
+    def clone(self): return _ops.clone(self)
+    def split(self, size_or_sections, dim=0, **alias): return _ops.split(self, size_or_sections, dim, **alias)
+
+    # ---- reductions: dim/keepdim as PyTorch, axis/keepdims accepted as NumPy's aliases
+    def sum(self, dim=None, keepdim=False, **aliases): return _ops.sum(self, dim, keepdim, **aliases)
+    def mean(self, dim=None, keepdim=False, **aliases): return _ops.mean(self, dim, keepdim, **aliases)
+    def max(self, dim=None, keepdim=False, **aliases): return _ops.max(self, dim, keepdim, **aliases)
+    def min(self, dim=None, keepdim=False, **aliases): return _ops.min(self, dim, keepdim, **aliases)
+    def amax(self, dim=None, keepdim=False, **aliases): return _ops.amax(self, dim, keepdim, **aliases)
+    def amin(self, dim=None, keepdim=False, **aliases): return _ops.amin(self, dim, keepdim, **aliases)
+    def argmax(self, dim=None, keepdim=False, **aliases): return _ops.argmax(self, dim, keepdim, **aliases)
+    def argmin(self, dim=None, keepdim=False, **aliases): return _ops.argmin(self, dim, keepdim, **aliases)
+    def var(self, dim=None, unbiased=None, keepdim=False, **kw): return _ops.var(self, dim, unbiased, keepdim, **kw)
+    def std(self, dim=None, unbiased=None, keepdim=False, **kw): return _ops.std(self, dim, unbiased, keepdim, **kw)
+    def norm(self, p=2, dim=None, keepdim=False, **aliases): return _ops.norm(self, p, dim, keepdim, **aliases)
+
+    # ---- elementwise
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
     def sqrt(self): return _ops.sqrt(self)
+    def abs(self): return _ops.abs(self)
+    def pow(self, exponent): return _ops.pow(self, exponent)
+    def clamp(self, min=None, max=None): return _ops.clamp(self, min, max)  # noqa: A002
     def tanh(self): return _ops.tanh(self)
     def sigmoid(self): return _ops.sigmoid(self)
     def relu(self): return _ops.relu(self)
     def gelu(self): return _ops.gelu(self)
-    def softmax(self, axis=-1): return _ops.softmax(self, axis)
-    def log_softmax(self, axis=-1): return _ops.log_softmax(self, axis)
+    def softmax(self, dim=-1, **aliases): return _ops.softmax(self, dim, **aliases)
+    def log_softmax(self, dim=-1, **aliases): return _ops.log_softmax(self, dim, **aliases)
     def masked_fill(self, mask, value): return _ops.masked_fill(self, mask, value)
-    def split(self, split_size_or_sections, axis=0): return _ops.split(self, split_size_or_sections, axis)
 
     @property
     def T(self) -> "Tensor":
@@ -256,6 +396,7 @@ class Function:
         results = tuple(Tensor(y, requires_grad=record and _is_float(y.dtype)) for y in outputs)
         if record:
             self.inputs = inputs
+            self.versions = tuple(x._version for x in inputs)  # checked before backward
             self.generation = max(x.generation for x in inputs)
             # Outputs are held weakly: the graph points from outputs to inputs only,
             # so dropping the last output frees the graph behind it.
@@ -313,6 +454,7 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
                 f"backward: the graph through {name} was already freed by an earlier backward; "
                 "pass retain_graph=True to the first backward to go through it twice"
             )
+        _check_versions(function)
         grad_outputs = []
         for output_ref in function.outputs:
             output = output_ref()
@@ -341,6 +483,22 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
         if not retain_graph:
             function.inputs = None
             function.saved = None
+
+
+def _check_versions(function: Function) -> None:
+    """Refuse a backward whose inputs were overwritten in place after it was recorded."""
+    for i, (x, version) in enumerate(zip(function.inputs, function.versions)):
+        if x._version != version:
+            raise RuntimeError(
+                f"backward: one of the variables needed for gradient computation has been modified "
+                f"by an inplace operation: input {i} of {type(function).__name__}, shape {x.shape}, "
+                f"is at version {x._version}; expected version {version} instead"
+            )
+    for output_ref in function.outputs:
+        output = output_ref()
+        if output is not None and output._version != 0:
+            raise RuntimeError(f"backward: one of the variables needed for gradient computation has been "
+                               f"modified by an inplace operation: the output of {type(function).__name__}")
 
 
 def _accumulate(leaf: Tensor, gx) -> None:

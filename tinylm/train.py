@@ -347,7 +347,7 @@ def main(argv=None) -> None:
     t = trainer.t
     from tqdm import tqdm
 
-    size = sum(p.size for p in trainer.model.parameters())
+    size = sum(p.numel() for p in trainer.model.parameters())
     print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, "
           f"{trainer.config['tokenizer']} tokenizer "
           f"(vocabulary {trainer.tokenizer.vocab_size}), {len(trainer.train_ids):,} training and "

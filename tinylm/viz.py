@@ -78,7 +78,7 @@ class Graph:
     # ---- labels
     def _tensor_label(self, t: Tensor) -> str:
         first = self._names.get(id(t))
-        if first is None and t.creator is None and not t.requires_grad and t.size == 1:
+        if first is None and t.creator is None and not t.requires_grad and t.numel() == 1:
             first = f"constant {t.item():.4g}"  # the 0.5 of `x * 0.5`
         lines = [first] if first else []
         lines.append(f"{t.shape} {t.dtype}")

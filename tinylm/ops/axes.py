@@ -26,3 +26,18 @@ def normalize_axes(op: str, axis, ndim: int) -> tuple[int, ...]:
 def keepdims_shape(shape: tuple, axes: tuple[int, ...]) -> tuple:
     """``shape`` with every reduced axis set to 1 (what ``keepdims=True`` returns)."""
     return tuple(1 if i in axes else size for i, size in enumerate(shape))
+
+
+def dim_args(op: str, dim, keepdim, axis=None, keepdims=None):
+    """PyTorch's ``dim``/``keepdim``, or NumPy's ``axis``/``keepdims`` (aliases); not both."""
+    if axis is not None:
+        if dim is not None:
+            raise TypeError(f"{op}: got both dim={dim!r} and axis={axis!r}; they are the same argument")
+        dim = axis
+    if keepdims is not None:
+        if keepdim:
+            raise TypeError(f"{op}: got both keepdim and keepdims; they are the same argument")
+        keepdim = keepdims
+    if isinstance(dim, list):
+        dim = tuple(dim)
+    return dim, bool(keepdim)

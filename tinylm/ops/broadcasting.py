@@ -51,7 +51,9 @@ def as_operands(op: str, a, b):
     b = b if isinstance(b, Tensor) else _scalar_like(op, b, a)
     if a.dtype != b.dtype:
         raise TypeError(
-            f"{op}: dtypes differ ({a.dtype} {a.shape} and {b.dtype} {b.shape}); convert one with .astype()"
+            f"{op}: dtypes differ ({a.dtype} {a.shape} and {b.dtype} {b.shape}); convert one with .astype(). "
+            "tinylm never promotes silently: a hidden conversion costs a copy, and mixing float32 "
+            "into float64 quietly loses the precision float64 was chosen for"
         )
     return a, b
 

@@ -92,6 +92,39 @@ class ReLU(Function):
         return gy * positive
 
 
+class Abs(Function):
+    """y = |x|, so dy/dx = sign(x): -1 below zero, 1 above, and 0 at the kink (as PyTorch)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return get_array_module(x).abs(x)
+
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy * get_array_module(x).sign(x)
+
+
+class Clamp(Function):
+    """y = min(max(x, low), high). Inside [low, high] y = x (dy/dx = 1); outside y is a
+    constant (dy/dx = 0). At the bounds themselves PyTorch passes the gradient, so does tinylm."""
+
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+    def forward(self, x):
+        inside = get_array_module(x).ones(x.shape, dtype=bool)
+        if self.low is not None:
+            inside &= x >= self.low
+        if self.high is not None:
+            inside &= x <= self.high
+        self.save_for_backward(inside)
+        return get_array_module(x).clip(x, self.low, self.high).astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        (inside,) = self.saved
+        return gy * inside
+
+
 class AsType(Function):
     """y = x converted to another float dtype; the gradient is converted back."""
 
@@ -128,6 +161,17 @@ def sigmoid(x):
 
 def relu(x):
     return ReLU()(x)
+
+
+def abs(x):  # noqa: A001  (the familiar name)
+    return Abs()(x)
+
+
+def clamp(x, min=None, max=None):  # noqa: A002  (PyTorch's argument names)
+    """``x`` limited to [min, max]; either bound may be None (left open)."""
+    if min is None and max is None:
+        raise ValueError("clamp: give at least one of min and max")
+    return Clamp(min, max)(x)
 
 
 def astype(x, dtype):

@@ -111,6 +111,16 @@ class Stack(Function):
         return tuple(xp.take(gy, i, axis=self.axis) for i in range(gy.shape[self.axis]))
 
 
+class Clone(Function):
+    """y = a copy of x: dy/dx = 1, so gy passes through unchanged."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, gy):
+        return gy
+
+
 class Split(Function):
     """The inverse of concat: several outputs, each a piece of x along ``axis``.
 
@@ -150,6 +160,47 @@ def reshape(x, *shape):
     return Reshape(_shape_args("reshape", shape))(x)
 
 
+def view(x, *shape):
+    """PyTorch's ``view``. tinylm's arrays have no shared-storage views to protect, so
+    this is ``reshape`` (one size may be -1)."""
+    return Reshape(_shape_args("view", shape))(x)
+
+
+def flatten(x, start_dim: int = 0, end_dim: int = -1):
+    """Merge axes ``start_dim`` to ``end_dim`` (inclusive) into one."""
+    if x.ndim == 0:
+        return reshape(x, 1)
+    start, end = normalize_axis("flatten", start_dim, x.ndim), normalize_axis("flatten", end_dim, x.ndim)
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    merged = 1
+    for size in x.shape[start:end + 1]:
+        merged *= size
+    return reshape(x, *x.shape[:start], merged, *x.shape[end + 1:])
+
+
+def unsqueeze(x, dim: int):
+    """A new size-1 axis at ``dim`` (counted in the result: -1 appends one)."""
+    axis = normalize_axis("unsqueeze", dim, x.ndim + 1)
+    return reshape(x, *x.shape[:axis], 1, *x.shape[axis:])
+
+
+def squeeze_axes(x, axes):
+    """Drop the given axes, which must have size 1."""
+    return reshape(x, *(size for i, size in enumerate(x.shape) if i not in axes))
+
+
+def squeeze(x, dim=None):
+    """Drop size-1 axes: all of them, or those among ``dim`` (an int or tuple). As in
+    PyTorch, a named axis whose size is not 1 is left alone, not an error."""
+    if dim is None:
+        axes = range(x.ndim)
+    else:
+        dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+        axes = [normalize_axis("squeeze", d, max(x.ndim, 1)) for d in dims]
+    return squeeze_axes(x, {a for a in axes if a < x.ndim and x.shape[a] == 1})
+
+
 def permute(x, *dims):
     dims = _shape_args("permute", dims)
     if sorted(d % max(x.ndim, 1) for d in dims) != list(range(x.ndim)) or len(dims) != x.ndim:
@@ -163,6 +214,11 @@ def transpose(x, dim0: int, dim1: int):
     a, b = normalize_axis("transpose", dim0, x.ndim), normalize_axis("transpose", dim1, x.ndim)
     dims[a], dims[b] = dims[b], dims[a]
     return Permute(tuple(dims))(x)
+
+
+def clone(x):
+    """A copy with its own array, still in the graph (``detach`` is the one that leaves it)."""
+    return Clone()(x)
 
 
 def getitem(x, index):
@@ -179,7 +235,8 @@ def _check_joinable(op: str, xs, axis_to_skip) -> None:
     first = xs[0]
     for x in xs[1:]:
         if x.dtype != first.dtype:
-            raise TypeError(f"{op}: dtypes differ ({first.dtype} and {x.dtype})")
+            raise TypeError(f"{op}: dtypes differ ({first.dtype} and {x.dtype}); tinylm does not convert "
+                            "silently (it would hide a copy and, to float32, lost precision): use .astype()")
         if x.ndim != first.ndim or any(
             a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis_to_skip
         ):
@@ -188,21 +245,28 @@ def _check_joinable(op: str, xs, axis_to_skip) -> None:
             raise ValueError(f"{op}: shapes {shapes} must match{where}")
 
 
-def concat(tensors, axis: int = 0):
+def concat(tensors, axis: int = 0, *, dim=None):
+    """Join along an existing axis; ``tinylm.cat(tensors, dim=...)`` is the same."""
+    if dim is not None:
+        axis = dim
     tensors = list(tensors)
     _check_joinable("concat", tensors, None if not tensors else normalize_axis("concat", axis, tensors[0].ndim))
     return Concat(normalize_axis("concat", axis, tensors[0].ndim))(*tensors)
 
 
-def stack(tensors, axis: int = 0):
+def stack(tensors, axis: int = 0, *, dim=None):
+    if dim is not None:
+        axis = dim
     tensors = list(tensors)
     _check_joinable("stack", tensors, None)
     return Stack(normalize_axis("stack", axis, tensors[0].ndim + 1))(*tensors)
 
 
-def split(x, split_size_or_sections, axis: int = 0):
+def split(x, split_size_or_sections, axis: int = 0, *, dim=None):
     """PyTorch's ``split``: an int gives pieces of that size (the last may be smaller),
     a list gives the size of each piece, which must add up to the axis length."""
+    if dim is not None:
+        axis = dim
     axis = normalize_axis("split", axis, x.ndim)
     length = x.shape[axis]
     if isinstance(split_size_or_sections, (int, np.integer)):

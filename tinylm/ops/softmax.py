@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tinylm.autograd import Function
 from tinylm.backends import get_array_module
-from tinylm.ops.axes import normalize_axis
+from tinylm.ops.axes import dim_args, normalize_axis
 
 
 class Softmax(Function):
@@ -66,9 +66,12 @@ class LogSoftmax(Function):
         return gy - p * gy.sum(axis=self.axis, keepdims=True)
 
 
-def softmax(x, axis: int = -1):
-    return Softmax(normalize_axis("softmax", axis, x.ndim))(x)
+def softmax(x, dim: int = -1, *, axis=None):
+    """Along ``dim`` (``axis=`` is an alias), -1 by default."""
+    dim, _ = dim_args("softmax", None if dim == -1 and axis is not None else dim, False, axis)
+    return Softmax(normalize_axis("softmax", dim, x.ndim))(x)
 
 
-def log_softmax(x, axis: int = -1):
-    return LogSoftmax(normalize_axis("log_softmax", axis, x.ndim))(x)
+def log_softmax(x, dim: int = -1, *, axis=None):
+    dim, _ = dim_args("log_softmax", None if dim == -1 and axis is not None else dim, False, axis)
+    return LogSoftmax(normalize_axis("log_softmax", dim, x.ndim))(x)
