@@ -111,13 +111,10 @@ class Optimizer:
         gradients) with grad recording on, and return its loss, as torch does."""
         if closure is None:
             return None
-        import tinylm.autograd as autograd
+        from tinylm.autograd import enable_grad
 
-        previous, autograd._grad_enabled = autograd._grad_enabled, True
-        try:
+        with enable_grad():
             return closure()
-        finally:
-            autograd._grad_enabled = previous
 
     def step(self, closure=None):
         raise NotImplementedError(f"{type(self).__name__} must define step")
