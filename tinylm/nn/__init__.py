@@ -14,9 +14,11 @@ from tinylm.nn.basic import (
 )
 from tinylm.nn.lstm import LSTM, lstm_cell
 from tinylm.nn.module import Module, Parameter
+from tinylm.nn.rnn import GRU, RNN
 
 __all__ = [
     "Module", "Parameter", "Linear", "Embedding", "Dropout", "LayerNorm", "LSTM", "lstm_cell",
     "SinusoidalPositionalEncoding", "MultiheadAttention", "CrossEntropyLoss", "ModuleList",
     "Sequential", "functional", "init", "utils",
+    "GRU", "RNN",
 ]
