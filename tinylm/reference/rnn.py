@@ -22,7 +22,7 @@ def check_layer_shapes(op: str, x_proj, w_hh, h0, nonlinearity: str) -> None:
         raise ValueError(f"{op}: h0 {h0.shape} must be (B, H) = {x_proj.shape[1:]}")
     if x_proj.shape[0] == 0:
         raise ValueError(f"{op}: the sequence is empty (T = 0)")
-    if nonlinearity not in NONLINEARITIES:
+    if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
         raise ValueError(f"{op}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
 
 
