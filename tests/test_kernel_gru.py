@@ -4,16 +4,22 @@ Property: for any shapes (1 included), float32 or float64, contiguous or not, an
 pre-activations from ordinary to saturated (±30), forward and backward agree with the
 reference; either backward accepts either forward's ``saved``; bad input is refused.
 
-The gru family's tests, all in this file (``kernels/cpu/gru.pyx``).
+The gru family's tests, all in this file: the Cython kernels (``kernels/cpu/gru.pyx``)
+first, then the CUDA kernels (``kernels/cuda/gru.cu``) against the same reference,
+through the CPU emulation and on a GPU when one is usable, and their launch wrappers'
+refusal of bad input.
 """
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, devices, geometries
+from cuda_support import close as cuda_close
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import seeds
 
 from tinylm.kernels.cpu import gru as compiled
+from tinylm.kernels.cuda import gru as cuda_gru
 from tinylm.reference import gru as reference
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -97,3 +103,73 @@ def test_the_layer_serves_the_cython_backend():
         assert tinylm.backends.kernel("gru_layer_forward") is compiled.gru_layer_forward
         assert tinylm.backends.kernel("gru_layer_backward") is compiled.gru_layer_backward
 
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/gru.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+GRU_TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(problem=gru_problems(max_steps=4), geometry=geometries)
+def test_gru_cell(device, problem, geometry):
+    device.require()
+    x_proj, w_hh, b_hh, h0, (_, dh) = problem
+    dtype = x_proj.dtype.type
+    rtol = GRU_TOLERANCE[dtype]
+    geometry = dict(zip(("threads", "max_blocks"), geometry))
+    h_gates = h0 @ w_hh.T + b_hh  # (B, 3H)
+    h, activations, h_n = cuda_gru.gru_cell_forward(*(device.put(a) for a in (x_proj[0], h_gates, h0)), **geometry)
+    expected_h, expected_activations = reference.gru_cell_forward(np.ascontiguousarray(x_proj[0]), h_gates, h0)
+    for name, a, b in (("h", h, expected_h), ("activations", activations, expected_activations),
+                       ("h_n", h_n, np.ascontiguousarray(h_gates[:, 2 * h0.shape[1]:]))):
+        cuda_close(a, b, dtype, rtol=rtol, name=name)
+    no_dh_next = np.zeros_like(dh)
+    got = cuda_gru.gru_cell_backward(*(device.put(a) for a in (dh, no_dh_next, h0, expected_activations, h_n)),
+                                     **geometry)
+    expected = reference.gru_cell_backward(dh, no_dh_next, h0, expected_activations, device.get(h_n))
+    for name, a, b in zip(("d_x_gates", "d_h_gates", "dh_prev"), got, expected):
+        cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=name)
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(problem=gru_problems(max_steps=4), geometry=geometries, forward_from=st.sampled_from(["cuda", "reference"]))
+def test_gru_layer(device, problem, geometry, forward_from):
+    device.require()
+    x_proj, w_hh, b_hh, h0, (d_hs, d_h_n) = problem
+    dtype = x_proj.dtype.type
+    rtol = GRU_TOLERANCE[dtype]
+    geometry = dict(zip(("threads", "max_blocks"), geometry))
+    hs, saved = cuda_gru.gru_layer_forward(*(device.put(a) for a in (x_proj, w_hh, b_hh, h0)), **geometry)
+    expected_hs, expected_saved = reference.gru_layer_forward(x_proj, w_hh, b_hh, h0)
+    cuda_close(hs, expected_hs, dtype, rtol=rtol, name="hs")
+    for name, a, b in zip(("hs", "activations", "h_ns"), saved, expected_saved):
+        cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=name)
+    saved = saved if forward_from == "cuda" else tuple(device.put(a) for a in expected_saved)
+    got = cuda_gru.gru_layer_backward(*(device.put(a) for a in (d_hs, d_h_n, w_hh, b_hh, h0)), saved, **geometry)
+    expected = reference.gru_layer_backward(d_hs, d_h_n, w_hh, b_hh, h0, expected_saved)
+    for name, a, b in zip(("d_x_proj", "d_w_hh", "d_b_hh", "d_h0"), got, expected):
+        cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=name)
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    x, w, b, h = np.zeros((2, 3, 6), f32), np.zeros((6, 2), f32), np.zeros(6, f32), np.zeros((3, 2), f32)
+    with pytest.raises(ValueError, match=r"gru_layer_forward: x_proj \(2, 3, 6\) must be \(T, B, 3H\)"):
+        cuda_gru.gru_layer_forward(x, np.zeros((6, 3), f32), b, h)
+    with pytest.raises(ValueError, match=r"h0 \(2, 2\) must be \(B, H\) = \(3, 2\)"):
+        cuda_gru.gru_layer_forward(x, w, b, np.zeros((2, 2), f32))
+    with pytest.raises(TypeError, match="w_hh is float64, expected float32"):
+        cuda_gru.gru_layer_forward(x, w.astype(np.float64), b, h)
+    with pytest.raises(ValueError, match="empty"):
+        cuda_gru.gru_layer_forward(np.zeros((0, 3, 6), f32), w, b, h)
+    with pytest.raises(ValueError, match=r"gru_cell_forward: x_gates \(3, 7\)"):
+        cuda_gru.gru_cell_forward(np.zeros((3, 7), f32), np.zeros((3, 6), f32), h)
+    saved = tuple(np.zeros(s, f32) for s in ((2, 3, 2), (2, 3, 6), (2, 3, 2)))
+    with pytest.raises(ValueError, match=r"d_hs \(1, 3, 2\) must be \(T, B, H\)"):
+        cuda_gru.gru_layer_backward(np.zeros((1, 3, 2), f32), h, w, b, h, saved)
+    with pytest.raises(TypeError, match="the saved arrays must be float32 or float64, got int64"):
+        cuda_gru.gru_layer_backward(np.zeros((2, 3, 2), f32), h, w, b, h, tuple(a.astype(np.int64) for a in saved))

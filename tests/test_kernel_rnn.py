@@ -5,16 +5,22 @@ relu, pre-activations from ordinary to saturated (±30), forward and backward ag
 with the reference; either backward accepts either forward's ``saved``; bad input is
 refused.
 
-The rnn family's tests, all in this file (``kernels/cpu/rnn.pyx``).
+The rnn family's tests, all in this file: the Cython kernels (``kernels/cpu/rnn.pyx``)
+first, then the CUDA kernels (``kernels/cuda/rnn.cu``) against the same reference,
+through the CPU emulation and on a GPU when one is usable, and their launch wrappers'
+refusal of bad input.
 """
 
 import numpy as np
 import pytest
-from hypothesis import given
+from cuda_support import EXAMPLES, devices, geometries
+from cuda_support import close as cuda_close
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import seeds
 
 from tinylm.kernels.cpu import rnn as compiled
+from tinylm.kernels.cuda import rnn as cuda_rnn
 from tinylm.reference import rnn as reference
 
 TOLERANCE = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -90,3 +96,44 @@ def test_the_layer_serves_the_cython_backend():
         assert tinylm.backends.kernel("rnn_layer_forward") is compiled.rnn_layer_forward
         assert tinylm.backends.kernel("rnn_layer_backward") is compiled.rnn_layer_backward
 
+
+# ---------------------------------------------------------------- CUDA (kernels/cuda/rnn.cu)
+# Against the reference through the CPU emulation, and on a GPU when one is usable.
+
+RNN_TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
+
+
+@devices
+@settings(max_examples=EXAMPLES)
+@given(problem=rnn_problems(max_steps=4), geometry=geometries, forward_from=st.sampled_from(["cuda", "reference"]))
+def test_rnn_layer(device, problem, geometry, forward_from):
+    device.require()
+    x_proj, w_hh, h0, nonlinearity, (d_hs, d_h_n) = problem
+    dtype = x_proj.dtype.type
+    rtol = RNN_TOLERANCE[dtype]
+    geometry = dict(zip(("threads", "max_blocks"), geometry))
+    hs, saved = cuda_rnn.rnn_layer_forward(*(device.put(a) for a in (x_proj, w_hh, h0)), nonlinearity, **geometry)
+    expected_hs, expected_saved = reference.rnn_layer_forward(x_proj, w_hh, h0, nonlinearity)
+    cuda_close(hs, expected_hs, dtype, rtol=rtol, scale=float(np.abs(expected_hs).max(initial=1.0)), name="hs")
+    saved = saved if forward_from == "cuda" else tuple(device.put(a) for a in expected_saved)
+    got = cuda_rnn.rnn_layer_backward(*(device.put(a) for a in (d_hs, d_h_n, w_hh, h0)), saved, nonlinearity,
+                                      **geometry)
+    expected = reference.rnn_layer_backward(d_hs, d_h_n, w_hh, h0, expected_saved, nonlinearity)
+    for name, a, b in zip(("d_x_proj", "d_w_hh", "d_h0"), got, expected):
+        cuda_close(a, b, dtype, rtol=rtol, scale=float(np.abs(b).max(initial=1.0)), name=name)
+
+
+@pytest.mark.usefixtures("launches_refused")
+def test_the_cuda_wrappers_refuse_bad_input_before_launching():
+    f32 = np.float32
+    x, w, h = np.zeros((2, 3, 2), f32), np.zeros((2, 2), f32), np.zeros((3, 2), f32)
+    with pytest.raises(ValueError, match=r"rnn_layer_forward: x_proj \(2, 3, 2\) must be \(T, B, H\)"):
+        cuda_rnn.rnn_layer_forward(x, np.zeros((2, 3), f32), h)
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'"):
+        cuda_rnn.rnn_layer_forward(x, w, h, "gelu")
+    with pytest.raises(TypeError, match="w_hh is float64, expected float32"):
+        cuda_rnn.rnn_layer_forward(x, w.astype(np.float64), h)
+    with pytest.raises(ValueError, match=r"d_hs \(1, 3, 2\) and d_h_n \(3, 2\) must be"):
+        cuda_rnn.rnn_layer_backward(np.zeros((1, 3, 2), f32), h, w, h, (x,))
+    with pytest.raises(TypeError, match="the saved hs must be float32 or float64, got int64"):
+        cuda_rnn.rnn_layer_backward(x, h, w, h, (x.astype(np.int64),))
