@@ -92,3 +92,9 @@ def test_a_wrong_initial_state_shape_is_named(kind):
     with pytest.raises(ValueError, match=r"h0 \(2, 1, 3\) must be .* = \(4, 1, 3\)"):
         x, h0 = np.zeros((5, 1, 2), dtype=np.float32), np.zeros((2, 1, 3), dtype=np.float32)
         layer(tinylm.Tensor(x), tinylm.Tensor(h0))
+
+
+def test_an_lstm_state_is_the_pair_h0_c0():
+    x, h0 = tinylm.Tensor(np.zeros((5, 1, 2))), tinylm.Tensor(np.zeros((1, 1, 3)))
+    with pytest.raises(ValueError, match=r"LSTM: the initial state must be \(h0, c0\)"):
+        nn.LSTM(2, 3, dtype=np.float64)(x, h0)

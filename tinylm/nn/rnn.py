@@ -68,15 +68,18 @@ class RecurrentBase(Module):
 
     def _weights(self, k: int, suffix: str):
         """(w_ih, w_hh, b_ih, b_hh) of layer k in one direction; the biases None without bias."""
-        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
-        found = [getattr(self, f"{n}_l{k}{suffix}") for n in names]
-        return tuple(found) + (None, None) * (not self.bias)
+        w_ih, w_hh = getattr(self, f"weight_ih_l{k}{suffix}"), getattr(self, f"weight_hh_l{k}{suffix}")
+        if not self.bias:
+            return w_ih, w_hh, None, None
+        return w_ih, w_hh, getattr(self, f"bias_ih_l{k}{suffix}"), getattr(self, f"bias_hh_l{k}{suffix}")
 
     def _initial_state(self, state: tuple, batch: int, like: Tensor) -> tuple:
         shape = (self.num_layers * self.directions, batch, self.hidden_size)
         if state is None:
             zeros = Tensor(backends.get_array_module(like.data).zeros(shape, dtype=like.dtype))
             return (zeros,) * len(self.state_names)
+        if not isinstance(state, (tuple, list)) or len(state) != len(self.state_names):
+            raise ValueError(f"{type(self).__name__}: the initial state must be ({', '.join(self.state_names)})")
         for name, s in zip(self.state_names, state):
             if s.shape != shape:
                 raise ValueError(f"{type(self).__name__}: {name} {s.shape} must be "
