@@ -56,8 +56,8 @@ class RecurrentBase(Module):
                 shapes = {"weight_ih": (rows, layer_input), "weight_hh": (rows, hidden_size)}
                 if bias:
                     shapes.update(bias_ih=(rows,), bias_hh=(rows,))
-                for name, shape in shapes.items():  # PyTorch's order: w_ih, w_hh, b_ih, b_hh
-                    setattr(self, f"{name}_l{k}{suffix}", Parameter(init.uniform(shape, bound, dtype, generator)))
+                for param, shape in shapes.items():  # PyTorch's order: w_ih, w_hh, b_ih, b_hh
+                    setattr(self, f"{param}_l{k}{suffix}", Parameter(init.uniform(shape, bound, dtype, generator)))
 
     @property
     def directions(self) -> int:
@@ -116,6 +116,7 @@ class RecurrentBase(Module):
             if k < self.num_layers - 1 and self.dropout > 0:
                 layer_input = F.dropout(layer_input, self.dropout, self.training, self.generator)
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input
+        # finals: one tuple of (B, H) per layer and direction -> one (L·D, B, H) per state name.
         return output, tuple(ops.stack(list(parts), axis=0) for parts in zip(*finals))
 
     def extra_repr(self) -> str:
