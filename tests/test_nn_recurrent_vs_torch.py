@@ -98,3 +98,23 @@ def test_an_lstm_state_is_the_pair_h0_c0():
     x, h0 = tinylm.Tensor(np.zeros((5, 1, 2))), tinylm.Tensor(np.zeros((1, 1, 3)))
     with pytest.raises(ValueError, match=r"LSTM: the initial state must be \(h0, c0\)"):
         nn.LSTM(2, 3, dtype=np.float64)(x, h0)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU"])
+def test_state_carried_across_batches_matches_pytorch(kind):
+    """Truncated BPTT: the detached final state of one batch starts the next."""
+    ours_class, their_class = LAYERS[kind]
+    ours = ours_class(3, 4, num_layers=2, bidirectional=True, dtype=np.float64)
+    theirs = their_class(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
+    copy_weights_to_torch(ours, theirs)
+    rng, our_h, their_h = np.random.default_rng(0), None, None
+    for _ in range(3):
+        x = rng.standard_normal((5, 2, 3))
+        out, h = ours(tinylm.Tensor(x), our_h)
+        their_out, their_h_n = theirs(torch.from_numpy(x), their_h)
+        out.sum().backward()
+        their_out.sum().backward()
+        our_h, their_h = h.detach(), their_h_n.detach()
+        np.testing.assert_allclose(out.numpy(), their_out.detach().numpy(), rtol=1e-10)
+    for name, p in theirs.named_parameters():  # gradients accumulated over the three batches
+        np.testing.assert_allclose(dict(ours.named_parameters())[name].grad.numpy(), p.grad.numpy(), rtol=1e-10)
