@@ -58,6 +58,26 @@ KERNELS: dict[str, dict[str, str]] = {
         "cython": "tinylm.kernels.cpu.lstm:lstm_layer_backward",
         "cuda": "tinylm.kernels.cuda.lstm:lstm_layer_backward",
     },
+    "gru_layer_forward": {
+        "numpy": "tinylm.reference.gru:gru_layer_forward",
+        "cython": "tinylm.kernels.cpu.gru:gru_layer_forward",
+        "cuda": "tinylm.kernels.cuda.gru:gru_layer_forward",
+    },
+    "gru_layer_backward": {
+        "numpy": "tinylm.reference.gru:gru_layer_backward",
+        "cython": "tinylm.kernels.cpu.gru:gru_layer_backward",
+        "cuda": "tinylm.kernels.cuda.gru:gru_layer_backward",
+    },
+    "rnn_layer_forward": {
+        "numpy": "tinylm.reference.rnn:rnn_layer_forward",
+        "cython": "tinylm.kernels.cpu.rnn:rnn_layer_forward",
+        "cuda": "tinylm.kernels.cuda.rnn:rnn_layer_forward",
+    },
+    "rnn_layer_backward": {
+        "numpy": "tinylm.reference.rnn:rnn_layer_backward",
+        "cython": "tinylm.kernels.cpu.rnn:rnn_layer_backward",
+        "cuda": "tinylm.kernels.cuda.rnn:rnn_layer_backward",
+    },
     "cross_entropy_forward": {
         "numpy": "tinylm.reference.cross_entropy:cross_entropy_forward",
         "cython": "tinylm.kernels.cpu.cross_entropy:cross_entropy_forward",

@@ -22,10 +22,11 @@ from tinylm.nn.basic import (
 )
 from tinylm.nn.lstm import LSTM, lstm_cell
 from tinylm.nn.module import Module, Parameter
+from tinylm.nn.rnn import GRU, RNN
 
 __all__ = [
     "Module", "Parameter", "Linear", "Embedding", "Dropout", "LayerNorm", "LSTM", "lstm_cell",
     "SinusoidalPositionalEncoding", "MultiheadAttention", "CrossEntropyLoss", "NLLLoss", "MSELoss",
     "ReLU", "GELU", "Tanh", "Sigmoid", "Identity", "ModuleList", "ModuleDict", "Sequential",
-    "functional", "init", "utils",
+    "GRU", "RNN", "functional", "init", "utils",
 ]

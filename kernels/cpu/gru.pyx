@@ -1,0 +1,167 @@
+# cython: language_level=3
+"""The GRU as Cython kernels: the drop-ins for ``tinylm/reference/gru.py``.
+
+Same names, signatures, results and ``saved`` layout as the reference, so either
+backward can follow either forward. What differs, and why:
+
+- The gate nonlinearities and the state update of a step are one fused loop over each
+  batch row (``_cell_forward_row``, ``_cell_backward_row``): one pass over memory instead
+  of a dozen NumPy temporaries per step.
+- A first version: the loop over time runs in Python, each step's (B, H) @ (H, 3H)
+  product through ``np.matmul`` into a preallocated buffer, between the fused C loops.
+  The LSTM's kernel (``lstm.pyx``) runs that loop in C calling NumPy's BLAS through
+  ``_blas.pxi``; doing the same here is the next step. dWₕₕ and dbₕₕ are one product
+  and one sum over all steps after the loop, as in the reference.
+- ``keep_saved=False`` (evaluation): the gates of one step are kept at a time.
+- The wrapper checks dtypes and shapes and makes every buffer contiguous first, so the
+  loops index without bounds checks and never outside the arrays.
+"""
+
+import numpy as np
+
+cimport cython
+include "_math.pxi"
+
+from tinylm.kernels.checks import flag
+from tinylm.reference.gru import check_layer_shapes
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _cell_forward(
+    const real[:, ::1] x_gates,   # (B, 3H) x Wᵢₕᵀ + bᵢₕ
+    const real[:, ::1] h_gates,   # (B, 3H) h_prev Wₕₕᵀ + bₕₕ
+    const real[:, ::1] h_prev,    # (B, H)
+    real[:, ::1] activations,     # (B, 3H) out: r, z, n
+    real[:, ::1] h_n,             # (B, H) out: Wₕₙ h_prev + bₕₙ, kept for the backward
+    real[:, ::1] h,               # (B, H) out
+):
+    cdef Py_ssize_t batch = h.shape[0], hidden = h.shape[1], b
+    with nogil:
+        for b in range(batch):
+            _cell_forward_row(&x_gates[b, 0], &h_gates[b, 0], &h_prev[b, 0], &activations[b, 0], &h_n[b, 0],
+                              &h[b, 0], hidden)
+
+
+cdef inline void _cell_forward_row(const real* xg, const real* hg, const real* h_prev, real* act, real* h_n,
+                                   real* h, Py_ssize_t hidden) noexcept nogil:
+    """One batch row: r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r ⊙ h_n),
+    h = n + z ⊙ (h_prev - n)."""
+    cdef Py_ssize_t j
+    cdef real* r = act
+    cdef real* z = act + hidden
+    cdef real* n = act + 2 * hidden
+    for j in range(hidden):
+        r[j] = _sigmoid(xg[j] + hg[j])
+    for j in range(hidden):
+        z[j] = _sigmoid(xg[hidden + j] + hg[hidden + j])
+    for j in range(hidden):
+        h_n[j] = hg[2 * hidden + j]
+        n[j] = _tanh(xg[2 * hidden + j] + r[j] * h_n[j])
+    for j in range(hidden):
+        h[j] = n[j] + z[j] * (h_prev[j] - n[j])
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _cell_backward(
+    const real[:, ::1] dh_out,       # (B, H) dL/dh_t from the layer's output
+    real[:, ::1] dh_next,            # (B, H) in: dL/dh_t sent back by step t+1; out: dh ⊙ z
+    const real[:, ::1] h_prev,       # (B, H)
+    const real[:, ::1] activations,  # (B, 3H)
+    const real[:, ::1] h_n,          # (B, H)
+    real[:, ::1] d_x_gates,          # (B, 3H) out
+    real[:, ::1] d_h_gates,          # (B, 3H) out
+):
+    cdef Py_ssize_t batch = h_prev.shape[0], b
+    with nogil:
+        for b in range(batch):
+            _cell_backward_row(&dh_out[b, 0], &dh_next[b, 0], &h_prev[b, 0], &activations[b, 0], &h_n[b, 0],
+                               &d_x_gates[b, 0], &d_h_gates[b, 0], h_prev.shape[1])
+
+
+cdef inline void _cell_backward_row(const real* dh_out, real* dh_next, const real* h_prev, const real* act,
+                                    const real* h_n, real* dxg, real* dhg, Py_ssize_t hidden) noexcept nogil:
+    """One batch row of ``gru_cell_backward`` (derivation there); dh_next is overwritten
+    element by element, after it is read, with the direct part dh ⊙ z of dL/dh_prev."""
+    cdef Py_ssize_t j
+    cdef real dh, dn_pre, r, z, n
+    for j in range(hidden):
+        r, z, n = act[j], act[hidden + j], act[2 * hidden + j]
+        dh = dh_out[j] + dh_next[j]
+        dn_pre = dh * (1 - z) * (1 - n * n)
+        dxg[j] = dn_pre * h_n[j] * r * (1 - r)
+        dxg[hidden + j] = dh * (h_prev[j] - n) * z * (1 - z)
+        dxg[2 * hidden + j] = dn_pre
+        dhg[j], dhg[hidden + j], dhg[2 * hidden + j] = dxg[j], dxg[hidden + j], dn_pre * r
+        dh_next[j] = dh * z
+
+
+def _checked(name, dtype, **arrays):
+    """Every array as a C-contiguous array of ``dtype``, or a TypeError naming it."""
+    out = []
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype != dtype:
+            raise TypeError(f"{name}: {key} is {value.dtype}, expected {dtype} like the others")
+        out.append(np.ascontiguousarray(value))
+    return out
+
+
+def _float_dtype(name, what, array):
+    dtype = np.asarray(array).dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"{name}: {what} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def gru_layer_forward(x_proj, w_hh, b_hh, h0, keep_saved=True):
+    """As ``tinylm.reference.gru.gru_layer_forward``: (hs, saved), saved None with
+    ``keep_saved=False``, when one step's gates are kept at a time instead of all T."""
+    dtype = _float_dtype("gru_layer_forward", "x_proj", x_proj)
+    x_proj, w_hh, b_hh, h0 = _checked("gru_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, b_hh=b_hh, h0=h0)
+    check_layer_shapes("gru_layer_forward", x_proj, w_hh, b_hh, h0)
+    keep_saved = flag("gru_layer_forward", "keep_saved", keep_saved)
+    steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
+    kept = steps if keep_saved else 1  # steps of gates kept: all, or a ring of one
+    hs = np.empty((steps, batch, hidden), dtype)
+    activations = np.empty((kept, batch, 3 * hidden), dtype)
+    h_ns = np.empty((kept, batch, hidden), dtype)
+    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 3H)
+    h_gates = np.empty((batch, 3 * hidden), dtype)
+    h = h0
+    for t in range(steps):
+        np.matmul(h, w_hh_t, out=h_gates)
+        h_gates += b_hh
+        _cell_forward(x_proj[t], h_gates, h, activations[t % kept], h_ns[t % kept], hs[t])
+        h = hs[t]
+    return hs, (hs, activations, h_ns) if keep_saved else None
+
+
+def gru_layer_backward(d_hs, d_h_n, w_hh, b_hh, h0, saved):
+    """As ``tinylm.reference.gru.gru_layer_backward``: (d_x_proj, d_w_hh, d_b_hh, d_h0)."""
+    if not isinstance(saved, tuple) or len(saved) != 3:
+        raise TypeError("gru_layer_backward: saved must be the (hs, activations, h_ns) of gru_layer_forward")
+    hs, activations, h_ns = saved
+    dtype = _float_dtype("gru_layer_backward", "the saved arrays", hs)
+    d_hs, d_h_n, w_hh, b_hh, h0, hs, activations, h_ns = _checked(
+        "gru_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, b_hh=b_hh, h0=h0,
+        hs=hs, activations=activations, h_ns=h_ns)
+    check_layer_shapes("gru_layer_backward", activations, w_hh, b_hh, h0)
+    steps, batch, hidden = activations.shape[0], activations.shape[1], w_hh.shape[1]
+    for key, value in (("d_hs", d_hs), ("hs", hs), ("h_ns", h_ns)):
+        if value.shape != (steps, batch, hidden):
+            raise ValueError(f"gru_layer_backward: {key} {value.shape} must be (T, B, H) = {(steps, batch, hidden)}")
+    if d_h_n.shape != (batch, hidden):
+        raise ValueError(f"gru_layer_backward: d_h_n {d_h_n.shape} must be (B, H) = {(batch, hidden)}")
+    d_x_proj, d_h_gates = np.empty_like(activations), np.empty_like(activations)  # (T, B, 3H) each
+    d_h = d_h_n.copy()  # dL/dh_t arriving from step t+1 (at first: from the final state)
+    through_w = np.empty((batch, hidden), dtype)  # dh_gates_t Wₕₕ
+    for t in range(steps - 1, -1, -1):
+        h_prev = hs[t - 1] if t > 0 else h0
+        _cell_backward(d_hs[t], d_h, h_prev, activations[t], h_ns[t], d_x_proj[t], d_h_gates[t])
+        np.matmul(d_h_gates[t], w_hh, out=through_w)
+        d_h += through_w  # direct part + what h_{t-1} receives through the gates
+    h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
+    flat = d_h_gates.reshape(-1, 3 * hidden)  # (T·B, 3H)
+    return d_x_proj, flat.T @ h_prev.reshape(-1, hidden), flat.sum(axis=0), d_h

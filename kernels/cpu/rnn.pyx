@@ -1,0 +1,113 @@
+# cython: language_level=3
+"""The Elman RNN as Cython kernels: the drop-ins for ``tinylm/reference/rnn.py``.
+
+Same names, signatures, results and ``saved`` layout as the reference. A first version:
+the loop over time runs in Python, each step's (B, H) @ (H, H) product through
+``np.matmul`` into a preallocated buffer, and the nonlinearity (forward) or its
+derivative (backward) with the add before it is one fused C loop over the (B, H)
+elements, where the reference makes three NumPy temporaries. The LSTM's kernel
+(``lstm.pyx``) runs its loop over time in C calling NumPy's BLAS; doing the same here is
+the next step. The wrapper checks dtypes, shapes and the nonlinearity, and makes every
+buffer contiguous, so the loops index without bounds checks.
+"""
+
+import numpy as np
+
+cimport cython
+include "_math.pxi"
+
+from tinylm.kernels.checks import flag
+from tinylm.reference.rnn import check_layer_shapes
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _step_forward(
+    const real[:, ::1] x_proj,     # (B, H) this step's input projection, both biases in
+    const real[:, ::1] recurrent,  # (B, H) h_prev Wₕₕᵀ
+    real[:, ::1] h,                # (B, H) out: act(x_proj + recurrent)
+    bint relu,
+):
+    cdef Py_ssize_t b, j
+    cdef real pre
+    with nogil:
+        for b in range(h.shape[0]):
+            for j in range(h.shape[1]):
+                pre = x_proj[b, j] + recurrent[b, j]
+                h[b, j] = (pre if pre > 0 else 0) if relu else _tanh(pre)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _step_backward(
+    const real[:, ::1] dh_out,  # (B, H) dL/dh_t from the layer's output
+    const real[:, ::1] dh_next, # (B, H) dL/dh_t sent back by step t+1
+    const real[:, ::1] h,       # (B, H) h_t
+    real[:, ::1] d_pre,         # (B, H) out: (dh_out + dh_next) ⊙ act'(h_t)
+    bint relu,
+):
+    cdef Py_ssize_t b, j
+    cdef real dh
+    with nogil:
+        for b in range(h.shape[0]):
+            for j in range(h.shape[1]):
+                dh = dh_out[b, j] + dh_next[b, j]
+                d_pre[b, j] = (dh if h[b, j] > 0 else 0) if relu else dh * (1 - h[b, j] * h[b, j])
+
+
+def _checked(name, dtype, **arrays):
+    """Every array as a C-contiguous array of ``dtype``, or a TypeError naming it."""
+    out = []
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype != dtype:
+            raise TypeError(f"{name}: {key} is {value.dtype}, expected {dtype} like the others")
+        out.append(np.ascontiguousarray(value))
+    return out
+
+
+def _float_dtype(name, what, array):
+    dtype = np.asarray(array).dtype
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(f"{name}: {what} must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def rnn_layer_forward(x_proj, w_hh, h0, nonlinearity="tanh", keep_saved=True):
+    """As ``tinylm.reference.rnn.rnn_layer_forward``: (hs, saved), saved None with
+    ``keep_saved=False``."""
+    dtype = _float_dtype("rnn_layer_forward", "x_proj", x_proj)
+    x_proj, w_hh, h0 = _checked("rnn_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, h0=h0)
+    check_layer_shapes("rnn_layer_forward", x_proj, w_hh, h0, nonlinearity)
+    keep_saved = flag("rnn_layer_forward", "keep_saved", keep_saved)
+    hs = np.empty_like(x_proj)  # (T, B, H)
+    w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, H)
+    recurrent = np.empty_like(h0)
+    h = h0
+    for t in range(x_proj.shape[0]):
+        np.matmul(h, w_hh_t, out=recurrent)
+        _step_forward(x_proj[t], recurrent, hs[t], nonlinearity == "relu")
+        h = hs[t]
+    return hs, (hs,) if keep_saved else None
+
+
+def rnn_layer_backward(d_hs, d_h_n, w_hh, h0, saved, nonlinearity="tanh"):
+    """As ``tinylm.reference.rnn.rnn_layer_backward``: (d_x_proj, d_w_hh, d_h0)."""
+    if not isinstance(saved, tuple) or len(saved) != 1:
+        raise TypeError("rnn_layer_backward: saved must be the (hs,) of rnn_layer_forward")
+    dtype = _float_dtype("rnn_layer_backward", "the saved hs", saved[0])
+    d_hs, d_h_n, w_hh, h0, hs = _checked("rnn_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, h0=h0,
+                                         hs=saved[0])
+    check_layer_shapes("rnn_layer_backward", hs, w_hh, h0, nonlinearity)
+    if d_hs.shape != hs.shape or d_h_n.shape != h0.shape:
+        raise ValueError(f"rnn_layer_backward: d_hs {d_hs.shape} and d_h_n {d_h_n.shape} must be "
+                         f"(T, B, H) = {hs.shape} and (B, H) = {h0.shape}")
+    relu = nonlinearity == "relu"
+    d_pre = np.empty_like(hs)  # (T, B, H)
+    d_h = d_h_n.copy()  # dL/dh_t arriving from step t+1 (at first: from the final state)
+    for t in range(hs.shape[0] - 1, -1, -1):
+        _step_backward(d_hs[t], d_h, hs[t], d_pre[t], relu)
+        np.matmul(d_pre[t], w_hh, out=d_h)  # (B, H): what h_{t-1} receives from step t
+    h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
+    hidden = w_hh.shape[1]
+    return d_pre, d_pre.reshape(-1, hidden).T @ h_prev.reshape(-1, hidden), d_h
