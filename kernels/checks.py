@@ -35,8 +35,9 @@ def is_cupy(value) -> bool:
 
 
 def float_dtype(op: str, name: str, array) -> np.dtype:
-    """The dtype of ``array``, which must be float32 or float64 (a TypeError otherwise)."""
-    dtype = np.dtype(array.dtype)
+    """The dtype of ``array`` (anything else is read as NumPy would), which must be float32
+    or float64 (a TypeError otherwise)."""
+    dtype = np.dtype(array.dtype) if hasattr(array, "dtype") else np.asarray(array).dtype
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: {name} must be float32 or float64, got {dtype}")
     return dtype
@@ -85,6 +86,19 @@ def as_array(op: str, name: str, value, xp, index: bool = False):
         return xp.asarray(value)
     where, others = ("NumPy", "CuPy") if on_host else ("CuPy", "NumPy")
     raise TypeError(f"{op}: {name} is a {where} array but the other inputs are {others} arrays")
+
+
+def contiguous_arrays(op: str, xp, dtype, **arrays) -> list:
+    """Every array as a C-contiguous array of ``dtype`` in module ``xp`` (NumPy or CuPy),
+    in the order given: the layer kernels read several arrays through pointers of one C
+    type. A TypeError names the op and the array that is not one."""
+    out = []
+    for name, value in arrays.items():
+        value = as_array(op, name, value, xp)
+        if value.dtype != dtype:
+            raise TypeError(f"{op}: {name} is {value.dtype}, expected {dtype} like the others")
+        out.append(xp.ascontiguousarray(value))
+    return out
 
 
 # ------------------------------------------------------------------------ scalars

@@ -22,7 +22,7 @@ import numpy as np
 cimport cython
 include "_math.pxi"
 
-from tinylm.kernels.checks import flag
+from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
 from tinylm.reference.gru import check_layer_shapes
 
 
@@ -97,29 +97,13 @@ cdef inline void _cell_backward_row(const real* dh_out, real* dh_next, const rea
         dh_next[j] = dh * z
 
 
-def _checked(name, dtype, **arrays):
-    """Every array as a C-contiguous array of ``dtype``, or a TypeError naming it."""
-    out = []
-    for key, value in arrays.items():
-        value = np.asarray(value)
-        if value.dtype != dtype:
-            raise TypeError(f"{name}: {key} is {value.dtype}, expected {dtype} like the others")
-        out.append(np.ascontiguousarray(value))
-    return out
-
-
-def _float_dtype(name, what, array):
-    dtype = np.asarray(array).dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"{name}: {what} must be float32 or float64, got {dtype}")
-    return dtype
 
 
 def gru_layer_forward(x_proj, w_hh, b_hh, h0, keep_saved=True):
     """As ``tinylm.reference.gru.gru_layer_forward``: (hs, saved), saved None with
     ``keep_saved=False``, when one step's gates are kept at a time instead of all T."""
-    dtype = _float_dtype("gru_layer_forward", "x_proj", x_proj)
-    x_proj, w_hh, b_hh, h0 = _checked("gru_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, b_hh=b_hh, h0=h0)
+    dtype = float_dtype("gru_layer_forward", "x_proj", x_proj)
+    x_proj, w_hh, b_hh, h0 = contiguous_arrays("gru_layer_forward", np, dtype, x_proj=x_proj, w_hh=w_hh, b_hh=b_hh, h0=h0)
     check_layer_shapes("gru_layer_forward", x_proj, w_hh, b_hh, h0)
     keep_saved = flag("gru_layer_forward", "keep_saved", keep_saved)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
@@ -143,9 +127,9 @@ def gru_layer_backward(d_hs, d_h_n, w_hh, b_hh, h0, saved):
     if not isinstance(saved, tuple) or len(saved) != 3:
         raise TypeError("gru_layer_backward: saved must be the (hs, activations, h_ns) of gru_layer_forward")
     hs, activations, h_ns = saved
-    dtype = _float_dtype("gru_layer_backward", "the saved arrays", hs)
-    d_hs, d_h_n, w_hh, b_hh, h0, hs, activations, h_ns = _checked(
-        "gru_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, b_hh=b_hh, h0=h0,
+    dtype = float_dtype("gru_layer_backward", "the saved arrays", hs)
+    d_hs, d_h_n, w_hh, b_hh, h0, hs, activations, h_ns = contiguous_arrays(
+        "gru_layer_backward", np, dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, b_hh=b_hh, h0=h0,
         hs=hs, activations=activations, h_ns=h_ns)
     check_layer_shapes("gru_layer_backward", activations, w_hh, b_hh, h0)
     steps, batch, hidden = activations.shape[0], activations.shape[1], w_hh.shape[1]

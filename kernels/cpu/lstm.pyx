@@ -35,7 +35,7 @@ cimport cython
 include "_math.pxi"
 include "_blas.pxi"
 
-from tinylm.kernels.checks import flag
+from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
 from tinylm.reference.lstm import check_layer_shapes
 
 
@@ -210,25 +210,13 @@ def _backward_steps(
                   &d_h[0, 0], hidden)
 
 
-def _checked(name, dtype, **arrays):
-    """Every array as a C-contiguous array of ``dtype``, or a TypeError naming it."""
-    out = []
-    for key, value in arrays.items():
-        value = np.asarray(value)
-        if value.dtype != dtype:
-            raise TypeError(f"{name}: {key} is {value.dtype}, expected {dtype} like the others")
-        out.append(np.ascontiguousarray(value))
-    return out
-
 
 def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
     """As ``tinylm.reference.lstm.lstm_layer_forward``: (hs, c_n, saved). With
     ``keep_saved=False`` (evaluation) the gates and cells of one step are kept at a time,
     not all T: 4 of the 7 (T, B, H)-sized arrays are never written, and saved is None."""
-    dtype = np.asarray(x_proj).dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"lstm_layer_forward: x_proj must be float32 or float64, got {dtype}")
-    x_proj, w_hh, h0, c0 = _checked("lstm_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
+    dtype = float_dtype("lstm_layer_forward", "x_proj", np.asarray(x_proj))
+    x_proj, w_hh, h0, c0 = contiguous_arrays("lstm_layer_forward", np, dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
     check_layer_shapes("lstm_layer_forward", x_proj, w_hh, h0, c0)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
     keep_saved = flag("lstm_layer_forward", "keep_saved", keep_saved)
@@ -264,11 +252,9 @@ def _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations,
 def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     """As ``tinylm.reference.lstm.lstm_layer_backward``: (d_x_proj, d_w_hh, d_h0, d_c0)."""
     hs, cs, activations, tanh_cs = saved
-    dtype = np.asarray(hs).dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"lstm_layer_backward: the saved arrays must be float32 or float64, got {dtype}")
-    d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = _checked(
-        "lstm_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, d_c_n=d_c_n, w_hh=w_hh, h0=h0, c0=c0,
+    dtype = float_dtype("lstm_layer_backward", "the saved arrays", np.asarray(hs))
+    d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = contiguous_arrays(
+        "lstm_layer_backward", np, dtype, d_hs=d_hs, d_h_n=d_h_n, d_c_n=d_c_n, w_hh=w_hh, h0=h0, c0=c0,
         hs=hs, cs=cs, activations=activations, tanh_cs=tanh_cs)
     check_layer_shapes("lstm_layer_backward", activations, w_hh, h0, c0)
     steps, batch, hidden = activations.shape[0], activations.shape[1], w_hh.shape[1]
@@ -342,11 +328,9 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
     matrix-vector products, and a dozen NumPy calls around them cost as much again; here
     the gates, cells and state copies of every layer run without Python in between.
     Where NumPy's BLAS is not found (see ``blas.py``), the reference serves."""
-    dtype = np.asarray(gates0).dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"lstm_stack_step: gates0 must be float32 or float64, got {dtype}")
-    gates0, h, c, w_hh0, stacked, biases = _checked(
-        "lstm_stack_step", dtype, gates0=gates0, h=h, c=c, w_hh0=w_hh0, stacked=stacked, biases=biases)
+    dtype = float_dtype("lstm_stack_step", "gates0", np.asarray(gates0))
+    gates0, h, c, w_hh0, stacked, biases = contiguous_arrays(
+        "lstm_stack_step", np, dtype, gates0=gates0, h=h, c=c, w_hh0=w_hh0, stacked=stacked, biases=biases)
     if h.ndim != 3 or c.shape != h.shape or h.shape[0] < 1:
         raise ValueError(f"lstm_stack_step: h {h.shape} and c {c.shape} must both be (L, B, H) with L >= 1")
     layers, batch, hidden = h.shape

@@ -16,7 +16,7 @@ import numpy as np
 cimport cython
 include "_math.pxi"
 
-from tinylm.kernels.checks import flag
+from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
 from tinylm.reference.rnn import check_layer_shapes
 
 
@@ -55,29 +55,13 @@ def _step_backward(
                 d_pre[b, j] = (dh if h[b, j] > 0 else 0) if relu else dh * (1 - h[b, j] * h[b, j])
 
 
-def _checked(name, dtype, **arrays):
-    """Every array as a C-contiguous array of ``dtype``, or a TypeError naming it."""
-    out = []
-    for key, value in arrays.items():
-        value = np.asarray(value)
-        if value.dtype != dtype:
-            raise TypeError(f"{name}: {key} is {value.dtype}, expected {dtype} like the others")
-        out.append(np.ascontiguousarray(value))
-    return out
-
-
-def _float_dtype(name, what, array):
-    dtype = np.asarray(array).dtype
-    if dtype != np.float32 and dtype != np.float64:
-        raise TypeError(f"{name}: {what} must be float32 or float64, got {dtype}")
-    return dtype
 
 
 def rnn_layer_forward(x_proj, w_hh, h0, nonlinearity="tanh", keep_saved=True):
     """As ``tinylm.reference.rnn.rnn_layer_forward``: (hs, saved), saved None with
     ``keep_saved=False``."""
-    dtype = _float_dtype("rnn_layer_forward", "x_proj", x_proj)
-    x_proj, w_hh, h0 = _checked("rnn_layer_forward", dtype, x_proj=x_proj, w_hh=w_hh, h0=h0)
+    dtype = float_dtype("rnn_layer_forward", "x_proj", x_proj)
+    x_proj, w_hh, h0 = contiguous_arrays("rnn_layer_forward", np, dtype, x_proj=x_proj, w_hh=w_hh, h0=h0)
     check_layer_shapes("rnn_layer_forward", x_proj, w_hh, h0, nonlinearity)
     keep_saved = flag("rnn_layer_forward", "keep_saved", keep_saved)
     hs = np.empty_like(x_proj)  # (T, B, H)
@@ -95,8 +79,8 @@ def rnn_layer_backward(d_hs, d_h_n, w_hh, h0, saved, nonlinearity="tanh"):
     """As ``tinylm.reference.rnn.rnn_layer_backward``: (d_x_proj, d_w_hh, d_h0)."""
     if not isinstance(saved, tuple) or len(saved) != 1:
         raise TypeError("rnn_layer_backward: saved must be the (hs,) of rnn_layer_forward")
-    dtype = _float_dtype("rnn_layer_backward", "the saved hs", saved[0])
-    d_hs, d_h_n, w_hh, h0, hs = _checked("rnn_layer_backward", dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, h0=h0,
+    dtype = float_dtype("rnn_layer_backward", "the saved hs", saved[0])
+    d_hs, d_h_n, w_hh, h0, hs = contiguous_arrays("rnn_layer_backward", np, dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, h0=h0,
                                          hs=saved[0])
     check_layer_shapes("rnn_layer_backward", hs, w_hh, h0, nonlinearity)
     if d_hs.shape != hs.shape or d_h_n.shape != h0.shape:

@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.checks import array_module_of, as_array, flag
+from tinylm.kernels.checks import array_module_of, contiguous_arrays, flag
 from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.gru import check_layer_shapes
 
 SOURCE = CudaSource("gru.cu")
 
-
-def _checked(op: str, xp, dtype, **arrays):
-    """Every array as a C-contiguous array of ``dtype`` in module ``xp``, or a TypeError naming it."""
-    out = []
-    for key, value in arrays.items():
-        value = as_array(op, key, value, xp)
-        if value.dtype != dtype:
-            raise TypeError(f"{op}: {key} is {value.dtype}, expected {dtype} like the others")
-        out.append(xp.ascontiguousarray(value))
-    return out
 
 
 def _launch(kernel: str, like, elements: int, arguments, threads, max_blocks):
@@ -41,7 +31,7 @@ def gru_cell_forward(x_gates, h_gates, h_prev, *, threads: int | None = None, ma
     op = "gru_cell_forward"
     xp = array_module_of(op, "x_gates", x_gates)
     float_suffix(op, "x_gates", x_gates)
-    x_gates, h_gates, h_prev = _checked(op, xp, x_gates.dtype, x_gates=x_gates, h_gates=h_gates, h_prev=h_prev)
+    x_gates, h_gates, h_prev = contiguous_arrays(op, xp, x_gates.dtype, x_gates=x_gates, h_gates=h_gates, h_prev=h_prev)
     batch, hidden = h_prev.shape if h_prev.ndim == 2 else (-1, -1)
     if h_prev.ndim != 2 or tuple(x_gates.shape) != (batch, 3 * hidden) or tuple(h_gates.shape) != (batch, 3 * hidden):
         raise ValueError(f"{op}: x_gates {tuple(x_gates.shape)} and h_gates {tuple(h_gates.shape)} must be "
@@ -58,7 +48,7 @@ def gru_cell_backward(dh_out, dh_next, h_prev, activations, h_n, *, threads: int
     op = "gru_cell_backward"
     xp = array_module_of(op, "dh_out", dh_out)
     float_suffix(op, "dh_out", dh_out)
-    dh_out, dh_next, h_prev, activations, h_n = _checked(
+    dh_out, dh_next, h_prev, activations, h_n = contiguous_arrays(
         op, xp, dh_out.dtype, dh_out=dh_out, dh_next=dh_next, h_prev=h_prev, activations=activations, h_n=h_n)
     state = tuple(dh_out.shape)
     if dh_out.ndim != 2 or any(tuple(a.shape) != state for a in (dh_next, h_prev, h_n)) or \
@@ -78,7 +68,7 @@ def gru_layer_forward(x_proj, w_hh, b_hh, h0, keep_saved: bool = True, *, thread
     op = "gru_layer_forward"
     xp = array_module_of(op, "x_proj", x_proj)
     float_suffix(op, "x_proj", x_proj)
-    x_proj, w_hh, b_hh, h0 = _checked(op, xp, x_proj.dtype, x_proj=x_proj, w_hh=w_hh, b_hh=b_hh, h0=h0)
+    x_proj, w_hh, b_hh, h0 = contiguous_arrays(op, xp, x_proj.dtype, x_proj=x_proj, w_hh=w_hh, b_hh=b_hh, h0=h0)
     check_layer_shapes(op, x_proj, w_hh, b_hh, h0)
     keep_saved = flag(op, "keep_saved", keep_saved)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
@@ -104,7 +94,7 @@ def gru_layer_backward(d_hs, d_h_n, w_hh, b_hh, h0, saved, *, threads: int | Non
         raise TypeError(f"{op}: saved must be the tuple of 3 arrays the forward returned, got {type(saved).__name__}")
     xp = array_module_of(op, "saved hs", saved[0])
     float_suffix(op, "the saved arrays", saved[0])
-    d_hs, d_h_n, w_hh, b_hh, h0, hs, activations, h_ns = _checked(
+    d_hs, d_h_n, w_hh, b_hh, h0, hs, activations, h_ns = contiguous_arrays(
         op, xp, saved[0].dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, b_hh=b_hh, h0=h0, hs=saved[0],
         activations=saved[1], h_ns=saved[2])
     check_layer_shapes(op, activations, w_hh, b_hh, h0)

@@ -12,22 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from tinylm.backends import get_array_module
-from tinylm.kernels.checks import array_module_of, as_array
+from tinylm.kernels.checks import array_module_of, contiguous_arrays
 from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.lstm import check_layer_shapes
 
 SOURCE = CudaSource("lstm.cu")
 
-
-def _checked(op: str, xp, dtype, **arrays):
-    """Every array as a C-contiguous array of ``dtype`` in module ``xp``, or a TypeError naming it."""
-    out = []
-    for key, value in arrays.items():
-        value = as_array(op, key, value, xp)
-        if value.dtype != dtype:
-            raise TypeError(f"{op}: {key} is {value.dtype}, expected {dtype} like the others")
-        out.append(xp.ascontiguousarray(value))
-    return out
 
 
 def _unpack(op: str, saved, count: int):
@@ -67,7 +57,7 @@ def lstm_cell_forward(gates, c_prev, *, threads: int | None = None, max_blocks: 
     op = "lstm_cell_forward"
     xp = array_module_of(op, "gates", gates)
     float_suffix(op, "gates", gates)
-    gates, c_prev = _checked(op, xp, gates.dtype, gates=gates, c_prev=c_prev)
+    gates, c_prev = contiguous_arrays(op, xp, gates.dtype, gates=gates, c_prev=c_prev)
     if gates.ndim != 2 or gates.shape[1] % 4 or c_prev.shape != (gates.shape[0], gates.shape[1] // 4):
         raise ValueError(f"{op}: gates {tuple(gates.shape)} must be (B, 4H) and c_prev {tuple(c_prev.shape)} (B, H)")
     h, c, tanh_c = (xp.empty(c_prev.shape, gates.dtype) for _ in range(3))
@@ -83,7 +73,7 @@ def lstm_cell_backward(dh_out, dh_next, dc, c_prev, saved, *, threads: int | Non
     xp = array_module_of(op, "dh_out", dh_out)
     float_suffix(op, "dh_out", dh_out)
     activations, tanh_c = _unpack(op, saved, 2)
-    dh_out, dh_next, dc, c_prev, activations, tanh_c = _checked(
+    dh_out, dh_next, dc, c_prev, activations, tanh_c = contiguous_arrays(
         op, xp, dh_out.dtype, dh_out=dh_out, dh_next=dh_next, dc=dc, c_prev=c_prev, activations=activations,
         tanh_c=tanh_c)
     state = tuple(dh_out.shape)
@@ -104,7 +94,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True, *, threads
     op = "lstm_layer_forward"
     xp = array_module_of(op, "x_proj", x_proj)
     float_suffix(op, "x_proj", x_proj)
-    x_proj, w_hh, h0, c0 = _checked(op, xp, x_proj.dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
+    x_proj, w_hh, h0, c0 = contiguous_arrays(op, xp, x_proj.dtype, x_proj=x_proj, w_hh=w_hh, h0=h0, c0=c0)
     check_layer_shapes(op, x_proj, w_hh, h0, c0)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
     dtype = x_proj.dtype
@@ -127,7 +117,7 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved, *, threads: int
     hs, cs, activations, tanh_cs = _unpack(op, saved, 4)
     xp = array_module_of(op, "saved hs", hs)
     float_suffix(op, "the saved arrays", hs)
-    d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = _checked(
+    d_hs, d_h_n, d_c_n, w_hh, h0, c0, hs, cs, activations, tanh_cs = contiguous_arrays(
         op, xp, hs.dtype, d_hs=d_hs, d_h_n=d_h_n, d_c_n=d_c_n, w_hh=w_hh, h0=h0, c0=c0, hs=hs, cs=cs,
         activations=activations, tanh_cs=tanh_cs)
     check_layer_shapes(op, activations, w_hh, h0, c0)

@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.kernels.checks import array_module_of, as_array, flag
+from tinylm.kernels.checks import array_module_of, contiguous_arrays, flag
 from tinylm.kernels.cuda.launch import CudaSource, blocks_for, float_suffix, threads_for
 from tinylm.reference.rnn import check_layer_shapes
 
 SOURCE = CudaSource("rnn.cu")
 
-
-def _checked(op: str, xp, dtype, **arrays):
-    """Every array as a C-contiguous array of ``dtype`` in module ``xp``, or a TypeError naming it."""
-    out = []
-    for key, value in arrays.items():
-        value = as_array(op, key, value, xp)
-        if value.dtype != dtype:
-            raise TypeError(f"{op}: {key} is {value.dtype}, expected {dtype} like the others")
-        out.append(xp.ascontiguousarray(value))
-    return out
 
 
 def _launch(kernel: str, like, elements: int, arguments, threads, max_blocks):
@@ -41,7 +31,7 @@ def rnn_layer_forward(x_proj, w_hh, h0, nonlinearity: str = "tanh", keep_saved: 
     op = "rnn_layer_forward"
     xp = array_module_of(op, "x_proj", x_proj)
     float_suffix(op, "x_proj", x_proj)
-    x_proj, w_hh, h0 = _checked(op, xp, x_proj.dtype, x_proj=x_proj, w_hh=w_hh, h0=h0)
+    x_proj, w_hh, h0 = contiguous_arrays(op, xp, x_proj.dtype, x_proj=x_proj, w_hh=w_hh, h0=h0)
     check_layer_shapes(op, x_proj, w_hh, h0, nonlinearity)
     keep_saved = flag(op, "keep_saved", keep_saved)
     relu = np.int32(nonlinearity == "relu")
@@ -65,7 +55,7 @@ def rnn_layer_backward(d_hs, d_h_n, w_hh, h0, saved, nonlinearity: str = "tanh",
         raise TypeError(f"{op}: saved must be the tuple of 1 array the forward returned, got {type(saved).__name__}")
     xp = array_module_of(op, "saved hs", saved[0])
     float_suffix(op, "the saved hs", saved[0])
-    d_hs, d_h_n, w_hh, h0, hs = _checked(op, xp, saved[0].dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, h0=h0,
+    d_hs, d_h_n, w_hh, h0, hs = contiguous_arrays(op, xp, saved[0].dtype, d_hs=d_hs, d_h_n=d_h_n, w_hh=w_hh, h0=h0,
                                          hs=saved[0])
     check_layer_shapes(op, hs, w_hh, h0, nonlinearity)
     if tuple(d_hs.shape) != tuple(hs.shape) or tuple(d_h_n.shape) != tuple(h0.shape):
