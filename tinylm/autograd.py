@@ -22,8 +22,9 @@ would silently change gradients. In-place is therefore for updates *outside* the
 graph: under ``no_grad`` (an optimizer step) or on tensors where nothing requires
 grad. Recording an in-place op *into* a graph is refused with an error naming the op
 (write ``x = x + y`` instead). Each tensor counts its in-place writes in
-``_version`` (shared with its ``detach()``-ed twins, which share its array), and every
-recorded function notes its tensors' versions, so a backward that would read an array
+``_version``, shared with every tensor that shares its array (its ``detach()``-ed twins,
+and on the CPU the views reshape, transpose and slicing return), and every recorded
+function notes its tensors' versions, so a backward that would read an array
 overwritten since is refused too, as PyTorch does.
 """
 
@@ -394,6 +395,8 @@ class Function:
         # NumPy reductions return scalars (np.float64), not 0-d arrays; keep data an array.
         outputs = tuple(np.asarray(y) if isinstance(y, np.generic) else y for y in outputs)
         results = tuple(Tensor(y, requires_grad=record and _is_float(y.dtype)) for y in outputs)
+        for y, result in zip(outputs, results):
+            _share_version_with_viewed_input(y, result, inputs)
         if record:
             self.inputs = inputs
             self.versions = tuple(x._version for x in inputs)  # checked before backward
@@ -401,6 +404,7 @@ class Function:
             # Outputs are held weakly: the graph points from outputs to inputs only,
             # so dropping the last output frees the graph behind it.
             self.outputs = tuple(weakref.ref(y) for y in results)
+            self.output_versions = tuple(y._version for y in results)
             for y in results:
                 y.creator = self
                 y.generation = self.generation + 1
@@ -485,6 +489,17 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
             function.saved = None
 
 
+def _share_version_with_viewed_input(array, result: Tensor, inputs) -> None:
+    """A view (reshape, transpose, a slice) shares its input's memory, so an in-place write
+    to either changes both: they count their writes together, as torch's views do."""
+    if not isinstance(array, np.ndarray) or array.base is None:
+        return  # a fresh array (CuPy views are not tracked: see the module docstring)
+    for x in inputs:
+        if isinstance(x.data, np.ndarray) and np.may_share_memory(array, x.data):
+            result._version_box = x._version_box
+            return
+
+
 def _check_versions(function: Function) -> None:
     """Refuse a backward whose inputs were overwritten in place after it was recorded."""
     for i, (x, version) in enumerate(zip(function.inputs, function.versions)):
@@ -494,9 +509,9 @@ def _check_versions(function: Function) -> None:
                 f"by an inplace operation: input {i} of {type(function).__name__}, shape {x.shape}, "
                 f"is at version {x._version}; expected version {version} instead"
             )
-    for output_ref in function.outputs:
+    for output_ref, version in zip(function.outputs, function.output_versions):
         output = output_ref()
-        if output is not None and output._version != 0:
+        if output is not None and output._version != version:
             raise RuntimeError(f"backward: one of the variables needed for gradient computation has been "
                                f"modified by an inplace operation: the output of {type(function).__name__}")
 
