@@ -90,7 +90,7 @@ class RecurrentBase(Module):
         """One direction of one layer: x (T, B, input) in the order it is read, ``weights``
         as ``_weights``, ``state`` one (B, H) tensor per state name -> (output (T, B, H),
         final state, one (B, H) tensor per state name)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _direction")
 
     def _run(self, x, state):
         """x (T, B, input_size), state a tuple of (L·D, B, H) -> (output, final state tuple)."""
