@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from cuda_support import gpu_unavailable_reason
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -258,6 +259,37 @@ def test_decoding_runs_in_eval_mode_without_a_graph_and_restores_the_mode():
     model.eval()
     decode("greedy", model, [0], 3)
     assert not model.training
+
+
+class OtherLogits(PrefixTableModel):
+    """The same model, its stepper answering with a tinylm Tensor or a CuPy array."""
+
+    def __init__(self, kind: str, **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+
+    def stepper(self):
+        outer = self
+
+        class Stepper(PrefixTableStepper):
+            def _answer(self, st):
+                logits, st = super()._answer(st)
+                if outer.kind == "gpu":
+                    import cupy
+
+                    return cupy.asarray(logits), st
+                return tinylm.tensor(logits), st
+
+        return Stepper(self)
+
+
+@pytest.mark.parametrize("kind", ["tensor", "gpu"])
+def test_logits_as_a_tensor_or_on_the_gpu_decode_the_same(kind):
+    if kind == "gpu" and gpu_unavailable_reason() is not None:
+        pytest.skip(gpu_unavailable_reason())
+    plain, other = PrefixTableModel(vocab=6, seed=5), OtherLogits(kind, vocab=6, seed=5)
+    for search, kwargs in (("greedy", {}), ("beam", {"beam_size": 3})):
+        assert decode(search, other, [0, 1, 2], 5, **kwargs) == decode(search, plain, [0, 1, 2], 5, **kwargs)
 
 
 def test_bad_arguments_are_refused_by_name():
