@@ -88,8 +88,8 @@ def _check_arguments(name: str, batch_size: int, max_len: int, bos: int, eos: in
 
 def _log_probs(name: str, logits, rows: int, eos: int) -> np.ndarray:
     """The stepper's logits (rows, V), a NumPy or CuPy array (or a Tensor holding one), as
-    float64 log-probabilities on the CPU; a clear
-    error if the stepper answered for another number of rows or with NaN or all -inf."""
+    float64 log-probabilities on the CPU; a clear error if the stepper answered for another
+    number of rows, or with NaN or a row of only -inf."""
     if isinstance(logits, tinylm.Tensor):
         logits = logits.data
     logits = backends.to_device(logits, "cpu")
