@@ -109,6 +109,8 @@ DAMAGES = {
     "tokenizer of an unknown kind": ("tokenizer.json", lambda p: p.write_text('{"kind": "wordpiece"}')),
     "tokenizer whose merges double a token 60 times": ("tokenizer.json", lambda p: p.write_text(json.dumps(
         {"kind": "bpe", "merges": [[97, 97]] + [[256 + i, 256 + i] for i in range(60)]}))),
+    "tokenizer whose word pieces are no pieces": ("tokenizer.json", lambda p: json_file(
+        p, lambda t: {"kind": "word", "pieces": [f"w{i} x" for i in range(len(t["chars"]))]})),
     "optimizer moments of the wrong shape": (OPTIMIZER, lambda p: rewrite_safetensors(
         p, lambda a: a.update({"state.0.exp_avg": np.zeros(3, np.float32)}))),
     "optimizer state for a parameter that does not exist": (OPTIMIZER, lambda p: rewrite_safetensors(

@@ -1,4 +1,4 @@
-"""Tokenizers: character-level and byte-level BPE, both saved as JSON.
+"""Tokenizers: character-level, word-level and byte-level BPE, all saved as JSON.
 
 ``CharTokenizer`` gives every character of the training text an id. A character it has
 never seen encodes to the unknown token, id 0, which decodes to U+FFFD (�); so
@@ -9,11 +9,17 @@ never seen encodes to the unknown token, id 0, which decodes to U+FFFD (�); so
 frequent adjacent pair of tokens becomes a new token, again and again, until the
 vocabulary reaches ``vocab_size`` (Sennrich et al. 2016; GPT-2's byte-level variant,
 without GPT-2's pre-splitting into words).
+
+``WordTokenizer`` gives an id to every *pre-token* of the training text, the pieces GPT-2
+cuts text into before its merges: a word with the space before it (" November"), a run of
+punctuation with the space before it (", "), or whitespace. A piece it has never seen
+encodes to id 0, decoded as U+FFFD, like an unknown character.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -41,6 +47,10 @@ class CharTokenizer:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
+
+    def token_texts(self, ids) -> list[str]:
+        """The text of each id on its own (to label a plot)."""
+        return [self.chars[int(i)] for i in ids]
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "chars": self.chars[1:]}
@@ -123,6 +133,11 @@ class BPETokenizer:
         text) shows as U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+    def token_texts(self, ids) -> list[str]:
+        """The text of each id on its own (to label a plot); a token that is part of a
+        character's UTF-8 bytes shows as U+FFFD."""
+        return [self.pieces[int(i)].decode("utf-8", errors="replace") for i in ids]
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "merges": [list(m) for m in self.merges]}
 
@@ -144,15 +159,80 @@ class BPETokenizer:
         return cls(merges)
 
 
-TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}
+# GPT-2's pre-tokens, without its English contractions: a word (letters and digits) with an
+# optional space before it; a run of other symbols (underscore included) with an optional
+# space before it; whitespace, leaving its last space to the word after it ("a  b" is
+# "a", " ", " b"); and whitespace at the end. Every character falls in one of these, so the
+# pieces of a string, joined, give the string back.
+PRE_TOKEN = re.compile(r" ?[^\W_]+| ?(?:[^\w\s]|_)+|\s+(?!\S)|\s+")
+
+
+def pre_tokens(text: str) -> list[str]:
+    """``text`` cut into GPT-2-style pieces; ``"".join(pre_tokens(text)) == text``."""
+    return PRE_TOKEN.findall(text)
+
+
+class WordTokenizer:
+    kind = "word"
+
+    def __init__(self, pieces: list[str]):
+        self.pieces = [UNKNOWN] + [p for p in pieces if p != UNKNOWN]
+        self.index = {p: i for i, p in enumerate(self.pieces)}
+
+    @classmethod
+    def train(cls, text: str) -> "WordTokenizer":
+        """Every piece of ``text``, sorted (so the same text always gives the same ids)."""
+        return cls(sorted(set(pre_tokens(text))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str) -> np.ndarray:
+        pieces = pre_tokens(text)
+        return np.fromiter((self.index.get(p, 0) for p in pieces), dtype=np.int64, count=len(pieces))
+
+    def decode(self, ids) -> str:
+        return "".join(self.pieces[int(i)] for i in ids)
+
+    def token_texts(self, ids) -> list[str]:
+        """The text of each id on its own (to label a plot)."""
+        return [self.pieces[int(i)] for i in ids]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "pieces": self.pieces[1:]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WordTokenizer":
+        pieces = data.get("pieces")
+        if not isinstance(pieces, list) or not all(isinstance(p, str) and p for p in pieces):
+            raise ValueError("'pieces' must be a list of non-empty strings")
+        if not pieces:
+            raise ValueError("the vocabulary is empty")
+        if len(set(pieces)) != len(pieces) or UNKNOWN in pieces:
+            raise ValueError("the vocabulary lists a piece twice (or the unknown token U+FFFD)")
+        for i, piece in enumerate(pieces):
+            # A piece the splitter cannot produce could never be encoded; it means a damaged file.
+            if pre_tokens(piece) != [piece]:
+                raise ValueError(f"piece {i} ({piece[:40]!r}) is not one word, punctuation run or whitespace run")
+        return cls(pieces)
+
+
+TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer, "word": WordTokenizer}
+# The list a saved tokenizer names its vocabulary by, and the tokens it has besides that list.
+_VOCABULARY_ENTRIES = {"char": ("chars", 1), "bpe": ("merges", 256), "word": ("pieces", 1)}
 
 
 def train_tokenizer(kind: str, text: str, vocab_size: int | None = None):
+    """A tokenizer of ``kind`` trained on ``text``; ``vocab_size`` is used by "bpe" only
+    (default 512): "char" and "word" keep every character or piece of the text."""
     if kind == "char":
         return CharTokenizer.train(text)
     if kind == "bpe":
         return BPETokenizer.train(text, vocab_size or 512)
-    raise ValueError(f"unknown tokenizer {kind!r}; choose char or bpe")
+    if kind == "word":
+        return WordTokenizer.train(text)
+    raise ValueError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
 def tokenizer_to_json(tokenizer) -> str:
@@ -169,8 +249,9 @@ def tokenizer_from_json(text: str, vocab_size: int | None = None):
     if not isinstance(data, dict) or data.get("kind") not in TOKENIZERS:
         kind = data.get("kind") if isinstance(data, dict) else None
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZERS)}")
-    entries = data.get("chars") if data["kind"] == "char" else data.get("merges")
-    listed = len(entries) + (1 if data["kind"] == "char" else 256) if isinstance(entries, list) else None
+    key, besides = _VOCABULARY_ENTRIES[data["kind"]]
+    entries = data.get(key)
+    listed = len(entries) + besides if isinstance(entries, list) else None
     if vocab_size is not None and listed is not None and listed != vocab_size:
         raise ValueError(f"{listed} tokens, but the model's vocab_size is {vocab_size}")
     try:
