@@ -78,8 +78,25 @@ class TorchTransformerSeq2Seq(torch.nn.Module):
                                tgt_is_causal=True)
         return self.fc(out)
 
+    def last_cross_attention(self, source, targets):
+        """The last decoder layer's cross-attention weights averaged over heads, (B, T, S):
+        the decoder run layer by layer up to the query that attention reads."""
+        padding = torch.from_numpy(key_padding_mask(source.lengths, source.ids.shape[1]))
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(targets.shape[1], dtype=torch.float64)
+        memory = self.transformer.encoder(self.embed(self.source_embedding, source.ids),
+                                          src_key_padding_mask=padding)
+        x, *layers, last = [self.embed(self.target_embedding, targets), *self.transformer.decoder.layers]
+        for layer in layers:
+            x = layer(x, memory, tgt_mask=causal, memory_key_padding_mask=padding, tgt_is_causal=True)
+        if last.norm_first:
+            query = last.norm2(x + last._sa_block(last.norm1(x), causal, None, is_causal=True))
+        else:
+            query = last.norm1(x + last._sa_block(x, causal, None, is_causal=True))
+        return last.multihead_attn(query, memory, memory, key_padding_mask=padding, need_weights=True)[1]
 
-@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")  # torch's note on its own fast path
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")  # torch's notes on its own fast path
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_transformer_matches_torch_nn_transformer_with_padding(norm_first):
     tinylm.manual_seed(1)
@@ -90,6 +107,11 @@ def test_transformer_matches_torch_nn_transformer_with_padding(norm_first):
     copy_weights_to_torch(model, reference)  # strict: every name and shape must match torch's
     source, targets = batch(2, [3, 6, 1, 6], width=7, target_length=5)
     compare(model, reference, lambda m, s, t: m(s, t), source, targets)
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        expected = reference.last_cross_attention(source, targets).numpy()
+    np.testing.assert_allclose(model.cross_attention(targets, source), expected, **TOLERANCES[np.float64])
 
 
 # ------------------------------------------------------------------------------ LSTM
@@ -142,6 +164,7 @@ class TorchSeq2SeqLSTM(torch.nn.Module):
             scores = queries @ keys.transpose(1, 2)
         padding = torch.from_numpy(key_padding_mask(source.lengths, source.ids.shape[1]))
         weights = torch.softmax(scores.masked_fill(padding[:, None, :], -math.inf), dim=-1)
+        self.weights = weights.detach()  # (B, T, S), for the cross_attention check
         attentional = torch.tanh(attention.linear_out(torch.cat([weights @ memory, queries], dim=-1)))
         return self.fc(attentional)
 
@@ -155,6 +178,8 @@ def test_seq2seq_lstm_matches_torch_with_packed_sequences(attention, n_layers):
     copy_weights_to_torch(model, reference)
     source, targets = batch(4, [2, 5, 5, 1, 3], width=6, target_length=4)
     compare(model, reference, lambda m, s, t: m(s, t), source, targets)
+    np.testing.assert_allclose(model.cross_attention(targets, source), reference.weights.numpy(),
+                               **TOLERANCES[np.float64])
 
 
 def test_the_lstm_encoder_matches_torch_packed_outputs_and_final_states():
