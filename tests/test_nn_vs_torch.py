@@ -272,6 +272,52 @@ def test_multihead_attention_with_pytorchs_defaults_and_a_key_padding_mask(seed,
     assert_same(*run_both(ours, theirs, [q, kv, kv.copy()], forward, torch_forward, dtype), dtype)
 
 
+@settings(max_examples=30)
+@given(seed=seeds, dtype=dtypes, batch=st.integers(1, 3), length=st.integers(1, 4), extra=st.integers(1, 4),
+       heads=st.sampled_from([1, 2, 3]), kind=st.sampled_from(["none", "bool", "float", "causal", "per-head"]),
+       need_weights=st.booleans(), average=st.booleans())
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask and attn_mask:UserWarning")
+def test_cross_attention_over_padded_keys(seed, dtype, batch, length, extra, heads, kind, need_weights, average):
+    """Queries (B, L, E) over keys (B, S, E) with S != L (a decoder over a padded source
+    sentence), a bool key_padding_mask: PyTorch's outputs and gradients. The padding mask
+    reaches the fused softmax as (B, S) unless a per-head attn_mask sends it through the graph."""
+    from unittest import mock
+
+    rng = np.random.default_rng(seed)
+    embed, key_length = 2 * heads, length + extra
+    ours = nn.MultiheadAttention(embed, heads, batch_first=True, dtype=dtype)
+    with tinylm.no_grad():  # PyTorch starts the biases at zero; make them matter
+        ours.in_proj_bias.data += randn(rng, (3 * embed,), dtype)
+    theirs = torch.nn.MultiheadAttention(embed, heads, batch_first=True, dtype=TORCH_DTYPE[dtype])
+    padding = rng.random((batch, key_length)) < 0.5
+    padding[np.arange(batch), rng.integers(1, key_length, size=batch)] = True  # each row pads something
+    padding[:, 0] = False  # and keeps key 0, which no attn_mask below hides (an all-masked row is NaN in PyTorch)
+    attn_mask = {"none": None, "causal": None,
+                 "bool": np.concatenate([np.zeros((length, 1), bool), rng.random((length, key_length - 1)) < 0.4], 1),
+                 "float": randn(rng, (length, key_length), dtype),
+                 "per-head": randn(rng, (batch * heads, length, key_length), dtype)}[kind]
+    torch_mask = ~np.tril(np.ones((length, key_length), dtype=bool)) if kind == "causal" else attn_mask
+    q, kv = randn(rng, (batch, length, embed), dtype), randn(rng, (batch, key_length, embed), dtype)
+
+    def forward(m, q, k, v):
+        return m(q, k, v, key_padding_mask=padding, attn_mask=attn_mask, is_causal=kind == "causal",
+                 need_weights=need_weights, average_attn_weights=average)
+
+    def torch_forward(m, q, k, v):
+        return m(q, k, v, key_padding_mask=torch.from_numpy(padding),
+                 attn_mask=None if torch_mask is None else torch.from_numpy(torch_mask),
+                 need_weights=need_weights, average_attn_weights=average)
+
+    with mock.patch.object(F, "attention_weights", wraps=F.attention_weights) as spy:
+        assert_same(*run_both(ours, theirs, [q, kv, kv.copy()], forward, torch_forward, dtype), dtype)
+    fused = spy.call_args.kwargs["key_padding_mask"]
+    if kind == "per-head":  # (B·nh, L, S) + padding: one (B, nh, L, S) mask added to the scores
+        assert fused is None and spy.call_args.args[2].shape == (batch, heads, length, key_length)
+    else:
+        np.testing.assert_array_equal(fused, padding)
+        assert spy.call_args.args[2] is None or spy.call_args.args[2].shape == (length, key_length)
+
+
 def compare_function(ours_fn, theirs_fn, arrays, dtype, seed=0):
     """Forward both on copies of ``arrays`` (all get gradients), backward a random
     weighting of the output, compare the output and every input gradient."""

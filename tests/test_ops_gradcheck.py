@@ -293,6 +293,26 @@ def test_attention_softmax_gradcheck_on_each_cpu_backend(backend, seed, length, 
 
 
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
+@given(seed=seeds, lead=st.sampled_from([(2,), (3,), (2, 2), (1, 3)]), length=st.integers(1, 4),
+       keys=st.integers(1, 5), causal=st.booleans(), masked=st.booleans())
+def test_attention_softmax_gradcheck_with_a_key_padding_mask(backend, seed, lead, length, keys, causal, masked):
+    """Scores (B, L, S) or (B, nh, L, S), padding keys dropped per batch row (a whole row
+    sometimes); a padded key's score gets gradient exactly 0."""
+    scores = leaf(lead + (length, keys), seed)
+    rng = np.random.default_rng(seed)
+    padding = rng.random((lead[0], keys)) < 0.4
+    if rng.random() < 0.3:
+        padding[0] = True  # batch row 0 is all padding: its probabilities and gradients are 0
+    mask = np.where(rng.random((length, keys)) < 0.3, -np.inf, rng.standard_normal((length, keys))) if masked else None
+    weights, fresh = tinylm.Tensor(rng.standard_normal(scores.shape)), leaf(scores.shape, seed)
+    with tinylm.use_backend(backend):
+        assert tinylm.gradcheck(lambda s: attention_softmax(s, 0.7, mask, causal, padding), scores)
+        (attention_softmax(fresh, 0.7, mask, causal, padding) * weights).sum().backward()
+    padded = np.broadcast_to(padding.reshape(padding.shape[:1] + (1,) * len(lead) + (keys,)), scores.shape)
+    assert np.all(fresh.grad.numpy()[padded] == 0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
 @given(seed=seeds, rows=st.integers(1, 5), classes=st.integers(1, 6),
        reduction=st.sampled_from(["mean", "sum", "none"]))
 def test_cross_entropy_gradcheck_on_each_cpu_backend(backend, seed, rows, classes, reduction):
@@ -336,6 +356,24 @@ def test_cross_entropy_refuses_targets_of_another_shape_with_the_same_size():
     with pytest.raises(ValueError, match=r"cross_entropy: targets \(3, 2\) must be \(N, d1, \.\.\.\) = \(2, 3\)"):
         F.cross_entropy(logits, np.zeros((3, 2), np.int64))
     assert F.cross_entropy(logits, [[0, 1, 2], [3, 4, 0]], reduction="none").shape == (2, 3)  # a nested list works
+
+
+def test_attention_softmax_refuses_a_key_padding_mask_it_cannot_use():
+    scores = tinylm.Tensor(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"attention_softmax: key_padding_mask \(3, 4\) must be \(B, S\) for scores "
+                                         r"\(B, \.\.\., L, S\) = \(2, 3, 4\)"):
+        attention_softmax(scores, 1.0, key_padding_mask=np.zeros((3, 4), bool))
+    with pytest.raises(ValueError, match=r"key_padding_mask \(3,\) must be \(B, S\) .* = \(3, 4\)"):
+        attention_softmax(tinylm.Tensor(np.zeros((3, 4))), 1.0, key_padding_mask=np.zeros(3, bool))
+    with pytest.raises(TypeError, match="attention_softmax: key_padding_mask must be bool .* got float64"):
+        attention_softmax(scores, 1.0, key_padding_mask=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="attention_softmax: key_padding_mask is a constant"):
+        attention_softmax(scores, 1.0, key_padding_mask=tinylm.Tensor(np.zeros((2, 4)), requires_grad=True))
+    padding = np.array([[False, True, False, False], [True, True, False, True]])
+    want = attention_softmax(scores, 1.0, key_padding_mask=padding).numpy()  # a constant Tensor and a list work too
+    np.testing.assert_array_equal(attention_softmax(scores, 1.0, key_padding_mask=tinylm.Tensor(padding)).numpy(), want)
+    np.testing.assert_array_equal(attention_softmax(scores, 1.0, key_padding_mask=padding.tolist()).numpy(), want)
+    np.testing.assert_array_equal(want[1], [[0, 0, 1, 0]] * 3)
 
 
 def test_attention_softmax_takes_a_constant_tensor_mask():

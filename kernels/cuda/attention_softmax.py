@@ -1,8 +1,9 @@
 """Launch wrappers for ``attention_softmax.cu``: the ``cuda`` backend's attention softmax.
 
 Same names, signatures and meaning as ``tinylm/reference/attention_softmax.py``: scores
-(..., L, S), an additive (L, S) mask or None, causal masking of keys j > i; rows with
-every key masked come out all 0. ``threads`` and ``max_blocks`` set the launch geometry
+(..., L, S), an additive (L, S) mask or None, causal masking of keys j > i, a bool (B, S)
+key padding mask (True = padding) for scores (B, ..., L, S) or None; rows with every key
+masked come out all 0. ``threads`` and ``max_blocks`` set the launch geometry
 (for tests and tuning).
 """
 
@@ -17,16 +18,19 @@ from tinylm.reference.attention_softmax import check_attention_mask
 SOURCE = CudaSource("attention_softmax.cu")
 
 
-def attention_softmax_forward(scores, scale: float, mask=None, causal: bool = False, *, threads: int | None = None,
-                              max_blocks: int | None = None):
-    """softmax over the last axis of scale · scores + mask, keys j > i dropped if causal."""
+def attention_softmax_forward(scores, scale: float, mask=None, causal: bool = False, key_padding_mask=None, *,
+                              threads: int | None = None, max_blocks: int | None = None):
+    """softmax over the last axis of scale · scores + mask, keys j > i dropped if causal,
+    and keys j of batch row b dropped where key_padding_mask[b, j]."""
     op = "attention_softmax_forward"
     xp = array_module_of(op, "scores", scores)
     suffix = float_suffix(op, "scores", scores)
     scale, causal = real_scalar(op, "scale", scale), flag(op, "causal", causal)
     if mask is not None:
         mask = as_array(op, "mask", mask, xp)
-    check_attention_mask(op, scores, mask)
+    if key_padding_mask is not None:  # small, like an index array: taken from the host too
+        key_padding_mask = as_array(op, "key_padding_mask", key_padding_mask, xp, index=True)
+    check_attention_mask(op, scores, mask, key_padding_mask)  # shapes: the kernel reads (L, S) and (B, S)
     if mask is not None and mask.dtype.kind != "f":
         raise TypeError(f"{op}: mask must be a float array (0 keeps, -inf drops), got {mask.dtype}")
     queries, keys = scores.shape[-2:]
@@ -34,13 +38,18 @@ def attention_softmax_forward(scores, scale: float, mask=None, causal: bool = Fa
     has_mask = mask is not None
     # As the reference: the mask is cast to the scores' dtype; no mask = an empty array never read.
     mask = xp.ascontiguousarray(mask, dtype=scores.dtype) if mask is not None else xp.empty(0, dtype=scores.dtype)
+    has_padding = key_padding_mask is not None
+    # bool and uint8 share one byte per element: a view, not a copy. No mask: an empty array never read.
+    padding = xp.ascontiguousarray(key_padding_mask if has_padding else xp.empty(0, dtype=bool)).view(xp.uint8)
+    batch_rows = rows // scores.shape[0] if has_padding and rows else 1  # rows per batch row: prod(...) · L
     probs = xp.empty(scores.shape, dtype=scores.dtype)
-    if keys == 0:
+    if keys == 0 or rows == 0:
         return probs
     threads = threads_for(scores, threads, row_length=keys)
     SOURCE.launch(f"{op}_{suffix}", blocks_for(scores, rows, max_blocks), threads,
                   (xp.ascontiguousarray(scores), scores.dtype.type(scale), mask, probs, np.int64(rows),
-                   np.int64(queries), np.int64(keys), np.int32(has_mask), np.int32(causal)))
+                   np.int64(queries), np.int64(keys), np.int32(has_mask), np.int32(causal), padding,
+                   np.int64(batch_rows), np.int32(has_padding)))
     return probs
 
 

@@ -1,4 +1,5 @@
-"""One benchmark case per registered kernel.
+"""One benchmark case per registered kernel, and a second case for a kernel whose other use
+is worth its own timing (the attention softmax over padded keys).
 
 A case makes the kernel's inputs for a size, says how much work one call does (FLOPs
 for compute-bound kernels, bytes moved for memory-bound ones), names the outputs to
@@ -33,6 +34,11 @@ class Case:
     torch: Callable[[tuple], Callable[[], tuple]] | None = None
     rtol: float = 1e-4
     atol: float = 1e-5
+    kernel: str | None = None  # the registered kernel it times, when not ``name`` (another case of one kernel)
+
+    @property
+    def registered(self) -> str:
+        return self.kernel or self.name
 
 
 # ---------------------------------------------------------------------- the cases
@@ -232,6 +238,27 @@ def _softmax_torch(args):
     return lambda: (torch.softmax((scores * scale).masked_fill(hidden, float("-inf")), dim=-1),)
 
 
+PADDED_HEADS = 4
+
+
+def _padded_softmax_args(size, rng):
+    """Non-causal attention over padded sentences (an encoder, or cross-attention): batch rows
+    of (heads, length, length) scores, each row's keys past its sentence's length padded."""
+    batch, length = size
+    scores = rng.standard_normal((batch, PADDED_HEADS, length, length)).astype(np.float32) * 4
+    lengths = rng.integers(1, length + 1, batch)  # each sentence's true length
+    padding = np.arange(length) >= lengths[:, None]  # (B, S): True = a padding key
+    return scores, 0.125, None, False, padding
+
+
+def _padded_softmax_torch(args):
+    import torch
+
+    scores, scale, padding = torch.from_numpy(args[0]), args[1], torch.from_numpy(args[4])
+    hidden = padding[:, None, None, :]  # (B, 1, 1, S): the same keys for every head and query
+    return lambda: (torch.softmax((scores * scale).masked_fill(hidden, float("-inf")), dim=-1),)
+
+
 def _softmax_backward_args(size, rng):
     from tinylm.reference.attention_softmax import attention_softmax_forward
 
@@ -351,6 +378,11 @@ CASES = {
         {"tiny": (2, 8), "small": (32, 64), "medium": (128, 64), "large": (64, 512)},
         _softmax_args, lambda s: (8.0 * s[0] * s[1] * s[1], "byte"),  # read scores, write probabilities
         lambda result, args: [result], _softmax_torch),
+    "attention_softmax_forward_padded": Case(
+        "attention_softmax_forward_padded", f"batch x length ({PADDED_HEADS} heads, padded keys)",
+        {"tiny": (2, 8), "small": (8, 64), "medium": (32, 64), "large": (16, 512)},
+        _padded_softmax_args, lambda s: (8.0 * PADDED_HEADS * s[0] * s[1] * s[1], "byte"),  # read scores, write p
+        lambda result, args: [result], _padded_softmax_torch, kernel="attention_softmax_forward"),
     "attention_softmax_backward": Case(
         "attention_softmax_backward", "(batch x heads) x length",
         {"tiny": (2, 8), "small": (32, 64), "medium": (128, 64), "large": (64, 512)},
@@ -417,9 +449,9 @@ def implementation(case: Case, backend: str):
     if backend in backends.GPU_BACKENDS:
         import cupy
 
-        fn = backends.kernel_for(case.name, backend, fallback=backend == "cupy")
+        fn = backends.kernel_for(case.registered, backend, fallback=backend == "cupy")
         return None if fn is None else (fn, cupy)
-    fn = backends.kernel_for(case.name, backend, fallback=backend == "numpy")
+    fn = backends.kernel_for(case.registered, backend, fallback=backend == "numpy")
     return None if fn is None else (fn, np)
 
 
@@ -427,7 +459,7 @@ def run_case(case: Case, size_name: str, size: tuple, backend_names, warmup: int
              roofs: dict) -> list[dict]:
     rng = np.random.default_rng(0)
     arguments = case.make(size, rng)
-    reference = backends.kernel_for(case.name, "numpy")
+    reference = backends.kernel_for(case.registered, "numpy")
     expected_args = copy.deepcopy(arguments)
     expected = [_to_numpy(a) for a in case.outputs(reference(*expected_args), expected_args)]
     amount, unit = case.work(size)

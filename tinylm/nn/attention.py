@@ -29,7 +29,10 @@ class MultiheadAttention(Module):
     a bool mask is True where attending is *not* allowed, a float mask is added to the
     scores; shape (L, S) or (B·num_heads, L, S). ``key_padding_mask`` (B, S), bool with
     True = ignore that key (padding) or float added to the scores, masks keys per batch
-    row; it combines with ``attn_mask``. ``is_causal=True`` without a mask builds the
+    row; it combines with ``attn_mask``. A bool ``key_padding_mask`` goes as it is to the
+    fused attention softmax (``F.attention_weights``) with no attn_mask, an (L, S) one or
+    ``is_causal``; a float one, or one with a per-head attn_mask, is added to the scores as
+    a (B, nh, L, S) or (B, 1, 1, S) mask. ``is_causal=True`` without a mask builds the
     causal one (PyTorch asks for the mask as well). As in PyTorch, ``need_weights``
     defaults to True: the attention weights, averaged over heads, come back as well.
     """
@@ -94,6 +97,18 @@ class MultiheadAttention(Module):
             mask = padding if mask is None else mask + padding
         return mask
 
+    def _bool_padding(self, key_padding_mask, batch: int, k_len: int, like: Tensor):
+        """A bool key_padding_mask as a (B, S) array of ``like``'s module (True = padding),
+        for the fused softmax; None for no mask or a float one (added to the scores)."""
+        if key_padding_mask is None:
+            return None
+        xp = backends.get_array_module(like.data)
+        padding = xp.asarray(key_padding_mask.data if isinstance(key_padding_mask, Tensor) else key_padding_mask)
+        if tuple(padding.shape) != (batch, k_len):
+            raise ValueError(f"MultiheadAttention: key_padding_mask must be (batch, S) = {(batch, k_len)}, "
+                             f"got {tuple(padding.shape)}")
+        return padding if padding.dtype == bool else None
+
     def _check_shapes(self, query, key, value):
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiheadAttention: query must be 3-D ending in embed_dim={self.embed_dim}, "
@@ -124,16 +139,23 @@ class MultiheadAttention(Module):
         else:
             q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)
 
-        if is_causal and attn_mask is None and key_padding_mask is not None:  # one mask holding both
-            attn_mask = ~np.tril(np.ones((q_len, k_len), dtype=bool))
-        if (is_causal and attn_mask is None and not need_weights and q_len == k_len
+        if (is_causal and attn_mask is None and key_padding_mask is None and not need_weights and q_len == k_len
                 and (self.dropout == 0 or not self.training)):
             # The whole of softmax(Q Kᵀ / √d_k, causal) V as one fused op: no (L, S) weights kept
             attended = causal_attention(q, k, v)  # (B, nh, L, hs)
         else:
-            mask = self._additive_mask(attn_mask, key_padding_mask, batch, q_len, k_len, q)
+            mask = self._additive_mask(attn_mask, None, batch, q_len, k_len, q)  # (L, S), (B, nh, L, S) or None
+            # A bool padding mask goes to the fused softmax as it is, (B, S), when the rest of the
+            # masking fits it too (an (L, S) mask or causal): no (B, 1, 1, S) mask added through the graph.
+            padding = self._bool_padding(key_padding_mask, batch, k_len, q)  # (B, S) or None
+            if key_padding_mask is not None and (padding is None or (mask is not None and mask.ndim == 4)):
+                # a float padding mask, or a per-head attn_mask: one additive mask added to the scores
+                padding = None
+                if is_causal and attn_mask is None:  # one mask holding both
+                    attn_mask = ~np.tril(np.ones((q_len, k_len), dtype=bool))
+                mask = self._additive_mask(attn_mask, key_padding_mask, batch, q_len, k_len, q)
             # softmax(Q Kᵀ / √d_k + mask), written out in F.attention_weights: (B, nh, L, S)
-            weights = F.attention_weights(q, k, mask, is_causal=is_causal and mask is None)
+            weights = F.attention_weights(q, k, mask, is_causal=is_causal and mask is None, key_padding_mask=padding)
             weights = F.dropout(weights, self.dropout, self.training, self.generator)  # returned so, as PyTorch
             attended = weights @ v  # (B, nh, L, hs)
         merged = attended.transpose(1, 2).reshape(batch, q_len, self.embed_dim)  # (B, L, E)

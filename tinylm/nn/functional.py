@@ -187,32 +187,36 @@ def mse_loss(input, target, reduction: str = "mean"):  # noqa: A002  (PyTorch's 
     return _reduce("mse_loss", squared, reduction, Tensor(input.dtype.type(max(math.prod(input.shape), 1))))
 
 
-def attention_weights(query, key, attn_mask=None, is_causal: bool = False, scale=None):
+def attention_weights(query, key, attn_mask=None, is_causal: bool = False, scale=None, key_padding_mask=None):
     """softmax(Q Kᵀ · scale + mask) over the keys: (..., L, S), each row sums to 1.
 
     ``attn_mask``: a bool mask where True means *may attend* (PyTorch's SDPA
     convention), or a float mask added to the scores. ``is_causal`` lets query i see
-    keys 0..i only. ``scale`` defaults to 1/√E. Scaling, masking and the softmax are
-    one fused op (``attention_softmax``), which takes an (L, S) mask; a mask broadcast
-    over batch or heads, or a float Tensor mask that learns, is added to the scores
-    through the graph instead. A row with every key masked comes out all 0.
+    keys 0..i only. ``key_padding_mask``: bool (B, S) for query (B, ..., L, E), where
+    True means *a padding key* that no query of batch row b attends to (PyTorch's
+    ``MultiheadAttention`` convention, the opposite of ``attn_mask``'s); it combines with
+    the other two. ``scale`` defaults to 1/√E. Scaling, masking and the softmax are one
+    fused op (``attention_softmax``), which takes an (L, S) mask and the (B, S) padding
+    mask; an attn_mask broadcast over batch or heads, or a float Tensor mask that learns,
+    is added to the scores through the graph instead. A row with every key masked comes
+    out all 0.
     """
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"attention: query {query.shape} and key {key.shape} differ in their last axis")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = query @ key.mT  # (..., L, S)
     if attn_mask is None:
-        return attention_softmax(scores, scale, None, is_causal)
+        return attention_softmax(scores, scale, None, is_causal, key_padding_mask)
     xp = backends.get_array_module(scores.data)
     if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
-        return attention_softmax(scores * scale + attn_mask, 1.0, None, is_causal)
+        return attention_softmax(scores * scale + attn_mask, 1.0, None, is_causal, key_padding_mask)
     mask = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
     if mask.dtype == bool:
         mask = xp.where(mask, 0.0, -np.inf)  # additive: 0 keeps, -inf drops
     mask = mask.astype(scores.dtype, copy=False)
     if mask.shape != scores.shape[-2:]:  # broadcast over batch or heads: add it through the graph
-        return attention_softmax(scores * scale + Tensor(mask), 1.0, None, is_causal)
-    return attention_softmax(scores, scale, mask, is_causal)
+        return attention_softmax(scores * scale + Tensor(mask), 1.0, None, is_causal, key_padding_mask)
+    return attention_softmax(scores, scale, mask, is_causal, key_padding_mask)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0,
