@@ -17,6 +17,7 @@ from tinylm import nn, train
 from tinylm.evaluation import evaluate
 from tinylm.generation import sample_tokens
 from tinylm.models import MODELS, LSTMLanguageModel, TransformerLanguageModel
+from tinylm.tasks import LanguageModelTask
 from tinylm.tokenizers import train_tokenizer
 
 VOCAB = 11
@@ -145,11 +146,11 @@ def test_a_model_known_only_by_its_interface_trains_evaluates_and_samples(tmp_pa
     # The model part of this config goes unused: the trainer is handed the model itself.
     config = train.make_config(train.parse_args(["--stateful", "--steps", "60", "--batch-size", "4",
                                                  "--seq-len", "8", "--lr", "0.05", "--warmup-steps", "0"]))
-    trainer = train.Trainer(config, tmp_path, tokenizer, model, ids[:360], ids[360:])
-    before = evaluate(model, trainer.val_ids, batch_size=4, seq_len=8)
+    trainer = train.Trainer(config, tmp_path, LanguageModelTask(config, tokenizer, ids[:360], ids[360:]), model)
+    before = evaluate(model, trainer.task.val_ids, batch_size=4, seq_len=8)
     for _ in range(60):
         trainer.train_step()
-    after = evaluate(model, trainer.val_ids, batch_size=4, seq_len=8)
+    after = evaluate(model, trainer.task.val_ids, batch_size=4, seq_len=8)
     assert after["loss"] < 0.25 * before["loss"] and after["accuracy"] > 0.95, (before, after)
     assert after["tokens"] == before["tokens"] > 0
 
@@ -164,5 +165,6 @@ def test_a_model_known_only_by_its_interface_trains_evaluates_and_samples(tmp_pa
     first, again = (list(sample_tokens(model, tokenizer.encode("a"), 20, np.random.default_rng(5), temperature=2.0))
                     for _ in range(2))
     assert first == again and all(0 <= token < tokenizer.vocab_size for token in first)
-    assert len(trainer.sample(10)) == 11  # the prompt (the validation text's first token) and 10 more
+    # the prompt (the validation text's first token) and 10 more
+    assert len(trainer.task.sample_text(model, trainer.step, 10)) == 11
     assert model.training  # sampling left the model in its mode

@@ -41,6 +41,15 @@ def test_bpe_round_trips_any_string(text):
     assert ids.dtype == np.int64 and (ids.size == 0 or (ids.min() >= 0 and ids.max() < BPE.vocab_size))
 
 
+@given(st.text(alphabet="aab the quick brown fox ünï☃", max_size=80) | st.text(max_size=40))
+def test_bpe_short_text_path_gives_the_ids_of_every_merge_applied_in_turn(text):
+    every_merge = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+    for new_id, (left, right) in enumerate(BPE.merges, start=256):
+        every_merge = _merge(every_merge, left, right, new_id)
+    assert len(text.encode("utf-8")) < BPE.SHORT_TEXT
+    np.testing.assert_array_equal(BPE.encode(text), every_merge)
+
+
 def test_bpe_learns_merges_that_shorten_the_training_text():
     assert BPE.vocab_size == 300
     assert len(BPE.encode(TRAINING_TEXT)) < 0.5 * len(TRAINING_TEXT.encode("utf-8"))

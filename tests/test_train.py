@@ -14,6 +14,7 @@ import tinylm
 from tinylm import checkpoint, evaluate, generate, train
 from tinylm.data import DataError, load_corpus
 from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
+from tinylm.tasks import LanguageModelTask
 
 CORPUS = ("Alice was beginning to get very tired of sitting by her sister on the bank, "
           "and of having nothing to do. ") * 30
@@ -113,7 +114,7 @@ def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path, corpus):
     model = LSTMLanguageModel(30, 16, 32, 1)
     model.fc.bias.data[:] = np.nan
     ids = np.arange(200) % 30
-    trainer = train.Trainer(config, tmp_path, None, model, ids, ids)
+    trainer = train.Trainer(config, tmp_path, LanguageModelTask(config, None, ids, ids), model)
     with pytest.raises(RuntimeError, match=r"step 1: the loss is nan; training stopped"):
         trainer.train_step()
 
@@ -122,7 +123,8 @@ def test_non_finite_weights_are_never_saved_over_the_last_good_checkpoint(tmp_pa
     run_train(corpus, tmp_path / "run", steps=10)
     config, _, model, _, _ = __import__("tinylm.runs", fromlist=["load_run"]).load_run(tmp_path / "run")
     good = json.loads((tmp_path / "run" / "checkpoint" / "trainer.json").read_text())["step"]
-    trainer = train.Trainer(config, tmp_path / "run", None, model, np.arange(300) % 20, np.arange(300) % 20)
+    ids = np.arange(300) % 20
+    trainer = train.Trainer(config, tmp_path / "run", LanguageModelTask(config, None, ids, ids), model)
     trainer.saved_step = good
     model.fc.weight.data[0, 0] = np.inf
     with pytest.raises(RuntimeError, match=rf"parameter fc.weight is no longer finite.*step {good}"):

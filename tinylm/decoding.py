@@ -36,8 +36,7 @@ import numpy as np
 import tinylm
 from tinylm import backends
 from tinylm.attention import axis_label
-
-PAD, BOS, EOS = 0, 1, 2  # the translation vocabulary's special ids (tinylm/parallel_corpus.py)
+from tinylm.parallel_corpus import BOS, EOS  # the translation vocabulary's special ids
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

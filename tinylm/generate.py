@@ -9,9 +9,11 @@ import numpy as np
 
 import tinylm
 from tinylm import cli
+from tinylm.checkpoint import CheckpointError
 from tinylm.data import clean
 from tinylm.generation import sample_tokens
 from tinylm.runs import load_run
+from tinylm.tasks import task_of
 
 
 def parse_args(argv=None):
@@ -33,6 +35,9 @@ def main(argv=None, out=None) -> None:
     if args.backend:
         tinylm.set_backend(args.backend)
     config, tokenizer, model, _, _ = load_run(args.checkpoint)
+    if task_of(config) == "translate":
+        raise CheckpointError(f"--checkpoint: {args.checkpoint} holds a translation model; translate with "
+                              f"python -m tinylm.translate --checkpoint {args.checkpoint} --text ...")
     prompt = clean(args.prompt, config["lowercase"])  # the same cleaning as the training text
     prompt_ids = tokenizer.encode(prompt)
     if len(prompt_ids) == 0:

@@ -10,14 +10,13 @@ from pathlib import Path
 
 from tinylm.checkpoint import CheckpointError
 
-METRICS = ["step", "tokens", "elapsed_s", "lr", "train_loss", "val_loss", "val_perplexity", "val_accuracy",
-           "tokens_per_s"]
 
-
-def append_metrics(path: Path, row: dict) -> None:
+def append_metrics(path: Path, row: dict, columns: list[str]) -> None:
+    """Append ``row`` to metrics.csv, whose ``columns`` are the task's (``tinylm.tasks``);
+    a column the row lacks is left empty (validation scores between evaluations)."""
     new = not path.exists()
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -31,7 +30,7 @@ def read_metrics(path: Path) -> list[dict]:
         return [{k: (float(v) if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def kept_metrics(path: Path, rows: int | None, last_step: int) -> bytes:
+def kept_metrics(path: Path, rows: int | None, last_step: int, columns: list[str]) -> bytes:
     """metrics.csv as a resume from ``last_step`` keeps it: the header and the first
     ``rows`` rows, byte for byte, without the rows written after the checkpoint or a
     stop's extra row. (``rows`` None, for checkpoints older than its count: the rows up
@@ -44,10 +43,10 @@ def kept_metrics(path: Path, rows: int | None, last_step: int) -> bytes:
         data = path.read_bytes()
         text = data.decode("utf-8")
         table = list(csv.reader(io.StringIO(text, newline="")))
-        if table and table[0] != METRICS:
-            raise ValueError(f"its header is not {','.join(METRICS)}")
+        if table and table[0] != columns:
+            raise ValueError(f"its header is not {','.join(columns)}")
         if rows is None:
-            rows = sum(1 for row in table[1:] if len(row) == len(METRICS) and float(row[0]) <= last_step)
+            rows = sum(1 for row in table[1:] if len(row) == len(columns) and float(row[0]) <= last_step)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
     lines = data.splitlines(keepends=True)  # the csv module ends rows with \r\n; kept as they are

@@ -16,6 +16,8 @@ import numpy as np
 from tinylm import backends, cli, optim
 from tinylm.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, read_json
 from tinylm.models import MODELS
+from tinylm.parallel_corpus import CORPORA, PAIRS, SPECIAL_TOKENS
+from tinylm.tasks import MODELS_OF_TASK, TASKS, TokenizerPair
 from tinylm.tokenizers import TOKENIZERS, tokenizer_from_json
 
 # The longest context a transformer may be built for: its positional table (max_len x d_model)
@@ -29,19 +31,31 @@ MODEL_CONFIG_RULES = {
              "n_layers": cli.positive_int, "dropout": cli.probability},
     "transformer": {"vocab_size": cli.positive_int, "d_model": cli.positive_int, "n_heads": cli.positive_int,
                     "n_layers": cli.positive_int, "max_len": max_len_rule, "dropout": cli.probability},
+    "seq2seq-lstm": {"source_vocab_size": cli.positive_int, "target_vocab_size": cli.positive_int,
+                     "embedding_dim": cli.positive_int, "hidden_dim": cli.positive_int, "n_layers": cli.positive_int,
+                     "dropout": cli.probability},
+    "seq2seq-transformer": {"source_vocab_size": cli.positive_int, "target_vocab_size": cli.positive_int,
+                            "d_model": cli.positive_int, "n_heads": cli.positive_int,
+                            "num_encoder_layers": cli.positive_int, "num_decoder_layers": cli.positive_int,
+                            "dim_feedforward": cli.positive_int, "dropout": cli.probability},
 }
 
 # Settings that are names rather than sizes; optional, since runs written before them
 # used the first choice.
-MODEL_CONFIG_CHOICES = {"transformer": {"gelu_approximate": ("tanh", "none")}}
+MODEL_CONFIG_CHOICES = {"transformer": {"gelu_approximate": ("tanh", "none")},
+                        "seq2seq-lstm": {"attention": ("general", "dot", "additive")},
+                        "seq2seq-transformer": {"norm_first": (True, False)}}
+# Sizes a model config may hold and the flags do not set.
+MODEL_CONFIG_OPTIONAL = {"seq2seq-transformer": {"max_len": max_len_rule}}
 
-# The training settings of config.json, with the rule of the flag that sets each.
+# The training settings of config.json, with the rule of the flag that sets each: those of
+# every task, then those only a language model has.
 TRAINING_RULES = {
-    "steps": cli.positive_int, "batch_size": cli.positive_int, "seq_len": cli.positive_int,
-    "lr": cli.positive_float, "warmup_steps": cli.non_negative_int, "min_lr_ratio": cli.fraction,
-    "weight_decay": cli.non_negative_float, "clip": cli.non_negative_float, "seed": cli.seed,
-    "eval_every": cli.positive_int, "log_every": cli.positive_int, "sample_tokens": cli.non_negative_int,
+    "steps": cli.positive_int, "batch_size": cli.positive_int, "lr": cli.positive_float,
+    "warmup_steps": cli.non_negative_int, "min_lr_ratio": cli.fraction, "weight_decay": cli.non_negative_float,
+    "clip": cli.non_negative_float, "seed": cli.seed, "eval_every": cli.positive_int, "log_every": cli.positive_int,
 }
+LANGUAGE_MODEL_TRAINING_RULES = {"seq_len": cli.positive_int, "sample_tokens": cli.non_negative_int}
 MIN_BPE_VOCABULARY = 256  # the byte values
 
 
@@ -69,12 +83,18 @@ def check_config(config, path="config.json") -> dict:
 
     if not isinstance(config, dict):
         raise bad(f"expected a JSON object, got {type(config).__name__}")
+    task = config.get("task", "language-model")
+    if task not in TASKS:
+        raise bad(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    translating, kinds = task == "translate", MODELS_OF_TASK[task]
     kind = config.get("model")
-    if kind not in MODELS:
-        raise bad(f"unknown model {kind!r}; expected one of {', '.join(MODELS)}")
+    if kind not in kinds:
+        raise bad(f"unknown {task} model {kind!r}; expected one of {', '.join(kinds)}")
     model_config, training = config.get("model_config"), config.get("training")
+    training_rules = TRAINING_RULES if translating else {**TRAINING_RULES, **LANGUAGE_MODEL_TRAINING_RULES}
+    optional = MODEL_CONFIG_OPTIONAL.get(kind, {})
     for name, section, rules in (("model_config", model_config, MODEL_CONFIG_RULES[kind]),
-                                 ("training", training, TRAINING_RULES)):
+                                 ("training", training, training_rules)):
         if not isinstance(section, dict):
             raise bad(f"'{name}' must be an object")
         for key, rule in rules.items():
@@ -82,39 +102,54 @@ def check_config(config, path="config.json") -> dict:
                 raise bad(f"{name}.{key} is missing")
             if not rule.accepts(section[key]):
                 raise bad(f"{name}.{key} must be {rule.description}, got {section[key]!r}")
+    for key, rule in optional.items():
+        if key in model_config and not rule.accepts(model_config[key]):
+            raise bad(f"model_config.{key} must be {rule.description}, got {model_config[key]!r}")
     choices = MODEL_CONFIG_CHOICES.get(kind, {})
     for key, allowed in choices.items():
         if key in model_config and model_config[key] not in allowed:
             raise bad(f"model_config.{key} must be one of {', '.join(map(repr, allowed))}, got {model_config[key]!r}")
-    unknown = sorted(set(model_config) - set(MODEL_CONFIG_RULES[kind]) - set(choices))
+    unknown = sorted(set(model_config) - set(MODEL_CONFIG_RULES[kind]) - set(choices) - set(optional))
     if unknown:
         raise bad(f"model_config has keys a {kind} model does not take: {', '.join(unknown)}")
     if not isinstance(training.get("stateful", False), bool):
         raise bad(f"training.stateful must be true or false, got {training['stateful']!r}")
     if training.get("backend") is not None and training["backend"] not in backends.BACKENDS:
         raise bad(f"training.backend {training['backend']!r} is not one of {', '.join(backends.BACKENDS)}")
-    if kind == "transformer":
-        if model_config["d_model"] % model_config["n_heads"]:
-            raise bad(f"d_model {model_config['d_model']} is not divisible by n_heads {model_config['n_heads']}")
-        if training["seq_len"] > model_config["max_len"]:
-            raise bad(f"training.seq_len {training['seq_len']} is longer than max_len {model_config['max_len']}")
+    if "d_model" in model_config and model_config["d_model"] % model_config["n_heads"]:
+        raise bad(f"d_model {model_config['d_model']} is not divisible by n_heads {model_config['n_heads']}")
+    if kind == "transformer" and training["seq_len"] > model_config["max_len"]:
+        raise bad(f"training.seq_len {training['seq_len']} is longer than max_len {model_config['max_len']}")
     if training.get("stateful") and not MODELS[kind].carries_state:
         raise bad(f"training.stateful carries a model's state across batches; a {kind} model carries none")
-    if config.get("tokenizer") not in TOKENIZERS:
-        raise bad(f"unknown tokenizer {config.get('tokenizer')!r}; expected one of {', '.join(TOKENIZERS)}")
-    if not isinstance(config.get("lowercase"), bool):
-        raise bad("'lowercase' must be true or false")
     if "data" not in config or (config["data"] is not None and not isinstance(config["data"], str)):
         raise bad("'data' must be a path or null")
+    if translating:
+        if config["data"] is None and (config.get("corpus") not in CORPORA or config.get("pair") not in PAIRS):
+            raise bad(f"without 'data', 'corpus' must be one of {', '.join(CORPORA)} and 'pair' one of "
+                      f"{', '.join(PAIRS)}; got {config.get('corpus')!r}, {config.get('pair')!r}")
+        sides = ("source_", "target_")
+    else:
+        if not isinstance(config.get("lowercase"), bool):
+            raise bad("'lowercase' must be true or false")
+        sides = ("",)
+    for side in sides:
+        if config.get(f"{side}tokenizer") not in TOKENIZERS:
+            raise bad(f"unknown {side}tokenizer {config.get(f'{side}tokenizer')!r}; expected one of "
+                      f"{', '.join(TOKENIZERS)}")
     return config
 
 
-def check_tokenizer(tokenizer, config: dict, path) -> None:
-    if tokenizer.kind != config["tokenizer"]:
-        raise CheckpointError(f"{path}: a {tokenizer.kind} tokenizer, but config.json names {config['tokenizer']!r}")
-    if tokenizer.vocab_size != config["model_config"]["vocab_size"]:
-        raise CheckpointError(f"{path}: {tokenizer.vocab_size} tokens, but the model's vocab_size is "
-                              f"{config['model_config']['vocab_size']}")
+def check_tokenizer(tokenizer, config: dict, path, side: str = "") -> None:
+    """A tokenizer file matches config.json: its kind, and its size against the model's
+    vocabulary (a translation model's holds the special tokens too)."""
+    kind = config[f"{side}tokenizer"]
+    expected = config["model_config"][f"{side}vocab_size"] - (len(SPECIAL_TOKENS) if side else 0)
+    if tokenizer.kind != kind:
+        raise CheckpointError(f"{path}: a {tokenizer.kind} tokenizer, but config.json names {kind!r}")
+    if tokenizer.vocab_size != expected:
+        raise CheckpointError(f"{path}: {tokenizer.vocab_size} tokens, but the model's {side}vocab_size "
+                              f"{config['model_config'][f'{side}vocab_size']} leaves room for {expected}")
 
 
 def check_model_state(state: dict, config: dict, dtype, path) -> None:
@@ -183,9 +218,9 @@ def check_trainer_state(trainer: dict, config: dict, optimizer, path) -> None:
 
     training = config["training"]
     for key, rule in (("step", cli.non_negative_int), ("elapsed_s", cli.non_negative_float),
-                      ("metrics_rows", cli.non_negative_int)):
-        if key == "metrics_rows" and key not in trainer:
-            continue  # checkpoints written before it existed: a resume then keeps rows by step
+                      ("metrics_rows", cli.non_negative_int), ("tokens", cli.non_negative_int)):
+        if key in ("metrics_rows", "tokens") and key not in trainer:
+            continue  # checkpoints written before they existed: a resume keeps rows by step, counts B x T
         if not rule.accepts(trainer.get(key)):
             raise bad(f"{key} must be {rule.description}, got {trainer.get(key)!r}")
     schedule = trainer.get("schedule")
@@ -226,24 +261,34 @@ def check_trainer_state(trainer: dict, config: dict, optimizer, path) -> None:
 # ------------------------------------------------------------------------------ loading
 
 
+def load_tokenizer(run_dir: Path, config: dict, side: str = ""):
+    """The tokenizer in ``{side}tokenizer.json``, checked against config.json."""
+    path = run_dir / f"{side}tokenizer.json"
+    size = config["model_config"][f"{side}vocab_size"] - (len(SPECIAL_TOKENS) if side else 0)
+    try:
+        tokenizer = tokenizer_from_json(path.read_text(encoding="utf-8"), vocab_size=size)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not UTF-8 text") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    check_tokenizer(tokenizer, config, path, side)
+    return tokenizer
+
+
 def load_run(run_dir):
     """(config, tokenizer, model with the checkpoint's weights, optimizer state, trainer state),
-    every part checked (see the module docstring)."""
+    every part checked (see the module docstring). For a translation run the tokenizer is a
+    ``TokenizerPair`` (source, target)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"--checkpoint: {run_dir} is not a directory")
     config = check_config(read_json(run_dir / "config.json"), run_dir / "config.json")
-    tokenizer_path = run_dir / "tokenizer.json"
-    try:
-        tokenizer = tokenizer_from_json(tokenizer_path.read_text(encoding="utf-8"),
-                                        vocab_size=config["model_config"]["vocab_size"])
-    except FileNotFoundError:
-        raise CheckpointError(f"{tokenizer_path} is missing") from None
-    except UnicodeDecodeError:
-        raise CheckpointError(f"{tokenizer_path}: not UTF-8 text") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{tokenizer_path}: {getattr(exc, 'strerror', None) or exc}") from None
-    check_tokenizer(tokenizer, config, tokenizer_path)
+    if config.get("task") == "translate":
+        tokenizer = TokenizerPair(*(load_tokenizer(run_dir, config, side) for side in ("source_", "target_")))
+    else:
+        tokenizer = load_tokenizer(run_dir, config)
     model_state, optimizer_state, trainer_state = load_checkpoint(run_dir)
     folder = checkpoint_dir(run_dir)
     check_model_state(model_state, config, np.float32, folder / "model.safetensors")

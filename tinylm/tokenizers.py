@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import repeat
 
 import numpy as np
 
@@ -90,8 +91,13 @@ def _merge(ids: np.ndarray, left: int, right: int, new_id: int) -> np.ndarray:
 class BPETokenizer:
     kind = "bpe"
 
+    # Below this many bytes, ``encode`` applies only the merges present (``_encode_short``);
+    # above it, every merge in turn over the whole array (``_merge``). The same ids either way.
+    SHORT_TEXT = 256
+
     def __init__(self, merges: list[tuple[int, int]]):
         self.merges = [tuple(m) for m in merges]
+        self.rank = {pair: rank for rank, pair in reversed(list(enumerate(self.merges)))}
         self.pieces = [bytes([b]) for b in range(256)]
         for left, right in self.merges:
             self.pieces.append(self.pieces[left] + self.pieces[right])
@@ -120,9 +126,34 @@ class BPETokenizer:
         return len(self.pieces)
 
     def encode(self, text: str) -> np.ndarray:
-        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+        data = text.encode("utf-8")
+        if len(data) < self.SHORT_TEXT:
+            return np.array(self._encode_short(data), dtype=np.int64)
+        ids = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
         for new_id, (left, right) in enumerate(self.merges, start=256):
             ids = _merge(ids, left, right, new_id)
+        return ids
+
+    def _encode_short(self, data: bytes) -> list[int]:
+        """The merges in the order they were learned, but only those whose pair occurs: a
+        sentence meets a few of the hundreds of merges. Applying the earliest-learned pair
+        present, then the next, gives what applying every merge in turn gives, since a merge
+        makes a token newer than every earlier merge's pair and so cannot make one appear."""
+        ids, rank_of, never = list(data), self.rank.get, len(self.merges)
+        while len(ids) >= 2:
+            ranks = list(map(rank_of, zip(ids, ids[1:]), repeat(never)))  # each adjacent pair's merge
+            rank = min(ranks)
+            if rank == never:
+                break
+            merged, start, taken = [], 0, -2
+            for i in [i for i, r in enumerate(ranks) if r == rank]:
+                if i == taken + 1:  # overlaps the pair just merged (a run like "aaa"): left to right, as _merge
+                    continue
+                merged += ids[start:i]
+                merged.append(256 + rank)
+                start, taken = i + 2, i
+            merged += ids[start:]
+            ids = merged
         return ids
 
     def decode_bytes(self, ids) -> bytes:

@@ -1,8 +1,13 @@
-"""``python -m tinylm.train``: train a language model on CPython's own documentation.
+"""``python -m tinylm.train``: train a language model on CPython's own documentation, or a translation model.
 
 With no arguments it trains a character-level LSTM for about three minutes on two
 cores, evaluates it on held-out text, writes a checkpoint and a loss curve to
 ``runs/<date-time>``, and prints samples of what it writes as it learns.
+
+``--task translate`` trains a sequence-to-sequence model instead, by default on English
+number words and their German translations (``tinylm.parallel_corpus``), and reports
+BLEU and exact match of its translations of held-out numbers. The loop is the same:
+what differs between the tasks (data, batches, scores) is in ``tinylm.tasks``.
 """
 
 from __future__ import annotations
@@ -20,50 +25,75 @@ import numpy as np
 import tinylm
 from tinylm import cli, nn, optim, runs
 from tinylm.checkpoint import CheckpointError, save_checkpoint, write_atomically, write_json
-from tinylm.data import ContiguousBatches, DataError, prepare_text, random_batch
-from tinylm.evaluation import evaluate
-from tinylm.generation import sample_tokens
 from tinylm.memory import keep_freed_memory
 from tinylm.metrics import LossPlotter, append_metrics, kept_metrics
 from tinylm.models import MODELS
 from tinylm.nn import functional as F
+from tinylm.parallel_corpus import CORPORA, PAIRS
 from tinylm.random import default_generator
 from tinylm.runs import build_model, build_optimizer, load_run
-from tinylm.tokenizers import tokenizer_to_json, train_tokenizer
+from tinylm.tasks import MODELS_OF_TASK, TASKS, make_task
+from tinylm.tokenizers import TOKENIZERS, tokenizer_to_json
 
-DEFAULT_STEPS = 1350
+# Defaults that differ between the tasks: a flag left out takes its task's.
+TASK_DEFAULTS = {
+    "language-model": dict(model="lstm", steps=1350, batch_size=32, lr=4e-3, warmup_steps=50, eval_every=250,
+                           hidden_dim=256),
+    "translate": dict(model="seq2seq-lstm", steps=3000, batch_size=128, lr=3e-3, warmup_steps=100, eval_every=500,
+                      hidden_dim=256),
+}
+N_LAYERS = {"lstm": 2, "transformer": 2, "seq2seq-lstm": 1, "seq2seq-transformer": 3}  # --n-layers' defaults
 
-
-RUN_FILES = ("config.json", "tokenizer.json", "metrics.csv", "checkpoint", ".checkpoint-old", ".checkpoint-new")
+RUN_FILES = ("config.json", "tokenizer.json", "source_tokenizer.json", "target_tokenizer.json", "metrics.csv",
+             "checkpoint", ".checkpoint-old", ".checkpoint-new")
 
 
 def parse_args(argv=None):
     """The flags, each checked against its rule (``tinylm.runs``) before any work starts."""
-    rules = {**runs.MODEL_CONFIG_RULES["lstm"], **runs.MODEL_CONFIG_RULES["transformer"], **runs.TRAINING_RULES}
+    rules = {name: rule for model_rules in runs.MODEL_CONFIG_RULES.values() for name, rule in model_rules.items()}
+    rules.update(runs.TRAINING_RULES, **runs.LANGUAGE_MODEL_TRAINING_RULES)
     p = cli.ArgumentParser(prog="python -m tinylm.train", description=__doc__.splitlines()[0])
+    p.add_argument("--task", choices=TASKS, default="language-model",
+                   help="learn the next token of a text, or to translate sentences (default: language-model)")
     data = p.add_argument_group("data")
-    data.add_argument("--data", help="a UTF-8 text file or a folder of .txt files (default: pydoc_data.topics)")
-    data.add_argument("--lowercase", action="store_true", help="lowercase the text before tokenizing")
+    data.add_argument("--data", help="language model: a UTF-8 text file or a folder of .txt files (default: "
+                      "pydoc_data.topics); translate: a UTF-8 TSV file, source<TAB>target per line")
+    data.add_argument("--lowercase", action="store_true", help="language model: lowercase the text")
     data.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="character-level or byte-level BPE")
     data.add_argument("--vocab-size", type=cli.positive_int, default=512,
                       help=f"BPE vocabulary size, at least {runs.MIN_BPE_VOCABULARY}")
+    data.add_argument("--corpus", choices=CORPORA, default="numbers",
+                      help="translate: number words (0 to 999,999) or dates, from num2words and Babel")
+    data.add_argument("--pair", choices=PAIRS, default="en-de", help="translate: source-target languages")
+    data.add_argument("--source-tokenizer", choices=list(TOKENIZERS), default="word", help="translate: source tokens")
+    data.add_argument("--target-tokenizer", choices=list(TOKENIZERS), default="bpe", help="translate: target tokens")
+    data.add_argument("--source-vocab-size", type=cli.positive_int, default=512, help="translate: source BPE size")
+    data.add_argument("--target-vocab-size", type=cli.positive_int, default=512, help="translate: target BPE size")
     model = p.add_argument_group("model")
-    model.add_argument("--model", choices=list(runs.MODEL_CONFIG_RULES), default="lstm", help="which language model")
-    model.add_argument("--embedding-dim", type=rules["embedding_dim"], default=128, help="LSTM: token embedding size")
-    model.add_argument("--hidden-dim", type=rules["hidden_dim"], default=256, help="LSTM: hidden state size")
-    model.add_argument("--n-layers", type=rules["n_layers"], default=2, help="LSTM layers or transformer blocks")
-    model.add_argument("--d-model", type=rules["d_model"], default=128, help="transformer: model width")
+    model.add_argument("--model", choices=list(runs.MODEL_CONFIG_RULES),
+                       help="language model: lstm (default) or transformer; translate: seq2seq-lstm (default) "
+                       "or seq2seq-transformer")
+    model.add_argument("--embedding-dim", type=rules["embedding_dim"], default=128, help="LSTMs: token embedding size")
+    model.add_argument("--hidden-dim", type=rules["hidden_dim"], help="LSTMs: hidden state size (default 256)")
+    model.add_argument("--n-layers", type=rules["n_layers"],
+                       help="LSTM layers (default 2; seq2seq-lstm: decoder layers, default 1), transformer blocks "
+                       "(default 2; seq2seq-transformer: encoder and decoder layers each, default 3)")
+    model.add_argument("--d-model", type=rules["d_model"], default=128, help="transformers: model width")
     model.add_argument("--n-heads", type=rules["n_heads"], default=4,
-                       help="transformer: attention heads (divide --d-model)")
+                       help="transformers: attention heads (divide --d-model)")
+    model.add_argument("--dim-feedforward", type=rules["dim_feedforward"], default=512,
+                       help="seq2seq-transformer: feed-forward width")
+    model.add_argument("--attention", choices=runs.MODEL_CONFIG_CHOICES["seq2seq-lstm"]["attention"],
+                       default="general", help="seq2seq-lstm: Luong's dot or general score, or the additive one")
     model.add_argument("--dropout", type=rules["dropout"], default=0.1, help="dropout probability, in [0, 1)")
     train = p.add_argument_group("training")
-    train.add_argument("--steps", type=rules["steps"], help=f"optimizer steps in total (default {DEFAULT_STEPS}; "
-                       "with --resume: the saved run's, unless given)")
-    train.add_argument("--batch-size", type=rules["batch_size"], default=32, help="sequences per step")
-    train.add_argument("--seq-len", type=rules["seq_len"], default=64, help="tokens per sequence")
-    train.add_argument("--lr", type=rules["lr"], default=4e-3, help="peak learning rate (AdamW), > 0")
-    train.add_argument("--warmup-steps", type=rules["warmup_steps"], default=50,
-                       help="linear warm-up steps before the cosine decay")
+    train.add_argument("--steps", type=rules["steps"], help="optimizer steps in total (default: 1350 for a language "
+                       "model, 3000 for translate; with --resume: the saved run's, unless given)")
+    train.add_argument("--batch-size", type=rules["batch_size"], help="sequences per step (default 32; translate 128)")
+    train.add_argument("--seq-len", type=rules["seq_len"], default=64, help="language model: tokens per sequence")
+    train.add_argument("--lr", type=rules["lr"], help="peak learning rate (AdamW), > 0 (default 4e-3; translate 3e-3)")
+    train.add_argument("--warmup-steps", type=rules["warmup_steps"],
+                       help="linear warm-up steps before the cosine decay (default 50; translate 100)")
     train.add_argument("--min-lr-ratio", type=rules["min_lr_ratio"], default=0.05,
                        help="final lr as a fraction of --lr")
     train.add_argument("--weight-decay", type=rules["weight_decay"], default=0.01, help="AdamW weight decay")
@@ -72,32 +102,42 @@ def parse_args(argv=None):
                        help="LSTM: read the text as parallel streams and carry the detached state across batches")
     train.add_argument("--backend", choices=list(tinylm.backends.BACKENDS),
                        help="default: the fastest one built here (with --resume: the run's own)")
-    train.add_argument("--seed", type=rules["seed"], default=0, help="seed for initialisation, batches and dropout")
+    train.add_argument("--seed", type=rules["seed"], default=0,
+                       help="seed for initialisation, batches, dropout and the translate splits")
     train.add_argument("--time-limit", type=cli.non_negative_float,
                        help="stop (with a checkpoint) after this many seconds")
     run = p.add_argument_group("evaluation and output")
-    run.add_argument("--eval-every", type=rules["eval_every"], default=250,
-                     help="evaluate, sample and checkpoint every N steps")
+    run.add_argument("--eval-every", type=rules["eval_every"],
+                     help="evaluate, sample and checkpoint every N steps (default 250; translate 500)")
     run.add_argument("--log-every", type=rules["log_every"], default=25,
                      help="write the mean training loss every N steps")
     run.add_argument("--sample-tokens", type=rules["sample_tokens"], default=200,
-                     help="length of the sample printed at each evaluation")
+                     help="language model: length of the sample printed at each evaluation")
     run.add_argument("--out", help="a new run directory (default: runs/<date-time>); never one that holds a run")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where its checkpoint stopped")
     args = p.parse_args(argv)
     if args.resume:
         return args
-    if args.model == "transformer":
-        if args.d_model % args.n_heads:
-            p.error(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
-        if args.seq_len > runs.MAX_CONTEXT:
-            p.error(f"--seq-len {args.seq_len} is longer than a transformer's largest context, {runs.MAX_CONTEXT}")
-    if args.stateful and not MODELS[args.model].carries_state:
+    translating = args.task == "translate"
+    for name, value in TASK_DEFAULTS[args.task].items():
+        if getattr(args, name) is None and name != "steps":
+            setattr(args, name, value)
+    args.n_layers = args.n_layers or N_LAYERS[args.model]
+    if args.model not in MODELS_OF_TASK[args.task]:
+        p.error(f"--model {args.model} is not a {'translation' if translating else 'language'} model; with --task "
+                f"{args.task} choose one of {', '.join(MODELS_OF_TASK[args.task])}")
+    if args.model in ("transformer", "seq2seq-transformer") and args.d_model % args.n_heads:
+        p.error(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
+    if args.model == "transformer" and args.seq_len > runs.MAX_CONTEXT:
+        p.error(f"--seq-len {args.seq_len} is longer than a transformer's largest context, {runs.MAX_CONTEXT}")
+    if args.stateful and (translating or not MODELS[args.model].carries_state):
         p.error(f"--stateful carries a model's state across batches; --model {args.model} carries none "
                 "(it reads each chunk on its own)")
-    if args.tokenizer == "bpe" and args.vocab_size < runs.MIN_BPE_VOCABULARY:
-        p.error(f"--vocab-size must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), "
-                f"got {args.vocab_size}")
+    for flag, kind, size in (("--vocab-size", args.tokenizer, args.vocab_size),
+                             ("--source-vocab-size", args.source_tokenizer, args.source_vocab_size),
+                             ("--target-vocab-size", args.target_tokenizer, args.target_vocab_size)):
+        if kind == "bpe" and size < runs.MIN_BPE_VOCABULARY:
+            p.error(f"{flag} must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), got {size}")
     if args.out:
         try:
             check_new_run_dir(Path(args.out))
@@ -116,41 +156,52 @@ def check_new_run_dir(run_dir: Path) -> None:
 
 
 def make_config(args) -> dict:
-    if args.model == "lstm":
-        model_config = dict(embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim, n_layers=args.n_layers,
-                            dropout=args.dropout)
-    else:
-        model_config = dict(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
-                            max_len=args.seq_len, dropout=args.dropout)
-    training = {k: getattr(args, k) for k in (
-        "batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio", "weight_decay", "clip",
-        "stateful", "seed", "eval_every", "log_every", "sample_tokens")}
-    training["steps"] = args.steps or DEFAULT_STEPS
+    """config.json of a new run, from its flags; the vocabulary sizes are added once its
+    tokenizers are trained (``setup``)."""
+    task = getattr(args, "task", "language-model")
+    defaults = TASK_DEFAULTS[task]
+    model_configs = {
+        "lstm": dict(embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim, n_layers=args.n_layers,
+                     dropout=args.dropout),
+        "transformer": dict(d_model=args.d_model, n_heads=args.n_heads, n_layers=args.n_layers,
+                            max_len=args.seq_len, dropout=args.dropout),
+        "seq2seq-lstm": dict(embedding_dim=args.embedding_dim, hidden_dim=args.hidden_dim, n_layers=args.n_layers,
+                             attention=args.attention, dropout=args.dropout),
+        "seq2seq-transformer": dict(d_model=args.d_model, n_heads=args.n_heads, num_encoder_layers=args.n_layers,
+                                    num_decoder_layers=args.n_layers, dim_feedforward=args.dim_feedforward,
+                                    dropout=args.dropout),
+    }
+    keys = list(runs.TRAINING_RULES) + (list(runs.LANGUAGE_MODEL_TRAINING_RULES) if task == "language-model" else [])
+    training = {k: getattr(args, k) for k in keys if k != "steps"}
+    if task == "language-model":
+        training["stateful"] = args.stateful
+    training["steps"] = args.steps or defaults["steps"]
     training["warmup_steps"] = min(args.warmup_steps, training["steps"])  # as used: a resume keeps it
     training["backend"] = tinylm.get_backend()  # a resume runs on it too: backends round differently
-    return dict(model=args.model, model_config=model_config, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                data=str(Path(args.data).resolve()) if args.data else None, lowercase=args.lowercase, training=training)
+    data = str(Path(args.data).resolve()) if args.data else None
+    if task == "translate":
+        return dict(task=task, model=args.model, model_config=model_configs[args.model], data=data,
+                    corpus=None if data else args.corpus, pair=None if data else args.pair,
+                    source_tokenizer=args.source_tokenizer, source_vocab_size=args.source_vocab_size,
+                    target_tokenizer=args.target_tokenizer, target_vocab_size=args.target_vocab_size,
+                    training=training)
+    return dict(model=args.model, model_config=model_configs[args.model], tokenizer=args.tokenizer,
+                vocab_size=args.vocab_size, data=data, lowercase=args.lowercase, training=training)
 
 
 class Trainer:
-    """One training run: model, optimizer, schedule, data and everything a checkpoint holds."""
+    """One training run: model, optimizer, schedule, the task's data and everything a checkpoint holds."""
 
-    def __init__(self, config: dict, run_dir: Path, tokenizer, model, train_ids, val_ids):
+    def __init__(self, config: dict, run_dir: Path, task, model):
         t = config["training"]
-        self.config, self.t, self.run_dir, self.tokenizer, self.model = config, t, run_dir, tokenizer, model
-        self.train_ids, self.val_ids = train_ids, val_ids
-        for what, ids in (("training", train_ids), ("validation", val_ids)):
-            if len(ids) < t["seq_len"] + 1:
-                raise DataError(f"the {what} text has {len(ids)} tokens, "
-                                f"fewer than --seq-len + 1 = {t['seq_len'] + 1}; "
-                                "give more text or a shorter --seq-len")
+        self.config, self.t, self.run_dir, self.task, self.model = config, t, run_dir, task, model
         self.optimizer = build_optimizer(model, t)
         self.schedule = optim.lr_scheduler.WarmupCosineLR(self.optimizer, min(t["warmup_steps"], t["steps"]),
                                                           max(t["steps"], t["warmup_steps"]), t["min_lr_ratio"])
         self.batch_rng = np.random.default_rng([t["seed"], 1])
-        self.stream = ContiguousBatches(train_ids, t["batch_size"], t["seq_len"]) if t["stateful"] else None
+        self.stream = getattr(task, "stream", None)  # a language model's streams with --stateful
         self.carried = None  # the model's state carried across batches with --stateful
-        self.step, self.elapsed, self.saved_step, self.last_lr = 0, 0.0, 0, t["lr"]
+        self.step, self.elapsed, self.saved_step, self.last_lr, self.tokens = 0, 0.0, 0, t["lr"], 0
         self.interval_losses: list[float] = []
         self.metrics_rows = 0  # rows of metrics.csv written on the schedule (a stop's extra row is not one)
         self.plotter: LossPlotter | None = None  # made by the first evaluation, or by main() before step 1
@@ -168,7 +219,7 @@ class Trainer:
             "step": self.step, "elapsed_s": self.elapsed, "schedule": self.schedule.state_dict(),
             "batch_rng": self.batch_rng.bit_generator.state, "dropout_rng": default_generator().bit_generator.state,
             "stream_position": self.stream.position if self.stream else None,
-            "interval_losses": self.interval_losses, "metrics_rows": self.metrics_rows,
+            "interval_losses": self.interval_losses, "metrics_rows": self.metrics_rows, "tokens": self.tokens,
             "carried": None if self.carried is None else [t.numpy().tolist() for t in self.carried],
         }
         save_checkpoint(self.run_dir, self.model.state_dict(), self.optimizer.state_dict(), trainer_state)
@@ -189,6 +240,8 @@ class Trainer:
         dtype = next(self.model.parameters()).dtype
         self.carried = None if carried is None else tuple(tinylm.tensor(np.array(c, dtype=dtype)) for c in carried)
         self.step, self.elapsed = trainer_state["step"], trainer_state["elapsed_s"]
+        # checkpoints older than the count: a language model's steps were all B x T tokens
+        self.tokens = trainer_state.get("tokens", self.step * self.t["batch_size"] * self.t.get("seq_len", 0))
         self.saved_step = self.step
         self.interval_losses = list(trainer_state["interval_losses"])
         self.metrics_rows = trainer_state.get("metrics_rows")  # None in checkpoints older than it
@@ -199,19 +252,15 @@ class Trainer:
         return f"The last good checkpoint (step {self.saved_step}) is in {self.run_dir}."
 
     # ---- one step
-    def next_batch(self):
-        if self.stream is None:
-            inputs, targets = random_batch(self.train_ids, self.t["batch_size"], self.t["seq_len"], self.batch_rng)
-            return inputs, targets, None
-        inputs, targets, from_start = self.stream.next()
-        return inputs, targets, None if from_start else self.carried
-
     def train_step(self) -> float:
-        inputs, targets, state = self.next_batch()
+        inputs, targets, state, tokens = self.task.next_batch(self.batch_rng)
+        if self.stream is not None and not self.task.stream_restarted:
+            state = self.carried  # continue the streams where the previous batch stopped
         logits, state = self.model(inputs, state)  # (B, T, V); state: None, or a tuple of Tensors
         if self.stream is not None and state is not None:
             self.carried = tuple(s.detach() for s in state)  # the next batch continues these streams
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))  # over (B * T, V)
+        # over (B * T, V); a target of IGNORE (-100, translation's padding) counts for nothing
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         value = loss.item()
         if not math.isfinite(value):
             raise RuntimeError(f"step {self.step + 1}: the loss is {value}; training stopped. " + self.last_good())
@@ -223,32 +272,25 @@ class Trainer:
         self.last_lr = self.schedule.get_last_lr()[0]  # the rate this step used, for metrics.csv
         self.schedule.step()
         self.step += 1
+        self.tokens += tokens
         return value
 
     # ---- evaluation and reporting
     def record(self, tokens_per_s: float, with_validation: bool) -> dict:
         """Append a metrics.csv row: the mean training loss since the previous row and,
-        at evaluation steps, the validation loss, perplexity and accuracy."""
-        row = dict(step=self.step, tokens=self.step * self.t["batch_size"] * self.t["seq_len"],
-                   elapsed_s=round(self.elapsed, 2), lr=self.last_lr,
+        at evaluation steps, the task's validation scores."""
+        row = dict(step=self.step, tokens=self.tokens, elapsed_s=round(self.elapsed, 2), lr=self.last_lr,
                    train_loss=float(np.mean(self.interval_losses)) if self.interval_losses else float("nan"),
                    tokens_per_s=round(tokens_per_s))
         if with_validation:
-            result = evaluate(self.model, self.val_ids, self.t["batch_size"], self.t["seq_len"])
-            row.update(val_loss=result["loss"], val_perplexity=result["perplexity"], val_accuracy=result["accuracy"])
+            row.update(self.task.evaluate(self.model))
         self.interval_losses = []
         self.metrics_rows += 1
-        append_metrics(self.run_dir / "metrics.csv", row)
+        append_metrics(self.run_dir / "metrics.csv", row, self.task.metric_columns)
         if with_validation:
             self.plotter = self.plotter or LossPlotter()
             self.plotter.draw(self.run_dir)
         return row
-
-    def sample(self, length: int) -> str:
-        rng = np.random.default_rng([self.t["seed"], 2, self.step])  # its own stream: training is unaffected
-        prompt = self.val_ids[:1]
-        tokens = list(sample_tokens(self.model, prompt, length, rng, temperature=0.8))
-        return self.tokenizer.decode(list(prompt) + tokens)
 
 
 def setup(args):
@@ -258,7 +300,7 @@ def setup(args):
         tinylm.set_backend(args.backend)
     if args.resume:
         run_dir = Path(args.resume)
-        config, tokenizer, model, optimizer_state, trainer_state = load_run(run_dir)
+        config, tokenizers, model, optimizer_state, trainer_state = load_run(run_dir)
         trained_on = config["training"].get("backend")
         if not args.backend and trained_on:
             tinylm.set_backend(trained_on)  # the same kernels round the same way: an exact resume
@@ -266,10 +308,10 @@ def setup(args):
             print(f"tinylm.train: the run trained on {trained_on}; resuming on {args.backend}, whose rounding differs")
         if args.steps is not None:
             config["training"]["steps"] = args.steps  # extend (or shorten) the run; the cosine follows
-        train_text, val_text = prepare_text(config)
-        trainer = Trainer(config, run_dir, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
+        task = make_task(config, tokenizers)
+        trainer = Trainer(config, run_dir, task, model)
         trainer.restore(optimizer_state, trainer_state)
-        metrics = kept_metrics(run_dir / "metrics.csv", trainer.metrics_rows, trainer.step)
+        metrics = kept_metrics(run_dir / "metrics.csv", trainer.metrics_rows, trainer.step, task.metric_columns)
         # Everything is read and checked: from here on the run folder changes.
         if args.steps is not None:
             write_json(run_dir / "config.json", config)
@@ -277,16 +319,16 @@ def setup(args):
         trainer.metrics_rows = max(0, metrics.count(b"\n") - 1)
         return trainer
     config = make_config(args)
-    train_text, val_text = prepare_text(config)
-    tokenizer = train_tokenizer(config["tokenizer"], train_text, config["vocab_size"])
+    task = make_task(config)
     tinylm.manual_seed(config["training"]["seed"])  # initialisation, then dropout, from this generator
-    model = build_model(config["model"], dict(vocab_size=tokenizer.vocab_size, **config["model_config"]))
+    model = build_model(config["model"], dict(**task.model_vocabulary(), **config["model_config"]))
     config["model_config"] = model.config
-    trainer = Trainer(config, None, tokenizer, model, tokenizer.encode(train_text), tokenizer.encode(val_text))
+    trainer = Trainer(config, None, task, model)
     trainer.new_folder = not (args.out and Path(args.out).exists())
     trainer.run_dir = run_dir = new_run_dir(args.out)  # made only once nothing else can fail
     write_json(run_dir / "config.json", config)
-    write_atomically(run_dir / "tokenizer.json", tokenizer_to_json(tokenizer))
+    for stem, tokenizer in task.tokenizers.items():
+        write_atomically(run_dir / f"{stem}.json", tokenizer_to_json(tokenizer))
     return trainer
 
 
@@ -311,10 +353,10 @@ def new_run_dir(out: str | None) -> Path:
 
 
 def report(bar, trainer: Trainer, row: dict) -> None:
-    bar.write(f"step {trainer.step}: train loss {row['train_loss']:.3f}, validation loss {row['val_loss']:.3f} "
-              f"(perplexity {row['val_perplexity']:.2f}, accuracy {row['val_accuracy']:.1%})")
-    if trainer.t["sample_tokens"] > 0:
-        bar.write("  sample: " + repr(trainer.sample(trainer.t["sample_tokens"]))[1:-1][:400])
+    bar.write(f"step {trainer.step}: train loss {row['train_loss']:.3f}, {trainer.task.report(row)}")
+    sample = trainer.task.sample(trainer.model, trainer.step)
+    if sample:
+        bar.write(sample)
 
 
 def stop(bar, trainer: Trainer, speed: float, evaluated: bool) -> None:
@@ -348,17 +390,14 @@ def main(argv=None) -> None:
     from tqdm import tqdm
 
     size = sum(p.numel() for p in trainer.model.parameters())
-    print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, "
-          f"{trainer.config['tokenizer']} tokenizer "
-          f"(vocabulary {trainer.tokenizer.vocab_size}), {len(trainer.train_ids):,} training and "
-          f"{len(trainer.val_ids):,} validation tokens, backend {tinylm.get_backend()}, run in {trainer.run_dir}")
+    print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, {trainer.task.describe()}, "
+          f"backend {tinylm.get_backend()}, run in {trainer.run_dir}")
 
     interrupted = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    tokens_per_step = t["batch_size"] * t["seq_len"]
     trainer.plotter = LossPlotter()  # matplotlib imported now: memory from the first step is the run's
     bar = tqdm(total=t["steps"], initial=trainer.step, unit="step", dynamic_ncols=True, mininterval=0.5)
-    started, steps_started = time.perf_counter(), trainer.step
+    started, tokens_started = time.perf_counter(), trainer.tokens
     elapsed_before, training_seconds = trainer.elapsed, 0.0
     try:
         while trainer.step < t["steps"] and not interrupted:
@@ -366,7 +405,7 @@ def main(argv=None) -> None:
             trainer.interval_losses.append(trainer.train_step())
             training_seconds += time.perf_counter() - step_started
             trainer.elapsed = elapsed_before + time.perf_counter() - started
-            speed = (trainer.step - steps_started) * tokens_per_step / training_seconds  # tokens/s, evaluation excluded
+            speed = (trainer.tokens - tokens_started) / training_seconds  # tokens/s, evaluation excluded
             bar.update(1)
             bar.set_postfix(loss=f"{trainer.interval_losses[-1]:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
             evaluating = trainer.step % t["eval_every"] == 0 or trainer.step == t["steps"]

@@ -13,6 +13,12 @@ is an ``nn.Module`` with:
     continues the same text. A tuple of Tensors because the trainer detaches each one
     between batches and writes them into checkpoints.
 
+    A translation model (``tinylm.models.seq2seq``) is a language model of the target
+    sentence conditioned on the source: ``state`` is the source batch it conditions on
+    (a ``Source``: padded ids and lengths), ids are the target so far (BOS first), and it
+    returns ``(logits, None)``. So the trainer, which passes a batch's state to forward
+    and takes a cross-entropy of the logits, trains both kinds the same way.
+
 ``carries_state``
     True when ``forward`` returns a state worth passing on. Training with ``--stateful``
     (the text read as parallel streams, the state carried across batches) needs it.
@@ -23,10 +29,14 @@ is an ``nn.Module`` with:
         stepper = model.stepper()
         logits, state = stepper.start(prompt_ids)  # prompt_ids (B, T) -> logits (B, V)
         logits, state = stepper.step(ids, state)   # ids (B,), the tokens just chosen
+        state = stepper.select(state, rows)        # rows (B',): those sequences' state
 
     ``start`` reads a prompt and returns the logits of the token after its last position;
-    ``step`` feeds one more token per sequence and returns the logits of the token after
-    it. Logits are raw arrays (NumPy, or CuPy on the GPU), made with no autograd graph.
+    it takes forward's state as a second argument (a translation model's source, which it
+    then encodes once). ``step`` feeds one more token per sequence and returns the logits
+    of the token after it. ``select`` keeps the state of some sequences, in a new order,
+    repeats allowed: beam search (``tinylm.decoding``) follows its best hypotheses with it.
+    Logits are raw arrays (NumPy, or CuPy on the GPU), made with no autograd graph.
     The stepper's state is its own business (it need not be ``forward``'s), and a stepper
     may precompute from the weights: make a new one after they change. It computes
     what ``forward`` does in the model's current mode, so call ``model.eval()`` first.

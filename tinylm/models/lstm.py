@@ -109,12 +109,18 @@ class LSTMStepper:
         zeros = xp.zeros((len(self.biases), batch, self.hidden), dtype=self.embedding.dtype)
         return zeros, zeros.copy()
 
-    def start(self, prompt_ids):
+    def start(self, prompt_ids, state=None):
         """prompt_ids (B, T) -> logits (B, V) at the prompt's last position and the state
-        after it, ((L, B, H), (L, B, H)) raw arrays, through the model's ``forward``."""
+        after it, ((L, B, H), (L, B, H)) raw arrays, through the model's ``forward``
+        (from ``state``, forward's (h, c), or zeros)."""
         with no_grad():
-            logits, (h, c) = self.model(prompt_ids)  # (B, T, V), ((L, B, H), (L, B, H))
+            logits, (h, c) = self.model(prompt_ids, state)  # (B, T, V), ((L, B, H), (L, B, H))
         return logits.data[:, -1], (h.data, c.data)
+
+    def select(self, state, rows):
+        """The state of batch rows ``rows`` (B',), in that order, repeats allowed: for beam search."""
+        h, c = state
+        return h[:, rows], c[:, rows]
 
     def step(self, ids, state=None):
         """ids (B,) -> logits (B, V) and the new state ((L, B, H), (L, B, H))."""

@@ -47,7 +47,6 @@ inputs are BOS + ids, target outputs ids + EOS, padded with -100 (cross_entropy'
 
 from __future__ import annotations
 
-import inspect
 from typing import NamedTuple
 
 import numpy as np
@@ -55,10 +54,7 @@ import numpy as np
 from tinylm import backends
 from tinylm.autograd import Tensor
 from tinylm.models.language_model import LanguageModel
-from tinylm.nn import functional as F
-from tinylm.ops.attention_softmax import attention_softmax
-
-PAD, BOS, EOS = 0, 1, 2
+from tinylm.parallel_corpus import BOS, EOS, PAD  # noqa: F401  (the ids of the batches, named here too)
 
 
 class Source(NamedTuple):
@@ -113,47 +109,6 @@ def checked_rows(name: str, rows, batch: int, like):
         raise IndexError(f"{name}: rows must be a 1-D integer array of row numbers in [0, {batch}), "
                          f"got {rows.dtype} {tuple(rows.shape)}")
     return rows
-
-
-def _additive_padding(mask, dtype, ndim: int):
-    """bool (B, S) padding mask -> float (B, 1, ..., 1, S) with -inf on padding, 0 elsewhere,
-    with ``ndim`` axes in all, to add to scores (B, ..., L, S)."""
-    xp = backends.get_array_module(mask)
-    additive = xp.where(mask, -np.inf, 0.0).astype(dtype)  # (B, S)
-    return additive.reshape(mask.shape[0], *([1] * (ndim - 2)), mask.shape[1])
-
-
-# ``F.attention_weights`` and ``ops.attention_softmax`` are gaining a ``key_padding_mask=``
-# argument (bool (B, S), True = padding) that drops the keys inside the fused softmax; the
-# two helpers below call it as soon as it is there. TEMPORARY FALLBACK, to be removed once
-# it has landed: the mask added to the scores through the graph as -inf (exp(-inf) = 0,
-# so padding keys get weight exactly 0 and their scores gradient 0).
-_WEIGHTS_TAKE_PADDING = "key_padding_mask" in inspect.signature(F.attention_weights).parameters
-_SOFTMAX_TAKES_PADDING = "key_padding_mask" in inspect.signature(attention_softmax).parameters
-
-
-def padded_attention_weights(query, key, padding, scale: float = 1.0):
-    """softmax(query keyᵀ · scale) over the keys, padding keys at weight 0.
-
-    query (B, ..., L, E), key (B, ..., S, E), padding bool (B, S), True = padding key
-    -> weights (B, ..., L, S), each row summing to 1 over the row's real keys."""
-    if _WEIGHTS_TAKE_PADDING:
-        return F.attention_weights(query, key, scale=scale, key_padding_mask=padding)
-    scores = query @ key.mT  # (B, ..., L, S)
-    return padded_softmax(scores, padding, scale)
-
-
-def padded_softmax(scores, padding, scale: float = 1.0):
-    """softmax(scores · scale) over the last axis, padding keys at weight 0: scores
-    (B, ..., L, S), padding bool (B, S) -> (B, ..., L, S). For scores that are not a dot
-    product (the additive score)."""
-    if tuple(padding.shape) != (scores.shape[0], scores.shape[-1]):
-        raise ValueError(f"padded_softmax: key padding mask {tuple(padding.shape)} must be (B, S) = "
-                         f"{(scores.shape[0], scores.shape[-1])} for scores {tuple(scores.shape)}")
-    if _SOFTMAX_TAKES_PADDING:
-        return attention_softmax(scores, scale, key_padding_mask=padding)
-    masked = scores * scale + Tensor(_additive_padding(padding, scores.dtype, scores.ndim))  # (B, ..., L, S)
-    return attention_softmax(masked, 1.0)
 
 
 class TranslationModel(LanguageModel):

@@ -46,13 +46,9 @@ import numpy as np
 
 from tinylm import backends, nn, ops
 from tinylm.autograd import Tensor, no_grad
-from tinylm.models.seq2seq import (
-    TranslationModel,
-    checked_rows,
-    key_padding_mask,
-    padded_attention_weights,
-    padded_softmax,
-)
+from tinylm.models.seq2seq import TranslationModel, checked_rows, key_padding_mask
+from tinylm.nn import functional as F
+from tinylm.ops.attention_softmax import attention_softmax
 
 ATTENTION_SCORES = ("dot", "general", "additive")
 
@@ -139,9 +135,9 @@ class LuongAttention(nn.Module):
             projected = self.linear_query(queries)  # W₁ h_t, (B, T, H)
             hidden = (projected.unsqueeze(2) + keys.unsqueeze(1)).tanh()  # (B, T, 1, H) + (B, 1, S, H) -> (B, T, S, H)
             scores = self.v(hidden).reshape(batch, steps, length)  # (B, T, S, 1) -> (B, T, S)
-            weights = padded_softmax(scores, padding)  # (B, T, S)
+            weights = attention_softmax(scores, key_padding_mask=padding)  # padding keys at 0, (B, T, S)
         else:  # h_t · keys_s for every pair: (B, T, H) @ (B, H, S) -> (B, T, S), unscaled as in Luong
-            weights = padded_attention_weights(queries, keys, padding, scale=1.0)
+            weights = F.attention_weights(queries, keys, scale=1.0, key_padding_mask=padding)
         context = weights @ memory  # c_t = Σ_s a_ts h̄_s, (B, T, S) @ (B, S, H) -> (B, T, H)
         attentional = self.linear_out(ops.concat([context, queries], axis=-1)).tanh()  # tanh(W_c [c_t; h_t]), (B, T, H)
         return attentional, weights

@@ -107,8 +107,11 @@ class TransformerStepper:
     def __init__(self, model: TransformerLanguageModel):
         self.model = model
 
-    def start(self, prompt_ids):
-        """prompt_ids (B, T) -> logits (B, V) after the prompt's last token, and the context."""
+    def start(self, prompt_ids, state=None):
+        """prompt_ids (B, T) -> logits (B, V) after the prompt's last token, and the context.
+        ``state`` is forward's, always None: a transformer carries none."""
+        if state is not None:
+            raise ValueError("TransformerStepper.start: a transformer carries no state; pass state=None")
         context = np.asarray(prompt_ids)
         if context.ndim != 2 or context.shape[1] == 0:
             raise ValueError(f"TransformerStepper.start: prompt_ids {context.shape} must be (B, T) with T >= 1")
@@ -121,6 +124,10 @@ class TransformerStepper:
             raise ValueError(f"TransformerStepper.step: ids {ids.shape} must be (B,) = ({context.shape[0]},)")
         context = np.concatenate([context, ids[:, None]], axis=1)  # (B, T + 1)
         return self._last_logits(context[:, -self.model.max_len:])
+
+    def select(self, context, rows):
+        """The context of batch rows ``rows`` (B',), in that order, repeats allowed: for beam search."""
+        return context[rows]
 
     def _last_logits(self, context):
         with no_grad():

@@ -1,0 +1,265 @@
+"""What a run learns: the next token of a text, or the translation of a sentence.
+
+The trainer (``tinylm.train.Trainer``) calls a model only through the one language-model
+interface (``tinylm.models.language_model``): ``logits, state = model(inputs, state)``, a
+cross-entropy between the logits and the targets (positions whose target is ``IGNORE``
+count for nothing), backward, an optimizer step. Everything else a run needs is the
+task's:
+
+``next_batch(rng) -> (inputs, targets, state, tokens)``
+    one training batch drawn with ``rng`` (the trainer's, saved in checkpoints, so a
+    resumed run draws the same batches); ``state`` is what ``forward`` takes with it
+    (None for a language model, the source sentences for translation); ``tokens`` how
+    many target tokens it holds, for tokens/s.
+``evaluate(model, split="validation") -> dict``
+    held-out scores, the ``val_*`` columns of metrics.csv.
+``sample(model, step) -> str``
+    a few lines to print at each evaluation: what the model writes now.
+``metric_columns``, ``tokenizers`` (file stem -> tokenizer), ``describe()``.
+
+``LanguageModelTask`` reads a text (CPython's documentation by default) and scores
+loss, perplexity and next-token accuracy. ``TranslationTask`` reads a parallel corpus
+(``tinylm.parallel_corpus``: number words or dates in two languages, or the user's own
+TSV), feeds the model the source sentence as its state and scores loss, BLEU and exact
+match of greedy translations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+import tinylm
+from tinylm.data import ContiguousBatches, DataError, prepare_text, random_batch
+from tinylm.evaluation import evaluate as evaluate_language_model
+from tinylm.generation import sample_tokens
+from tinylm.nn import functional as F
+from tinylm.tokenizers import train_tokenizer
+
+TASKS = ("language-model", "translate")
+MODELS_OF_TASK = {"language-model": ("lstm", "transformer"), "translate": ("seq2seq-lstm", "seq2seq-transformer")}
+COMMON_COLUMNS = ["step", "tokens", "elapsed_s", "lr", "train_loss"]
+
+
+def task_of(config: dict) -> str:
+    """The task a run's config describes (runs written before translation are language models)."""
+    return config.get("task", "language-model")
+
+
+def make_task(config: dict, tokenizer=None):
+    """The task of ``config``, with the run's tokenizer (``tinylm.runs.load_run``'s: one, or a
+    ``TokenizerPair`` for translation), or new ones trained on its training data if None."""
+    task = LanguageModelTask if task_of(config) == "language-model" else TranslationTask
+    return task.from_config(config, tokenizer)
+
+
+# ------------------------------------------------------------------------------ language model
+
+
+class LanguageModelTask:
+    """The next token of a text: random windows of ``seq_len`` tokens (or, with
+    ``stateful``, parallel streams read in order), validation on the last 10% of the text."""
+
+    kind = "language-model"
+    metric_columns = [*COMMON_COLUMNS, "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
+
+    def __init__(self, config: dict, tokenizer, train_ids: np.ndarray, val_ids: np.ndarray):
+        self.config, t = config, config["training"]
+        self.tokenizer, self.tokenizers = tokenizer, {"tokenizer": tokenizer}
+        self.train_ids, self.val_ids = train_ids, val_ids
+        for what, ids in (("training", train_ids), ("validation", val_ids)):
+            if len(ids) < t["seq_len"] + 1:
+                raise DataError(f"the {what} text has {len(ids)} tokens, fewer than --seq-len + 1 = "
+                                f"{t['seq_len'] + 1}; give more text or a shorter --seq-len")
+        self.batch_size, self.seq_len, self.sample_length = t["batch_size"], t["seq_len"], t["sample_tokens"]
+        self.stream = ContiguousBatches(train_ids, t["batch_size"], t["seq_len"]) if t.get("stateful") else None
+        self.stream_restarted = True
+
+    @classmethod
+    def from_config(cls, config: dict, tokenizer=None) -> "LanguageModelTask":
+        """The run's text, split 90/10, and its tokenizer (a new one trained on the training text if None)."""
+        train_text, val_text = prepare_text(config)
+        if tokenizer is None:
+            tokenizer = train_tokenizer(config["tokenizer"], train_text, config["vocab_size"])
+        return cls(config, tokenizer, tokenizer.encode(train_text), tokenizer.encode(val_text))
+
+    def model_vocabulary(self) -> dict:
+        return {"vocab_size": self.tokenizer.vocab_size}
+
+    def describe(self) -> str:
+        return (f"{self.config['tokenizer']} tokenizer (vocabulary {self.tokenizer.vocab_size}), "
+                f"{len(self.train_ids):,} training and {len(self.val_ids):,} validation tokens")
+
+    def next_batch(self, rng: np.random.Generator):
+        """(inputs (B, T), targets (B, T), None, B·T); with ``stateful`` the next chunk of
+        every stream, in order (``rng`` unused), and whether it starts the streams again
+        is ``self.stream_restarted`` (a carried state does not belong there)."""
+        if self.stream is None:
+            inputs, targets = random_batch(self.train_ids, self.batch_size, self.seq_len, rng)
+            self.stream_restarted = True
+        else:
+            inputs, targets, self.stream_restarted = self.stream.next()
+        return inputs, targets, None, inputs.size
+
+    def evaluate(self, model, split: str = "validation") -> dict:
+        result = evaluate_language_model(model, self.val_ids, self.batch_size, self.seq_len)
+        return {"val_loss": result["loss"], "val_perplexity": result["perplexity"], "val_accuracy": result["accuracy"]}
+
+    def report(self, row: dict) -> str:
+        return (f"validation loss {row['val_loss']:.3f} (perplexity {row['val_perplexity']:.2f}, "
+                f"accuracy {row['val_accuracy']:.1%})")
+
+    def sample(self, model, step: int) -> str:
+        if self.sample_length == 0:
+            return ""
+        return "  sample: " + repr(self.sample_text(model, step, self.sample_length))[1:-1][:400]
+
+    def sample_text(self, model, step: int, length: int) -> str:
+        """The validation text's first token and ``length`` more sampled after it (temperature
+        0.8), from a generator of its own: training's random streams are not touched."""
+        rng = np.random.default_rng([self.config["training"]["seed"], 2, step])
+        prompt = self.val_ids[:1]
+        tokens = list(sample_tokens(model, prompt, length, rng, temperature=0.8))
+        return self.tokenizer.decode(list(prompt) + tokens)
+
+
+# ------------------------------------------------------------------------------ translation
+
+
+class TokenizerPair(NamedTuple):
+    source: object
+    target: object
+
+
+class TranslationTask:
+    """Sentence pairs: the model reads the source (its state) and learns the target, one
+    token after another, teacher-forced. Scored on held-out pairs by the loss per target
+    token and by greedy translations: corpus BLEU and the share translated exactly."""
+
+    kind = "translate"
+    metric_columns = [*COMMON_COLUMNS, "val_loss", "val_bleu", "val_exact_match", "tokens_per_s"]
+    samples_shown = 3
+
+    def __init__(self, config: dict, pair: TokenizerPair, corpus):
+        self.config, self.corpus, self.pair = config, corpus, pair
+        self.tokenizers = {"source_tokenizer": pair.source, "target_tokenizer": pair.target}
+        self.batch_size = config["training"]["batch_size"]
+
+    @classmethod
+    def from_config(cls, config: dict, pair: TokenizerPair | None = None) -> "TranslationTask":
+        """The run's corpus and its two tokenizers (new ones trained on training sentences if None)."""
+        corpus = load_parallel_corpus(config)
+        if pair is None:
+            pair = TokenizerPair(*(train_tokenizer(config[f"{side}_tokenizer"], corpus.tokenizer_text(side),
+                                                   config[f"{side}_vocab_size"]) for side in ("source", "target")))
+        return cls(config, pair, corpus)
+
+    def model_vocabulary(self) -> dict:
+        from tinylm.parallel_corpus import SPECIAL_TOKENS
+
+        return {"source_vocab_size": self.pair.source.vocab_size + len(SPECIAL_TOKENS),
+                "target_vocab_size": self.pair.target.vocab_size + len(SPECIAL_TOKENS)}
+
+    def describe(self) -> str:
+        return (f"{self.corpus.name}: {self.config['source_tokenizer']} source tokens (vocabulary "
+                f"{self.pair.source.vocab_size}), {self.config['target_tokenizer']} target tokens (vocabulary "
+                f"{self.pair.target.vocab_size}), {len(self.corpus.validation)} validation and "
+                f"{len(self.corpus.test)} test pairs")
+
+    def next_batch(self, rng: np.random.Generator):
+        """(target inputs (B, T), target outputs (B, T), Source, target tokens): B pairs
+        drawn from the training sentences, padded."""
+        from tinylm.parallel_corpus import IGNORE
+
+        batch = self.encode(self.corpus.sample_train(rng, self.batch_size))
+        inputs, targets, source = batch
+        return inputs, targets, source, int((targets != IGNORE).sum())
+
+    def encode(self, pairs):
+        """(target inputs, target outputs, Source) of a list of (source, target) pairs."""
+        from tinylm.models.seq2seq import Source
+        from tinylm.parallel_corpus import encode_batch
+
+        batch = encode_batch(pairs, self.pair.source, self.pair.target)
+        return batch.target_inputs, batch.target_outputs, Source(batch.source_ids, batch.source_lengths)
+
+    def translate(self, model, sources: list[str], beam: int = 1, batch_size: int = 256) -> list[str]:
+        """The model's translations of ``sources``: greedy, or beam search with ``beam`` > 1."""
+        return translate(model, self.pair, sources, beam=beam, batch_size=batch_size)
+
+    def evaluate(self, model, split: str = "validation") -> dict:
+        pairs = self.corpus.validation if split == "validation" else self.corpus.test
+        scores = score_translations(model, self, pairs)
+        return {"val_loss": scores["loss"], "val_bleu": scores["bleu"], "val_exact_match": scores["exact_match"]}
+
+    def report(self, row: dict) -> str:
+        return (f"validation loss {row['val_loss']:.3f}, BLEU {row['val_bleu']:.1f}, "
+                f"exact match {row['val_exact_match']:.1%}")
+
+    def sample(self, model, step: int) -> str:
+        pairs = self.corpus.validation[: self.samples_shown]
+        outputs = self.translate(model, [source for source, _ in pairs])
+        return "\n".join(f"  {source!r} -> {output!r}" + ("" if output == target else f" (expected {target!r})")
+                         for (source, target), output in zip(pairs, outputs))
+
+
+def load_parallel_corpus(config: dict):
+    """The run's corpus: the user's TSV (``data``), else a built-in one (``corpus``, ``pair``),
+    split by the run's seed."""
+    from tinylm import parallel_corpus
+
+    seed = config["training"]["seed"]
+    if config.get("data"):
+        return parallel_corpus.tsv_corpus(config["data"], seed=seed)
+    return parallel_corpus.builtin_corpus(config["corpus"], config["pair"], seed=seed)
+
+
+def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 1, batch_size: int = 256,
+              max_len: int | None = None) -> list[str]:
+    """Translations of ``sources`` (in batches of ``batch_size``), greedy or with a beam;
+    each at most ``max_len`` tokens (default: twice the longest source's tokens, plus 10)."""
+    from tinylm.decoding import beam_search, greedy_decode
+    from tinylm.models.seq2seq import Source
+    from tinylm.parallel_corpus import decode_target, encode_batch
+
+    outputs = []
+    for start in range(0, len(sources), batch_size):
+        chunk = sources[start : start + batch_size]
+        batch = encode_batch([(s, "") for s in chunk], tokenizers.source, tokenizers.target)
+        source = Source(batch.source_ids, batch.source_lengths)
+        limit = max_len or 2 * int(batch.source_lengths.max()) + 10
+        limit = min(limit, getattr(model, "max_target_len", limit))
+        if beam > 1:
+            ids = beam_search(model, source, len(chunk), beam, limit)
+        else:
+            ids = greedy_decode(model, source, len(chunk), limit)
+        outputs.extend(decode_target(row, tokenizers.target) for row in ids)
+    return outputs
+
+
+def score_translations(model, task: TranslationTask, pairs, beam: int = 1) -> dict:
+    """Loss per target token (teacher-forced), corpus BLEU and exact match of the model's
+    translations of ``pairs``, in eval mode; the model's mode is restored afterwards."""
+    from tinylm.bleu import corpus_bleu, exact_match
+    from tinylm.parallel_corpus import IGNORE
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with tinylm.no_grad():
+            for start in range(0, len(pairs), 256):
+                inputs, targets, source = task.encode(pairs[start : start + 256])
+                logits, _ = model(inputs, source)  # (B, T, V)
+                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                         ignore_index=IGNORE, reduction="sum").item()
+                count += int((targets != IGNORE).sum())
+            outputs = task.translate(model, [source for source, _ in pairs], beam=beam)
+    finally:
+        model.train(was_training)
+    references = [target for _, target in pairs]
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bleu": corpus_bleu(outputs, references).score,
+            "exact_match": exact_match(outputs, references), "outputs": outputs, "references": references}
