@@ -125,10 +125,10 @@ def corpora(draw):
     return hypotheses, references
 
 
-def assert_same_as_sacrebleu(hypotheses, references):
+def assert_same_as_sacrebleu(hypotheses, references, tokenize="13a"):
     sacrebleu = pytest.importorskip("sacrebleu", reason="sacrebleu is the reference BLEU (pip install sacrebleu)")
-    theirs = sacrebleu.corpus_bleu(hypotheses, [references])
-    ours = corpus_bleu(hypotheses, references)
+    theirs = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize)
+    ours = corpus_bleu(hypotheses, references, tokenize=tokenize)
     assert ours.score == pytest.approx(theirs.score, abs=1e-9)
     assert ours.precisions == pytest.approx(tuple(theirs.precisions), abs=1e-9)
     assert ours.brevity_penalty == pytest.approx(theirs.bp, abs=1e-12)
@@ -180,3 +180,20 @@ REFERENCES = [
 ])
 def test_equal_to_sacrebleu_on_translation_like_corpora(hypotheses):
     assert_same_as_sacrebleu(hypotheses, REFERENCES)
+    assert_same_as_sacrebleu(hypotheses, REFERENCES, tokenize="char")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=30), min_size=1, max_size=5), st.data())
+def test_character_bleu_equal_to_sacrebleus_on_any_text(hypotheses, data):
+    references = data.draw(st.lists(st.text(max_size=30), min_size=len(hypotheses), max_size=len(hypotheses)))
+    assert_same_as_sacrebleu(hypotheses, references, tokenize="char")
+
+
+def test_word_bleu_of_a_one_word_translation_is_0_and_character_bleu_sees_how_close_it_is():
+    reference = ["dreiundzwanzigtausendvierhundertfünf"]
+    assert corpus_bleu(reference, reference).score == 0.0  # no 2-, 3-, 4-grams in one word
+    close = corpus_bleu(["dreiundzwanzigtausendvierhundertsechs"], reference, tokenize="char").score
+    far = corpus_bleu(["siebentausend"], reference, tokenize="char").score
+    assert corpus_bleu(reference, reference, tokenize="char").score == pytest.approx(100.0)
+    assert 100.0 > close > far > 0.0

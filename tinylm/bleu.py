@@ -21,6 +21,12 @@ words) leaves p_n = 0, whose log counts as -9999999999: the score is then 0, as 
 
 ``corpus_bleu(hypotheses, references).score`` equals
 ``sacrebleu.corpus_bleu(hypotheses, [references]).score`` (one reference per sentence).
+
+``tokenize="char"`` counts characters instead of words (sacrebleu's ``tokenize="char"``:
+every character but whitespace is a token). It is the BLEU that can tell translations
+apart where a whole sentence is one word: German writes every number below a million as
+one word ("dreiundzwanzigtausendvierhundertfünf"), so on word level a German number has
+no 2-, 3- or 4-grams and its BLEU is 0 however right it is.
 """
 
 from __future__ import annotations
@@ -108,16 +114,28 @@ def brevity_penalty(hypothesis_length: int, reference_length: int) -> float:
     return math.exp(1.0 - reference_length / hypothesis_length)
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> BLEUResult:
+def tokenize_char(line: str) -> str:
+    """``line`` as sacrebleu's "char" tokenizer returns it: its characters separated by spaces
+    (whitespace in the line then splits away)."""
+    return " ".join(line)
+
+
+TOKENIZE = {"13a": tokenize_13a, "char": tokenize_char}
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> BLEUResult:
     """BLEU of ``hypotheses`` against ``references`` (one reference per hypothesis), by the
-    formula in this module's docstring. Trailing whitespace is dropped before tokenizing,
-    as sacrebleu does."""
+    formula in this module's docstring, over the tokens ``tokenize`` makes ("13a" words or
+    "char" characters). Trailing whitespace is dropped before tokenizing, as sacrebleu does."""
     _check_corpus("corpus_bleu", hypotheses, references)
+    if tokenize not in TOKENIZE:
+        raise ValueError(f"corpus_bleu: tokenize must be one of {', '.join(TOKENIZE)}, got {tokenize!r}")
+    split = TOKENIZE[tokenize]
     matches, totals = [0] * MAX_ORDER, [0] * MAX_ORDER
     hypothesis_length = reference_length = 0
     for hypothesis, reference in zip(hypotheses, references):
-        hypothesis_words = tokenize_13a(hypothesis.rstrip()).split()
-        reference_words = tokenize_13a(reference.rstrip()).split()
+        hypothesis_words = split(hypothesis.rstrip()).split()
+        reference_words = split(reference.rstrip()).split()
         hypothesis_length += len(hypothesis_words)
         reference_length += len(reference_words)
         for n in range(1, MAX_ORDER + 1):

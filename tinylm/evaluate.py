@@ -65,7 +65,8 @@ def evaluate_translation(args, config, tokenizers, model, trainer) -> dict:
     with blas_limited(task.blas_threads):
         result = score_translations(model, task, pairs, beam=args.beam)
     search = f"beam {args.beam}" if args.beam > 1 else "greedy"
-    print(f"{where} (checkpoint step {trainer['step']}, {search}): BLEU {result['bleu']:.2f}, "
+    print(f"{where} (checkpoint step {trainer['step']}, {search}): BLEU {result['bleu']:.2f} "
+          f"({task.bleu_tokenize}), "
           f"exact match {result['exact_match']:.2%} of {len(pairs):,} pairs, loss {result['loss']:.4f} "
           f"nats per target token")
     return result

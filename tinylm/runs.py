@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tinylm import backends, cli, optim
+from tinylm.bleu import TOKENIZE
 from tinylm.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, read_json
 from tinylm.models import MODELS
 from tinylm.parallel_corpus import CORPORA, PAIRS, SPECIAL_TOKENS
@@ -128,6 +129,8 @@ def check_config(config, path="config.json") -> dict:
         if config["data"] is None and (config.get("corpus") not in CORPORA or config.get("pair") not in PAIRS):
             raise bad(f"without 'data', 'corpus' must be one of {', '.join(CORPORA)} and 'pair' one of "
                       f"{', '.join(PAIRS)}; got {config.get('corpus')!r}, {config.get('pair')!r}")
+        if config.get("bleu_tokenize", "13a") not in TOKENIZE:
+            raise bad(f"bleu_tokenize must be one of {', '.join(TOKENIZE)}, got {config.get('bleu_tokenize')!r}")
         sides = ("source_", "target_")
     else:
         if not isinstance(config.get("lowercase"), bool):
@@ -235,7 +238,7 @@ def check_trainer_state(trainer: dict, config: dict, optimizer, path) -> None:
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise bad(f"{key} is not a NumPy generator state ({type(exc).__name__})") from None
     position = trainer.get("stream_position")
-    if training.get("stateful") != (position is not None):
+    if bool(training.get("stateful")) != (position is not None):
         raise bad(f"stream_position {position!r} does not fit a run with stateful={bool(training.get('stateful'))}")
     if position is not None and not cli.non_negative_int.accepts(position):
         raise bad(f"stream_position must be an integer >= 0, got {position!r}")

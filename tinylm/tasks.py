@@ -168,6 +168,7 @@ class TranslationTask:
         self.config, self.corpus, self.pair = config, corpus, pair
         self.tokenizers = {"source_tokenizer": pair.source, "target_tokenizer": pair.target}
         self.batch_size = config["training"]["batch_size"]
+        self.bleu_tokenize = config.get("bleu_tokenize", "13a")
 
     @classmethod
     def from_config(cls, config: dict, pair: TokenizerPair | None = None) -> "TranslationTask":
@@ -217,7 +218,7 @@ class TranslationTask:
         return {"val_loss": scores["loss"], "val_bleu": scores["bleu"], "val_exact_match": scores["exact_match"]}
 
     def report(self, row: dict) -> str:
-        return (f"validation loss {row['val_loss']:.3f}, BLEU {row['val_bleu']:.1f}, "
+        return (f"validation loss {row['val_loss']:.3f}, BLEU {row['val_bleu']:.1f} ({self.bleu_tokenize}), "
                 f"exact match {row['val_exact_match']:.1%}")
 
     def sample(self, model, step: int) -> str:
@@ -225,6 +226,13 @@ class TranslationTask:
         outputs = self.translate(model, [source for source, _ in pairs])
         return "\n".join(f"  {source!r} -> {output!r}" + ("" if output == target else f" (expected {target!r})")
                          for (source, target), output in zip(pairs, outputs))
+
+
+def default_bleu_tokenize(corpus: str | None, pair: str | None) -> str:
+    """Words ("13a", BLEU's usual tokens), except for German numbers: German writes every
+    number below a million as one word, whose word-level BLEU is 0 however close it is
+    (``tinylm.bleu``), so their BLEU counts characters."""
+    return "char" if (corpus, pair) == ("numbers", "en-de") else "13a"
 
 
 def load_parallel_corpus(config: dict):
@@ -283,5 +291,6 @@ def score_translations(model, task: TranslationTask, pairs, beam: int = 1) -> di
         model.train(was_training)
     references = [target for _, target in pairs]
     loss = total / max(count, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bleu": corpus_bleu(outputs, references).score,
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
+            "bleu": corpus_bleu(outputs, references, tokenize=task.bleu_tokenize).score,
             "exact_match": exact_match(outputs, references), "outputs": outputs, "references": references}

@@ -24,6 +24,7 @@ import numpy as np
 
 import tinylm
 from tinylm import cli, nn, optim, runs
+from tinylm.bleu import TOKENIZE
 from tinylm.checkpoint import CheckpointError, save_checkpoint, write_atomically, write_json
 from tinylm.memory import keep_freed_memory
 from tinylm.metrics import LossPlotter, append_metrics, kept_metrics
@@ -32,15 +33,15 @@ from tinylm.nn import functional as F
 from tinylm.parallel_corpus import CORPORA, PAIRS
 from tinylm.random import default_generator
 from tinylm.runs import build_model, build_optimizer, load_run
-from tinylm.tasks import MODELS_OF_TASK, TASKS, blas_limited, make_task
+from tinylm.tasks import MODELS_OF_TASK, TASKS, blas_limited, default_bleu_tokenize, make_task
 from tinylm.tokenizers import TOKENIZERS, tokenizer_to_json
 
 # Defaults that differ between the tasks: a flag left out takes its task's.
 TASK_DEFAULTS = {
     "language-model": dict(model="lstm", steps=1350, batch_size=32, lr=4e-3, warmup_steps=50, eval_every=250,
                            hidden_dim=256),
-    "translate": dict(model="seq2seq-lstm", steps=3000, batch_size=128, lr=3e-3, warmup_steps=100, eval_every=500,
-                      hidden_dim=256),
+    "translate": dict(model="seq2seq-lstm", steps=1500, batch_size=128, lr=3e-3, warmup_steps=100, eval_every=250,
+                      hidden_dim=128),
 }
 N_LAYERS = {"lstm": 2, "transformer": 2, "seq2seq-lstm": 1, "seq2seq-transformer": 3}  # --n-layers' defaults
 
@@ -69,12 +70,15 @@ def parse_args(argv=None):
     data.add_argument("--target-tokenizer", choices=list(TOKENIZERS), default="bpe", help="translate: target tokens")
     data.add_argument("--source-vocab-size", type=cli.positive_int, default=512, help="translate: source BPE size")
     data.add_argument("--target-vocab-size", type=cli.positive_int, default=512, help="translate: target BPE size")
+    data.add_argument("--bleu-tokenize", choices=list(TOKENIZE), help="translate: BLEU over words (13a) or characters "
+                      "(char); default 13a, but char for en-de numbers, each of which German writes as one word")
     model = p.add_argument_group("model")
     model.add_argument("--model", choices=list(runs.MODEL_CONFIG_RULES),
                        help="language model: lstm (default) or transformer; translate: seq2seq-lstm (default) "
                        "or seq2seq-transformer")
     model.add_argument("--embedding-dim", type=rules["embedding_dim"], default=128, help="LSTMs: token embedding size")
-    model.add_argument("--hidden-dim", type=rules["hidden_dim"], help="LSTMs: hidden state size (default 256)")
+    model.add_argument("--hidden-dim", type=rules["hidden_dim"],
+                       help="LSTMs: hidden state size (default 256; translate 128)")
     model.add_argument("--n-layers", type=rules["n_layers"],
                        help="LSTM layers (default 2; seq2seq-lstm: decoder layers, default 1), transformer blocks "
                        "(default 2; seq2seq-transformer: encoder and decoder layers each, default 3)")
@@ -88,7 +92,7 @@ def parse_args(argv=None):
     model.add_argument("--dropout", type=rules["dropout"], default=0.1, help="dropout probability, in [0, 1)")
     train = p.add_argument_group("training")
     train.add_argument("--steps", type=rules["steps"], help="optimizer steps in total (default: 1350 for a language "
-                       "model, 3000 for translate; with --resume: the saved run's, unless given)")
+                       "model, 1500 for translate; with --resume: the saved run's, unless given)")
     train.add_argument("--batch-size", type=rules["batch_size"], help="sequences per step (default 32; translate 128)")
     train.add_argument("--seq-len", type=rules["seq_len"], default=64, help="language model: tokens per sequence")
     train.add_argument("--lr", type=rules["lr"], help="peak learning rate (AdamW), > 0 (default 4e-3; translate 3e-3)")
@@ -108,7 +112,7 @@ def parse_args(argv=None):
                        help="stop (with a checkpoint) after this many seconds")
     run = p.add_argument_group("evaluation and output")
     run.add_argument("--eval-every", type=rules["eval_every"],
-                     help="evaluate, sample and checkpoint every N steps (default 250; translate 500)")
+                     help="evaluate, sample and checkpoint every N steps (default 250)")
     run.add_argument("--log-every", type=rules["log_every"], default=25,
                      help="write the mean training loss every N steps")
     run.add_argument("--sample-tokens", type=rules["sample_tokens"], default=200,
@@ -184,6 +188,8 @@ def make_config(args) -> dict:
                     corpus=None if data else args.corpus, pair=None if data else args.pair,
                     source_tokenizer=args.source_tokenizer, source_vocab_size=args.source_vocab_size,
                     target_tokenizer=args.target_tokenizer, target_vocab_size=args.target_vocab_size,
+                    bleu_tokenize=args.bleu_tokenize or default_bleu_tokenize(None if data else args.corpus,
+                                                                              None if data else args.pair),
                     training=training)
     return dict(model=args.model, model_config=model_configs[args.model], tokenizer=args.tokenizer,
                 vocab_size=args.vocab_size, data=data, lowercase=args.lowercase, training=training)
