@@ -9,9 +9,10 @@
    ``pack_padded_sequence``, an LSTM decoder started from the encoder's final states,
    Luong attention, ``tanh(W_c [c; h])``, a linear output), the run's own tokenizers,
    batches drawn exactly as tinylm draws them (the same corpus, seed and generator), AdamW
-   with the same warm-up and cosine schedule, clipping and weight decay, on the same
-   number of threads, for as many seconds of training as the tinylm run took. Then greedy
-   translations of the same test pairs, scored by ``tinylm.bleu``.
+   with the same warm-up and cosine schedule, clipping and weight decay, evaluated on the
+   validation pairs (loss and greedy translations) as often as the run was, for as many
+   seconds as the tinylm run took, evaluations included. Then greedy translations of the
+   same test pairs, scored by ``tinylm.bleu`` as the run scores them.
 
 Prints one table and writes benchmarks/results/translate.json. Only this script uses torch.
 """
@@ -38,12 +39,13 @@ def train_tinylm(run_dir: Path, extra: list[str]) -> None:
 
 def tinylm_scores(run_dir: Path) -> dict:
     from tinylm.runs import load_run
-    from tinylm.tasks import make_task, score_translations
+    from tinylm.tasks import blas_limited, make_task, score_translations
 
     config, tokenizers, model, _, trainer = load_run(run_dir)
     task = make_task(config, tokenizers)
     started = time.perf_counter()
-    scores = score_translations(model, task, task.corpus.test)
+    with blas_limited(task.blas_threads):
+        scores = score_translations(model, task, task.corpus.test)
     return dict(steps=trainer["step"], train_seconds=trainer["elapsed_s"], test_loss=scores["loss"],
                 bleu=scores["bleu"], exact_match=scores["exact_match"], eval_seconds=time.perf_counter() - started)
 
@@ -99,7 +101,7 @@ def train_torch(run_dir: Path, seconds: float, threads: int) -> dict:
 
     from tinylm.bleu import corpus_bleu, exact_match
     from tinylm.optim.lr_scheduler import warmup_cosine
-    from tinylm.parallel_corpus import BOS, EOS, IGNORE, decode_target, encode_batch
+    from tinylm.parallel_corpus import IGNORE, encode_batch
     from tinylm.runs import load_run
     from tinylm.tasks import make_task
 
@@ -117,9 +119,8 @@ def train_torch(run_dir: Path, seconds: float, threads: int) -> dict:
     lr_at = warmup_cosine(t["warmup_steps"], total, t["min_lr_ratio"])  # the trainer's schedule
 
     rng = np.random.default_rng([t["seed"], 1])  # the trainer's batch generator
-    step, trained = 0, 0.0
-    while trained < seconds and step < total:
-        started = time.perf_counter()
+    step, evaluations, started = 0, 0, time.perf_counter()
+    while time.perf_counter() - started < seconds and step < total:
         batch = encode_batch(task.corpus.sample_train(rng, t["batch_size"]), tokenizers.source, tokenizers.target)
         for group in optimizer.param_groups:
             group["lr"] = t["lr"] * lr_at(step)
@@ -134,15 +135,38 @@ def train_torch(run_dir: Path, seconds: float, threads: int) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip"])
         optimizer.step()
         step += 1
-        trained += time.perf_counter() - started
+        if step % t["eval_every"] == 0:  # what the trainer does at its evaluations: loss, then translations
+            with torch.no_grad():
+                model.eval()
+                for first in range(0, len(task.corpus.validation), 256):
+                    batch = encode_batch(task.corpus.validation[first : first + 256], tokenizers.source,
+                                         tokenizers.target)
+                    model(torch.from_numpy(batch.source_ids), torch.from_numpy(batch.source_lengths),
+                          torch.from_numpy(batch.target_inputs))
+            greedy_translations(model, task, task.corpus.validation)
+            evaluations += 1
+    spent = time.perf_counter() - started
+
+    references = [target for _, target in task.corpus.test]
+    outputs = greedy_translations(model, task, task.corpus.test)
+    return dict(steps=step, train_seconds=spent, evaluations=evaluations,
+                bleu=corpus_bleu(outputs, references, tokenize=task.bleu_tokenize).score,
+                exact_match=exact_match(outputs, references))
+
+
+def greedy_translations(model, task, pairs) -> list[str]:
+    """The model's greedy translations of the sources of ``pairs``, in batches of 256, each
+    at most twice its batch's longest source plus 10 tokens, as tinylm.tasks.translate."""
+    import torch
+
+    from tinylm.parallel_corpus import BOS, EOS, decode_target, encode_batch
 
     model.eval()
-    pairs = task.corpus.test
     outputs = []
     with torch.no_grad():
         for start in range(0, len(pairs), 256):
             chunk = pairs[start : start + 256]
-            batch = encode_batch(chunk, tokenizers.source, tokenizers.target)
+            batch = encode_batch(chunk, task.pair.source, task.pair.target)
             memory, state, padding = model.encode(torch.from_numpy(batch.source_ids),
                                                   torch.from_numpy(batch.source_lengths))
             tokens = torch.full((len(chunk), 1), BOS)
@@ -151,19 +175,19 @@ def train_torch(run_dir: Path, seconds: float, threads: int) -> dict:
                 logits, state = model.decode(tokens, (memory, padding), state)
                 tokens = logits[:, -1].argmax(-1, keepdim=True)
                 written.append(tokens[:, 0].numpy())
-                if all((np.stack(written, 1) == EOS).any(1)):
+                if (np.stack(written, 1) == EOS).any(1).all():
                     break
             ids = np.stack(written, 1)
-            outputs.extend(decode_target(list(row) + [EOS], tokenizers.target) for row in ids)
-    references = [target for _, target in pairs]
-    return dict(steps=step, train_seconds=trained, bleu=corpus_bleu(outputs, references).score,
-                exact_match=exact_match(outputs, references))
+            outputs.extend(decode_target(list(row) + [EOS], task.pair.target) for row in ids)
+    model.train()
+    return outputs
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, help="a finished tinylm translation run (default: train one now)")
-    p.add_argument("--threads", type=int, default=2, help="PyTorch's threads (tinylm's default run uses the cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="PyTorch's threads (default 1: on 2 cores its small products ran faster on one)")
     p.add_argument("train_flags", nargs="*", help="flags for tinylm.train, after --")
     args = p.parse_args(argv)
     run_dir = args.run
@@ -177,7 +201,8 @@ def main(argv=None) -> None:
     machine = header()
     rows = [("tinylm", ours), ("PyTorch " + __import__("torch").__version__, theirs)]
     print(f"\nmachine: {machine}\n")
-    print("| engine | steps | training s | test BLEU | test exact match |")
+    tokenize = json.loads((run_dir / "config.json").read_text()).get("bleu_tokenize", "13a")
+    print(f"| engine | steps | seconds (with evaluations) | test BLEU ({tokenize}) | test exact match |")
     print("|---|---:|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {r['steps']:,} | {r['train_seconds']:.0f} | {r['bleu']:.2f} | {r['exact_match']:.1%} |")
