@@ -181,7 +181,12 @@ def test_beam_search_of_one_is_greedy_and_a_wider_beam_prints_a_line_each(run, t
     sources = ["one", "seven three", "two two nine", "ten ten ten ten"]
     greedy = translate_lines(run, sources, tmp_path)
     assert translate_lines(run, sources, tmp_path, "--beam", "1") == greedy
-    assert len(translate_lines(run, sources, tmp_path, "--beam", "3")) == len(sources)
+    beamed = translate_lines(run, sources, tmp_path, "--beam", "3")
+    assert len(beamed) == len(sources)
+    for source, line in zip(sources, beamed):  # a sentence's beam does not depend on the others in the file
+        out = io.StringIO()
+        translate.main(["--checkpoint", str(run), "--text", source, "--beam", "3"], out=out)
+        assert out.getvalue() == line + "\n"
     # The search itself, on the trained model: a beam of one follows the greedy choices.
     _, tokenizers, model, _, _ = load_run(run)
     batch = encode_batch([(s, "") for s in sources], tokenizers.source, tokenizers.target)
