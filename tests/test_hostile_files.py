@@ -1,7 +1,8 @@
 """A damaged or hostile run folder is refused in one line, with exit status 2, and left as it was.
 
 One real checkpoint is damaged in each way below; then ``evaluate``, ``generate`` and
-``train --resume`` are run on it. Each must exit with status 2 after one line on stderr
+``train --resume`` are run on it (``evaluate``, ``translate`` and ``train --resume`` on a
+translation run's). Each must exit with status 2 after one line on stderr
 that names the damaged file, with no traceback, and write nothing.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from tinylm import cli, evaluate, generate, train
+from tinylm import cli, evaluate, generate, train, translate
 from tinylm.checkpoint import CheckpointError, read_safetensors
 
 CORPUS = "The quick brown fox jumps over the lazy dog, again and again. " * 40
@@ -215,3 +216,89 @@ def test_the_shapes_a_file_is_checked_against_are_those_the_model_makes(kind, co
 
     made = {name: p.shape for name, p in MODELS[kind](**config).named_parameters()}
     assert MODELS[kind].parameter_shapes(**config) == made
+
+
+# ---- translation runs: two tokenizers, and a config of their own
+
+PAIRS = "".join(f"{a} {b}\t{b} {a}\n" for a in ("red", "green", "blue", "black") for b in ("cat", "dog", "cow", "owl"))
+TRANSLATION_COMMANDS = {
+    "evaluate": (evaluate.main, lambda run: ["--checkpoint", str(run)]),
+    "translate": (translate.main, lambda run: ["--checkpoint", str(run), "--text", "red cat"]),
+    "train --resume": (train.main, lambda run: ["--resume", str(run), "--steps", "20"]),
+}
+
+
+@pytest.fixture(scope="module")
+def good_translation_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good-translation")
+    (folder / "pairs.tsv").write_text(PAIRS)
+    run = folder / "run"
+    train.main(["--task", "translate", "--data", str(folder / "pairs.tsv"), "--out", str(run), "--steps", "4",
+                "--batch-size", "4", "--eval-every", "2", "--embedding-dim", "8", "--hidden-dim", "16",
+                "--backend", "numpy"])
+    return run
+
+
+def config_with(change):
+    """A damage of config.json: ``change`` edits the loaded config in place."""
+    def edited(config):
+        change(config)
+        return config
+
+    return lambda p: json_file(p, edited)
+
+
+TRANSLATION_DAMAGES = {
+    "source tokenizer garbage": ("source_tokenizer.json", lambda p: p.write_bytes(b"\xff\xfe\x00 not json")),
+    "source tokenizer not JSON": ("source_tokenizer.json", lambda p: p.write_text('{"kind": "word", "pieces": [')),
+    "source tokenizer missing": ("source_tokenizer.json", lambda p: p.unlink()),
+    "target tokenizer garbage": ("target_tokenizer.json", lambda p: p.write_bytes(b"\x00\x01 not json")),
+    "target tokenizer missing": ("target_tokenizer.json", lambda p: p.unlink()),
+    "target tokenizer of another kind": ("target_tokenizer.json", lambda p: p.write_text(json.dumps(
+        {"kind": "char", "chars": [chr(97 + i) for i in range(len(json.loads(p.read_text())["merges"]) + 255)]}))),
+    "source tokenizer one piece short": ("source_tokenizer.json", lambda p: json_file(
+        p, lambda t: {**t, "pieces": t["pieces"][:-1]})),
+    "target tokenizer one merge short": ("target_tokenizer.json", lambda p: json_file(
+        p, lambda t: {**t, "merges": t["merges"][:-1]})),
+    "config whose source vocabulary disagrees with the tokenizer": ("config.json", config_with(
+        lambda c: c["model_config"].update(source_vocab_size=c["model_config"]["source_vocab_size"] + 1))),
+    "config whose target vocabulary disagrees with the tokenizer": ("config.json", config_with(
+        lambda c: c["model_config"].update(target_vocab_size=c["model_config"]["target_vocab_size"] - 1))),
+    "config of a translation run naming an lstm": ("config.json", config_with(lambda c: c.update(model="lstm"))),
+    "config of an unknown task": ("config.json", config_with(lambda c: c.update(task="summarize"))),
+    "config of an unknown corpus": ("config.json", config_with(lambda c: c.update(data=None, corpus="poems",
+                                                                                  pair="en-de"))),
+    "config of an unknown language pair": ("config.json", config_with(lambda c: c.update(data=None, corpus="numbers",
+                                                                                         pair="en-xx"))),
+    "config with a bad attention": ("config.json", config_with(lambda c: c["model_config"].update(
+        attention="cosine"))),
+    "config with an unknown target tokenizer": ("config.json", config_with(lambda c: c.update(
+        target_tokenizer="sentencepiece"))),
+    "config without its source vocabulary size": ("config.json", config_with(
+        lambda c: c["model_config"].pop("source_vocab_size"))),
+    "config with a language model's setting": ("config.json", config_with(lambda c: c["model_config"].update(
+        vocab_size=40))),
+}
+# The file an error names, where it is not the damaged one: a vocabulary size is checked
+# against the tokenizer that holds that vocabulary.
+NAMED = {"config whose source vocabulary disagrees with the tokenizer": "source_tokenizer.json",
+         "config whose target vocabulary disagrees with the tokenizer": "target_tokenizer.json"}
+
+
+@pytest.mark.parametrize("damage", list(TRANSLATION_DAMAGES))
+def test_a_damaged_translation_run_is_refused_in_one_line_and_left_unchanged(tmp_path, good_translation_run, capsys,
+                                                                             damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_translation_run, run)
+    name, damage_file = TRANSLATION_DAMAGES[damage]
+    damage_file(run / name)
+    name = NAMED.get(damage, name)
+    before = fingerprint(run)
+    for command, (main, argv) in TRANSLATION_COMMANDS.items():
+        status = cli.run(main, argv(run), prog=command)
+        captured = capsys.readouterr()
+        assert status == 2, (command, captured)
+        assert captured.err.count("\n") == 1 and name in captured.err, (command, captured.err)
+        assert fingerprint(run) == before, command

@@ -156,3 +156,56 @@ def test_resuming_on_another_backend_says_that_rounding_differs(tmp_path, corpus
     train.main(flags(corpus, "lstm", "random", "numpy", steps=10) + ["--out", str(run)])
     train.main(["--resume", str(run), "--steps", "12", "--backend", "cython"])
     assert "the run trained on numpy; resuming on cython" in capsys.readouterr().out
+
+
+# ---- translation runs: the same loop, checkpoints and resume, with a task of their own
+
+PAIRS = [(f"{a} {b}", f"{b} {a} {a}") for a in ("red", "green", "blue", "black", "white")
+         for b in ("cat", "dog", "bird", "fish", "horse", "cow")]  # 30 distinct sources, targets of 3 lengths
+TRANSLATION_SHAPES = {
+    "seq2seq-lstm": ["--model", "seq2seq-lstm", "--embedding-dim", "16", "--hidden-dim", "32"],
+    "seq2seq-transformer": ["--model", "seq2seq-transformer", "--d-model", "16", "--n-heads", "2", "--n-layers", "1",
+                            "--dim-feedforward", "32"],
+}
+TRANSLATION_STEPS = 12  # evaluations at 5, 10, 12; training-loss rows every 3 steps
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS), encoding="utf-8")
+    return path
+
+
+def translation_flags(pairs, model, backend):
+    return ["--task", "translate", "--data", str(pairs), "--steps", str(TRANSLATION_STEPS), "--batch-size", "4",
+            "--eval-every", "5", "--log-every", "3", "--dropout", "0.2", "--lr", "0.01", "--warmup-steps", "3",
+            "--seed", "5", "--backend", backend, *TRANSLATION_SHAPES[model]]
+
+
+TRANSLATION_CASES = [  # (model, backend, stop): both models, both CPU backends, both kinds of stop
+    ("seq2seq-lstm", "numpy", "ctrl-c at 7"),
+    ("seq2seq-transformer", "cython", "time limit"),
+]
+
+
+@pytest.mark.parametrize("model, backend, stop", TRANSLATION_CASES)
+def test_a_stopped_translation_run_resumes_bit_for_bit(tmp_path, pairs, monkeypatch, model, backend, stop):
+    reference = tmp_path / "uninterrupted"
+    train.main(translation_flags(pairs, model, backend) + ["--out", str(reference)])
+    run = tmp_path / "run"
+    extra = ["--out", str(run)]
+    if stop == "time limit":
+        extra += ["--time-limit", "0"]  # stops after the first step
+    else:
+        ctrl_c_after(int(stop.split()[-1]), monkeypatch)
+    train.main(translation_flags(pairs, model, backend) + extra)
+    stopped_at = json.loads((run / "checkpoint" / "trainer.json").read_text())["step"]
+    assert stopped_at < TRANSLATION_STEPS
+    assert list(csv.reader(open(run / "metrics.csv")))[-1][0] == str(stopped_at)  # the stop's own evaluation
+    monkeypatch.undo()
+    tinylm.set_backend("cython" if backend == "numpy" else "numpy")  # as a new process might start
+    train.main(["--resume", str(run)])  # on the run's own backend, unnamed
+    assert same_metrics(run, reference)
+    assert "val_bleu" in untimed_metrics(run).splitlines()[0]
+    assert final_state(run) == final_state(reference)

@@ -238,7 +238,7 @@ def check_trainer_state(trainer: dict, config: dict, optimizer, path) -> None:
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise bad(f"{key} is not a NumPy generator state ({type(exc).__name__})") from None
     position = trainer.get("stream_position")
-    if bool(training.get("stateful")) != (position is not None):
+    if bool(training.get("stateful")) != (position is not None):  # a translation run has no "stateful"
         raise bad(f"stream_position {position!r} does not fit a run with stateful={bool(training.get('stateful'))}")
     if position is not None and not cli.non_negative_int.accepts(position):
         raise bad(f"stream_position must be an integer >= 0, got {position!r}")

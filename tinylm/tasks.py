@@ -249,7 +249,9 @@ def load_parallel_corpus(config: dict):
 def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 1, batch_size: int = 256,
               max_len: int | None = None) -> list[str]:
     """Translations of ``sources`` (in batches of ``batch_size``), greedy or with a beam;
-    each at most ``max_len`` tokens (default: twice the longest source's tokens, plus 10)."""
+    each at most ``max_len`` tokens (default: twice its source's tokens, plus 10). A
+    sentence's translation does not depend on the others in its batch: each row has its
+    own limit. A translation is one line: a line break in a model's output becomes a space."""
     from tinylm.decoding import beam_search, greedy_decode
     from tinylm.models.seq2seq import Source
     from tinylm.parallel_corpus import decode_target, encode_batch
@@ -258,14 +260,23 @@ def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 
     for start in range(0, len(sources), batch_size):
         chunk = sources[start : start + batch_size]
         batch = encode_batch([(s, "") for s in chunk], tokenizers.source, tokenizers.target)
-        source = Source(batch.source_ids, batch.source_lengths)
-        limit = max_len or 2 * int(batch.source_lengths.max()) + 10
-        limit = min(limit, getattr(model, "max_target_len", limit))
-        if beam > 1:
-            ids = beam_search(model, source, len(chunk), beam, limit)
-        else:
-            ids = greedy_decode(model, source, len(chunk), limit)
-        outputs.extend(decode_target(row, tokenizers.target) for row in ids)
+        limits = np.full(len(chunk), max_len) if max_len else 2 * batch.source_lengths + 10  # (B,)
+        limits = np.minimum(limits, getattr(model, "max_target_len", limits.max()))
+        if beam > 1:  # the rows of one limit together: a beam's result depends on where it is cut off
+            ids = [None] * len(chunk)
+            for limit in np.unique(limits):
+                rows = np.flatnonzero(limits == limit)
+                width = int(batch.source_lengths[rows].max())
+                source = Source(batch.source_ids[rows, :width], batch.source_lengths[rows])
+                for row, result in zip(rows, beam_search(model, source, len(rows), beam, int(limit))):
+                    ids[row] = result
+        else:  # greedy's first L choices are the same under any longer limit: one search, each row cut
+            source = Source(batch.source_ids, batch.source_lengths)
+            ids = greedy_decode(model, source, len(chunk), int(limits.max()))
+            ids = [row[:limit] for row, limit in zip(ids, limits)]
+        # A target sentence holds no line break, but a model's tokens may spell one (a byte, or a
+        # character its tokenizer saw between training sentences): a translation is one line.
+        outputs.extend(" ".join(decode_target(row, tokenizers.target).splitlines()) for row in ids)
     return outputs
 
 
