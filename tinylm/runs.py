@@ -269,7 +269,9 @@ def load_tokenizer(run_dir: Path, config: dict, side: str = ""):
     path = run_dir / f"{side}tokenizer.json"
     size = config["model_config"][f"{side}vocab_size"] - (len(SPECIAL_TOKENS) if side else 0)
     try:
-        tokenizer = tokenizer_from_json(path.read_text(encoding="utf-8"), vocab_size=size)
+        model_size = config["model_config"][f"{side}vocab_size"]
+        expected = f"model_config.{side}vocab_size {model_size} leaves room for {size}" if side else None
+        tokenizer = tokenizer_from_json(path.read_text(encoding="utf-8"), vocab_size=size, expected=expected)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
     except UnicodeDecodeError:

@@ -270,9 +270,10 @@ def tokenizer_to_json(tokenizer) -> str:
     return json.dumps(tokenizer.to_dict(), ensure_ascii=False)
 
 
-def tokenizer_from_json(text: str, vocab_size: int | None = None):
+def tokenizer_from_json(text: str, vocab_size: int | None = None, expected: str | None = None):
     """The tokenizer saved by ``tokenizer_to_json``; ValueError (one line) for anything else,
-    including a vocabulary of another size than ``vocab_size`` (checked before it is built)."""
+    including a vocabulary of another size than ``vocab_size`` (checked before it is built;
+    ``expected`` says where that size comes from, in the message)."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -284,7 +285,8 @@ def tokenizer_from_json(text: str, vocab_size: int | None = None):
     entries = data.get(key)
     listed = len(entries) + besides if isinstance(entries, list) else None
     if vocab_size is not None and listed is not None and listed != vocab_size:
-        raise ValueError(f"{listed} tokens, but the model's vocab_size is {vocab_size}")
+        expected = expected or f"the model's vocab_size is {vocab_size}"
+        raise ValueError(f"{listed} tokens, but {expected}")
     try:
         return TOKENIZERS[data["kind"]].from_dict(data)
     except ValueError as exc:

@@ -172,6 +172,7 @@ class TransformerSeq2Seq(TranslationModel):
                            num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
                            dropout=dropout, max_len=max_len, norm_first=norm_first)
         self.d_model, self.max_len = d_model, max_len
+        self.max_target_len = max_len  # the positions the decoder has: translations stop there (tasks.translate)
         self.source_embedding = nn.Embedding(source_vocab_size, d_model)
         self.target_embedding = nn.Embedding(target_vocab_size, d_model)
         for embedding in (self.source_embedding, self.target_embedding):
