@@ -14,7 +14,10 @@
    seconds as the tinylm run took, evaluations included. Then greedy translations of the
    same test pairs, scored by ``tinylm.bleu`` as the run scores them.
 
-Prints one table and writes benchmarks/results/translate.json. Only this script uses torch.
+Prints one table, tinylm's translations of some probe numbers (the smallest, the largest,
+and one past the corpus: a million) and every test pair it got wrong, and writes
+benchmarks/results/translate.json and translate_alignment.png (the alignment heatmap of
+"twenty-three thousand, four hundred and five"). Only this script uses torch.
 """
 
 from __future__ import annotations
@@ -29,12 +32,42 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+PROBES = [0, 7, 11, 19, 20, 100, 101, 1000, 2026, 23405, 100000, 999999, 1000000]
+ALIGNED = "twenty-three thousand, four hundred and five"
 
 
 def train_tinylm(run_dir: Path, extra: list[str]) -> None:
     command = [sys.executable, "-m", "tinylm.train", "--task", "translate", "--out", str(run_dir), *extra]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
+
+
+def tinylm_samples(run_dir: Path) -> dict:
+    """tinylm's translations of the probe numbers (built-in numbers corpora only) and of the
+    test pairs it gets wrong, and the alignment picture."""
+    from tinylm import translate
+    from tinylm.parallel_corpus import number_words
+    from tinylm.runs import load_run
+    from tinylm.tasks import blas_limited, make_task
+
+    config, tokenizers, model, _, _ = load_run(run_dir)
+    task = make_task(config, tokenizers)
+    samples = {"wrong_on_test": [], "probes": []}
+    with blas_limited(task.blas_threads):
+        model.eval()
+        outputs = task.translate(model, [source for source, _ in task.corpus.test])
+        samples["wrong_on_test"] = [dict(source=s, expected=t, output=o)
+                                    for (s, t), o in zip(task.corpus.test, outputs) if o != t]
+        if config.get("corpus") == "numbers":
+            language = config["pair"].split("-")[1]
+            sources = [number_words(n, "en") for n in PROBES]
+            outputs = task.translate(model, sources)
+            samples["probes"] = [dict(source=s, expected=number_words(n, language), output=o)
+                                 for n, s, o in zip(PROBES, sources, outputs)]
+            RESULTS.mkdir(exist_ok=True)
+            translate.main(["--checkpoint", str(run_dir), "--text", ALIGNED,
+                            "--show-attention", str(RESULTS / "translate_alignment.png")])
+    return samples
 
 
 def tinylm_scores(run_dir: Path) -> dict:
@@ -195,6 +228,7 @@ def main(argv=None) -> None:
         run_dir = Path("runs") / time.strftime("translate-bench-%Y%m%d-%H%M%S")
         train_tinylm(run_dir, args.train_flags)
     ours = tinylm_scores(run_dir)
+    samples = tinylm_samples(run_dir)
     theirs = train_torch(run_dir, ours["train_seconds"], args.threads)
     from tinylm.bench.machine import header
 
@@ -206,9 +240,15 @@ def main(argv=None) -> None:
     print("|---|---:|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {r['steps']:,} | {r['train_seconds']:.0f} | {r['bleu']:.2f} | {r['exact_match']:.1%} |")
+    for title, rows in (("probes", samples["probes"]), ("wrong on the test split", samples["wrong_on_test"])):
+        print(f"\ntinylm, {title}: {len(rows)}")
+        for r in rows:
+            print(f"  {r['source']!r} -> {r['output']!r}" + ("" if r["output"] == r["expected"] else
+                                                           f"   WRONG, expected {r['expected']!r}"))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "translate.json").write_text(json.dumps(
-        {"machine": machine, "run": str(run_dir), "tinylm": ours, "torch": theirs}, indent=2) + "\n")
+        {"machine": machine, "run": str(run_dir), "tinylm": ours, "torch": theirs, "samples": samples},
+        indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

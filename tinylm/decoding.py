@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,13 +283,13 @@ def plot_alignment(path, weights, source_tokens: list[str], target_tokens: list[
     import matplotlib.pyplot as plt
 
     width, height = 2.5 + 0.28 * shape[1], 2.5 + 0.28 * shape[0]
-    figure, axes = plt.subplots(figsize=(width + 1.2, height))
+    figure, axes = plt.subplots(figsize=(max(width + 1.2, 6.0), height + 0.6))
     image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(shape[1]), [axis_label(t) for t in source_tokens], rotation=90)
     axes.set_yticks(range(shape[0]), [axis_label(t) for t in target_tokens])
     axes.set_xlabel("source token (attended to)")
     axes.set_ylabel("target token (attending)")
-    axes.set_title(title)
+    axes.set_title(textwrap.fill(title, 60), fontsize=9)  # a long sentence wraps instead of leaving the picture
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="attention weight")
     figure.tight_layout()
     figure.savefig(Path(path), dpi=100)
