@@ -249,9 +249,11 @@ def load_parallel_corpus(config: dict):
 def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 1, batch_size: int = 256,
               max_len: int | None = None) -> list[str]:
     """Translations of ``sources`` (in batches of ``batch_size``), greedy or with a beam;
-    each at most ``max_len`` tokens (default: twice its source's tokens, plus 10). A
-    sentence's translation does not depend on the others in its batch: each row has its
-    own limit. A translation is one line: a line break in a model's output becomes a space."""
+    each at most ``max_len`` tokens (default: twice its source's characters, plus 10: a
+    target token spells at least one character, so this bounds a translation up to twice
+    as long as its source whatever the target tokenizer). A sentence's translation does not
+    depend on the others in its batch: each row has its own limit. A translation is one
+    line: a line break in a model's output becomes a space."""
     from tinylm.decoding import beam_search, greedy_decode
     from tinylm.models.seq2seq import Source
     from tinylm.parallel_corpus import decode_target, encode_batch
@@ -260,7 +262,7 @@ def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 
     for start in range(0, len(sources), batch_size):
         chunk = sources[start : start + batch_size]
         batch = encode_batch([(s, "") for s in chunk], tokenizers.source, tokenizers.target)
-        limits = np.full(len(chunk), max_len) if max_len else 2 * batch.source_lengths + 10  # (B,)
+        limits = np.array([max_len or 2 * len(sentence) + 10 for sentence in chunk])  # (B,)
         limits = np.minimum(limits, getattr(model, "max_target_len", limits.max()))
         if beam > 1:  # the rows of one limit together: a beam's result depends on where it is cut off
             ids = [None] * len(chunk)
