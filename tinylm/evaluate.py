@@ -15,7 +15,7 @@ from tinylm import cli
 from tinylm.data import clean, load_corpus, prepare_text
 from tinylm.evaluation import evaluate
 from tinylm.runs import load_run
-from tinylm.tasks import blas_limited, make_task, score_translations, task_of
+from tinylm.tasks import make_task, score_translations, task_of
 
 
 def parse_args(argv=None):
@@ -62,8 +62,7 @@ def evaluate_translation(args, config, tokenizers, model, trainer) -> dict:
     else:
         split = args.split
         pairs, where = getattr(task.corpus, split), f"the {split} split of {task.corpus.name}"
-    with blas_limited(task.blas_threads):
-        result = score_translations(model, task, pairs, beam=args.beam)
+    result = score_translations(model, task, pairs, beam=args.beam)
     search = f"beam {args.beam}" if args.beam > 1 else "greedy"
     print(f"{where} (checkpoint step {trainer['step']}, {search}): BLEU {result['bleu']:.2f} "
           f"({task.bleu_tokenize}), "

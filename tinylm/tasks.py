@@ -16,9 +16,6 @@ task's:
 ``sample(model, step) -> str``
     a few lines to print at each evaluation: what the model writes now.
 ``metric_columns``, ``tokenizers`` (file stem -> tokenizer), ``describe()``.
-``blas_threads``
-    how many threads NumPy's BLAS gets while the task runs (None: its own choice; see
-    ``blas_limited``).
 
 ``LanguageModelTask`` reads a text (CPython's documentation by default) and scores
 loss, perplexity and next-token accuracy. ``TranslationTask`` reads a parallel corpus
@@ -61,29 +58,11 @@ def make_task(config: dict, tokenizer=None):
 # ------------------------------------------------------------------------------ language model
 
 
-def blas_limited(threads: int | None):
-    """A context in which NumPy's BLAS runs on at most ``threads`` threads (no limit for None).
-
-    A translation batch is many small products (a few rows per source length in the
-    encoder, (B·T, H) @ (H, V) at most): OpenBLAS's own threads then spend more time waking
-    and waiting for each other, and fighting the kernels' OpenMP team for the two cores,
-    than multiplying. Measured on 2 cores (benchmarks/NOTES.md): a default translation step
-    took 0.51 s with OpenBLAS's threads and 0.13 s with one."""
-    import contextlib
-
-    if threads is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(threads, user_api="blas")
-
-
 class LanguageModelTask:
     """The next token of a text: random windows of ``seq_len`` tokens (or, with
     ``stateful``, parallel streams read in order), validation on the last 10% of the text."""
 
     kind = "language-model"
-    blas_threads = None
     metric_columns = [*COMMON_COLUMNS, "val_loss", "val_perplexity", "val_accuracy", "tokens_per_s"]
 
     def __init__(self, config: dict, tokenizer, train_ids: np.ndarray, val_ids: np.ndarray):
@@ -160,7 +139,6 @@ class TranslationTask:
     token and by greedy translations: corpus BLEU and the share translated exactly."""
 
     kind = "translate"
-    blas_threads = 1
     metric_columns = [*COMMON_COLUMNS, "val_loss", "val_bleu", "val_exact_match", "tokens_per_s"]
     samples_shown = 3
 

@@ -33,7 +33,7 @@ from tinylm.nn import functional as F
 from tinylm.parallel_corpus import CORPORA, PAIRS
 from tinylm.random import default_generator
 from tinylm.runs import build_model, build_optimizer, load_run
-from tinylm.tasks import MODELS_OF_TASK, TASKS, blas_limited, default_bleu_tokenize, make_task
+from tinylm.tasks import MODELS_OF_TASK, TASKS, default_bleu_tokenize, make_task
 from tinylm.tokenizers import TOKENIZERS, tokenizer_to_json
 
 # Defaults that differ between the tasks: a flag left out takes its task's.
@@ -406,29 +406,28 @@ def main(argv=None) -> None:
     started, tokens_started = time.perf_counter(), trainer.tokens
     elapsed_before, training_seconds = trainer.elapsed, 0.0
     try:
-        with blas_limited(trainer.task.blas_threads):  # a task of small products runs them on one thread
-            while trainer.step < t["steps"] and not interrupted:
-                step_started = time.perf_counter()
-                trainer.interval_losses.append(trainer.train_step())
-                training_seconds += time.perf_counter() - step_started
-                trainer.elapsed = elapsed_before + time.perf_counter() - started
-                speed = (trainer.tokens - tokens_started) / training_seconds  # tokens/s, evaluation excluded
-                bar.update(1)
-                bar.set_postfix(loss=f"{trainer.interval_losses[-1]:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
-                evaluating = trainer.step % t["eval_every"] == 0 or trainer.step == t["steps"]
-                if evaluating or trainer.step % t["log_every"] == 0:
-                    row = trainer.record(speed, with_validation=evaluating)
-                if evaluating:
-                    report(bar, trainer, row)
-                    trainer.save()
-                out_of_time = args.time_limit is not None and trainer.elapsed >= args.time_limit
-                if out_of_time or interrupted:
-                    stop(bar, trainer, speed, evaluated=evaluating)
-                    bar.write(f"time limit of {args.time_limit:g}s reached at step {trainer.step}; continue with "
-                              f"--resume {trainer.run_dir}" if out_of_time else
-                              f"interrupted: checkpoint at step {trainer.step} saved; "
-                              f"continue with --resume {trainer.run_dir}")
-                    break
+        while trainer.step < t["steps"] and not interrupted:
+            step_started = time.perf_counter()
+            trainer.interval_losses.append(trainer.train_step())
+            training_seconds += time.perf_counter() - step_started
+            trainer.elapsed = elapsed_before + time.perf_counter() - started
+            speed = (trainer.tokens - tokens_started) / training_seconds  # tokens/s, evaluation excluded
+            bar.update(1)
+            bar.set_postfix(loss=f"{trainer.interval_losses[-1]:.3f}", tok_s=f"{speed:,.0f}", refresh=False)
+            evaluating = trainer.step % t["eval_every"] == 0 or trainer.step == t["steps"]
+            if evaluating or trainer.step % t["log_every"] == 0:
+                row = trainer.record(speed, with_validation=evaluating)
+            if evaluating:
+                report(bar, trainer, row)
+                trainer.save()
+            out_of_time = args.time_limit is not None and trainer.elapsed >= args.time_limit
+            if out_of_time or interrupted:
+                stop(bar, trainer, speed, evaluated=evaluating)
+                bar.write(f"time limit of {args.time_limit:g}s reached at step {trainer.step}; continue with "
+                          f"--resume {trainer.run_dir}" if out_of_time else
+                          f"interrupted: checkpoint at step {trainer.step} saved; "
+                          f"continue with --resume {trainer.run_dir}")
+                break
     except BaseException:
         if trainer.new_folder is not None and trainer.saved_step == 0:
             remove_unfinished_run(trainer.run_dir, trainer.new_folder)

@@ -21,7 +21,7 @@ from tinylm import cli
 from tinylm.attention import token_texts
 from tinylm.checkpoint import CheckpointError
 from tinylm.runs import load_run
-from tinylm.tasks import TranslationTask, blas_limited, task_of, translate
+from tinylm.tasks import task_of, translate
 
 
 def parse_args(argv=None):
@@ -82,8 +82,7 @@ def main(argv=None, out=None) -> list[str]:
                               f"python -m tinylm.generate --checkpoint {args.checkpoint}")
     sources = read_sources(args)
     model.eval()
-    with blas_limited(TranslationTask.blas_threads):
-        translations = translate(model, tokenizers, sources, beam=args.beam)
+    translations = translate(model, tokenizers, sources, beam=args.beam)
     for translation in translations:
         out.write(translation + "\n")
     if args.show_attention:
