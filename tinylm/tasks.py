@@ -15,7 +15,11 @@ task's:
     held-out scores, the ``val_*`` columns of metrics.csv.
 ``sample(model, step) -> str``
     a few lines to print at each evaluation: what the model writes now.
-``metric_columns``, ``tokenizers`` (file stem -> tokenizer), ``describe()``.
+``report(row) -> str``, ``describe() -> str``
+    the evaluation's one line, and the data's, for the console.
+``model_vocabulary() -> dict``
+    the vocabulary sizes the model is built with, from the task's tokenizers.
+``metric_columns``, ``tokenizers`` (file stem -> tokenizer, the files a run folder holds).
 
 ``LanguageModelTask`` reads a text (CPython's documentation by default) and scores
 loss, perplexity and next-token accuracy. ``TranslationTask`` reads a parallel corpus
@@ -32,10 +36,13 @@ from typing import NamedTuple
 import numpy as np
 
 import tinylm
+from tinylm.bleu import corpus_bleu, exact_match
 from tinylm.data import ContiguousBatches, DataError, prepare_text, random_batch
 from tinylm.evaluation import evaluate as evaluate_language_model
 from tinylm.generation import sample_tokens
+from tinylm.models.seq2seq import Source
 from tinylm.nn import functional as F
+from tinylm.parallel_corpus import IGNORE, SPECIAL_TOKENS, builtin_corpus, decode_target, encode_batch, tsv_corpus
 from tinylm.tokenizers import train_tokenizer
 
 TASKS = ("language-model", "translate")
@@ -158,8 +165,6 @@ class TranslationTask:
         return cls(config, pair, corpus)
 
     def model_vocabulary(self) -> dict:
-        from tinylm.parallel_corpus import SPECIAL_TOKENS
-
         return {"source_vocab_size": self.pair.source.vocab_size + len(SPECIAL_TOKENS),
                 "target_vocab_size": self.pair.target.vocab_size + len(SPECIAL_TOKENS)}
 
@@ -172,17 +177,11 @@ class TranslationTask:
     def next_batch(self, rng: np.random.Generator):
         """(target inputs (B, T), target outputs (B, T), Source, target tokens): B pairs
         drawn from the training sentences, padded."""
-        from tinylm.parallel_corpus import IGNORE
-
-        batch = self.encode(self.corpus.sample_train(rng, self.batch_size))
-        inputs, targets, source = batch
+        inputs, targets, source = self.encode(self.corpus.sample_train(rng, self.batch_size))
         return inputs, targets, source, int((targets != IGNORE).sum())
 
     def encode(self, pairs):
         """(target inputs, target outputs, Source) of a list of (source, target) pairs."""
-        from tinylm.models.seq2seq import Source
-        from tinylm.parallel_corpus import encode_batch
-
         batch = encode_batch(pairs, self.pair.source, self.pair.target)
         return batch.target_inputs, batch.target_outputs, Source(batch.source_ids, batch.source_lengths)
 
@@ -216,12 +215,10 @@ def default_bleu_tokenize(corpus: str | None, pair: str | None) -> str:
 def load_parallel_corpus(config: dict):
     """The run's corpus: the user's TSV (``data``), else a built-in one (``corpus``, ``pair``),
     split by the run's seed."""
-    from tinylm import parallel_corpus
-
     seed = config["training"]["seed"]
     if config.get("data"):
-        return parallel_corpus.tsv_corpus(config["data"], seed=seed)
-    return parallel_corpus.builtin_corpus(config["corpus"], config["pair"], seed=seed)
+        return tsv_corpus(config["data"], seed=seed)
+    return builtin_corpus(config["corpus"], config["pair"], seed=seed)
 
 
 def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 1, batch_size: int = 256,
@@ -232,9 +229,8 @@ def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 
     as long as its source whatever the target tokenizer). A sentence's translation does not
     depend on the others in its batch: each row has its own limit. A translation is one
     line: a line break in a model's output becomes a space."""
+    # imported here: decoding imports tinylm.attention, which imports tinylm.runs, which imports us
     from tinylm.decoding import beam_search, greedy_decode
-    from tinylm.models.seq2seq import Source
-    from tinylm.parallel_corpus import decode_target, encode_batch
 
     outputs = []
     for start in range(0, len(sources), batch_size):
@@ -263,8 +259,6 @@ def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 
 def score_translations(model, task: TranslationTask, pairs, beam: int = 1) -> dict:
     """Loss per target token (teacher-forced), corpus BLEU and exact match of the model's
     translations of ``pairs``, in eval mode; the model's mode is restored afterwards."""
-    from tinylm.bleu import corpus_bleu, exact_match
-    from tinylm.parallel_corpus import IGNORE
 
     was_training = model.training
     model.eval()
