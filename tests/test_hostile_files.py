@@ -278,6 +278,10 @@ TRANSLATION_DAMAGES = {
         lambda c: c["model_config"].pop("source_vocab_size"))),
     "config with a language model's setting": ("config.json", config_with(lambda c: c["model_config"].update(
         vocab_size=40))),
+    "config with a list for the BLEU tokenization": ("config.json", config_with(lambda c: c.update(
+        bleu_tokenize=["char"]))),
+    "config with a list for a tokenizer": ("config.json", config_with(lambda c: c.update(source_tokenizer=["word"]))),
+    "config with an odd hidden size": ("config.json", config_with(lambda c: c["model_config"].update(hidden_dim=15))),
 }
 # The file an error names, where it is not the damaged one: a vocabulary size is checked
 # against the tokenizer that holds that vocabulary.
@@ -302,3 +306,18 @@ def test_a_damaged_translation_run_is_refused_in_one_line_and_left_unchanged(tmp
         assert status == 2, (command, captured)
         assert captured.err.count("\n") == 1 and name in captured.err, (command, captured.err)
         assert fingerprint(run) == before, command
+
+
+def test_a_setting_that_names_a_choice_must_have_its_type_too(good_translation_run):
+    """norm_first is True or False; 1 equals True in Python but is not what config.json should hold."""
+    from tinylm.runs import check_config
+
+    config = json.loads((good_translation_run / "config.json").read_text())
+    config["model"] = "seq2seq-transformer"
+    config["model_config"] = dict(source_vocab_size=10, target_vocab_size=10, d_model=8, n_heads=2,
+                                  num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=8, dropout=0.0,
+                                  max_len=16, norm_first=True)
+    check_config(config)
+    config["model_config"]["norm_first"] = 1
+    with pytest.raises(CheckpointError, match="norm_first must be one of True, False, got 1"):
+        check_config(config)

@@ -284,7 +284,23 @@ BAD_TRANSLATE_FLAGS = [
      "--source-vocab-size must be at least 256 for BPE"),
     (["--task", "translate", "--model", "seq2seq-transformer", "--d-model", "15", "--n-heads", "2"],
      "--d-model 15 must be divisible by --n-heads 2"),
+    (["--task", "translate", "--hidden-dim", "127"], "--hidden-dim 127 must be even for seq2seq-lstm"),
 ]
+
+
+def test_a_tsv_sentence_longer_than_the_transformers_positions_is_refused_before_the_run(tmp_path, monkeypatch,
+                                                                                         capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "long.tsv"
+    long_target = " ".join(["eins"] * 300)  # 300 words: more than 256 positions in word tokens
+    path.write_text("one\teins\ntwo\tzwei\nthree\tdrei\nfour\tvier\nmany\t" + long_target + "\n",
+                    encoding="utf-8")
+    status = cli.run(train.main, ["--task", "translate", "--data", str(path), "--target-tokenizer", "word",
+                                  *TRANSFORMER, "--out", str(tmp_path / "run")], prog="train")
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "a target sentence of 301 tokens" in err and "256 positions" in err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flags, message", BAD_TRANSLATE_FLAGS, ids=[" ".join(f) for f, _ in BAD_TRANSLATE_FLAGS])

@@ -108,7 +108,9 @@ def check_config(config, path="config.json") -> dict:
             raise bad(f"model_config.{key} must be {rule.description}, got {model_config[key]!r}")
     choices = MODEL_CONFIG_CHOICES.get(kind, {})
     for key, allowed in choices.items():
-        if key in model_config and model_config[key] not in allowed:
+        # a name's type first: 1 == True, and a list is not hashable
+        if key in model_config and not any(type(model_config[key]) is type(a) and model_config[key] == a
+                                           for a in allowed):
             raise bad(f"model_config.{key} must be one of {', '.join(map(repr, allowed))}, got {model_config[key]!r}")
     unknown = sorted(set(model_config) - set(MODEL_CONFIG_RULES[kind]) - set(choices) - set(optional))
     if unknown:
@@ -117,6 +119,8 @@ def check_config(config, path="config.json") -> dict:
         raise bad(f"training.stateful must be true or false, got {training['stateful']!r}")
     if training.get("backend") is not None and training["backend"] not in backends.BACKENDS:
         raise bad(f"training.backend {training['backend']!r} is not one of {', '.join(backends.BACKENDS)}")
+    if kind == "seq2seq-lstm" and model_config["hidden_dim"] % 2:
+        raise bad(f"hidden_dim {model_config['hidden_dim']} must be even: the encoder's two directions have half each")
     if "d_model" in model_config and model_config["d_model"] % model_config["n_heads"]:
         raise bad(f"d_model {model_config['d_model']} is not divisible by n_heads {model_config['n_heads']}")
     if kind == "transformer" and training["seq_len"] > model_config["max_len"]:
@@ -129,7 +133,7 @@ def check_config(config, path="config.json") -> dict:
         if config["data"] is None and (config.get("corpus") not in CORPORA or config.get("pair") not in PAIRS):
             raise bad(f"without 'data', 'corpus' must be one of {', '.join(CORPORA)} and 'pair' one of "
                       f"{', '.join(PAIRS)}; got {config.get('corpus')!r}, {config.get('pair')!r}")
-        if config.get("bleu_tokenize", "13a") not in TOKENIZE:
+        if config.get("bleu_tokenize", "13a") not in tuple(TOKENIZE):  # a tuple: a list value is refused, not hashed
             raise bad(f"bleu_tokenize must be one of {', '.join(TOKENIZE)}, got {config.get('bleu_tokenize')!r}")
         sides = ("source_", "target_")
     else:
@@ -137,7 +141,7 @@ def check_config(config, path="config.json") -> dict:
             raise bad("'lowercase' must be true or false")
         sides = ("",)
     for side in sides:
-        if config.get(f"{side}tokenizer") not in TOKENIZERS:
+        if config.get(f"{side}tokenizer") not in tuple(TOKENIZERS):
             raise bad(f"unknown {side}tokenizer {config.get(f'{side}tokenizer')!r}; expected one of "
                       f"{', '.join(TOKENIZERS)}")
     return config

@@ -41,8 +41,17 @@ from tinylm.data import ContiguousBatches, DataError, prepare_text, random_batch
 from tinylm.evaluation import evaluate as evaluate_language_model
 from tinylm.generation import sample_tokens
 from tinylm.models.seq2seq import Source
+from tinylm.models.seq2seq_transformer import MAX_LEN
 from tinylm.nn import functional as F
-from tinylm.parallel_corpus import IGNORE, SPECIAL_TOKENS, builtin_corpus, decode_target, encode_batch, tsv_corpus
+from tinylm.parallel_corpus import (
+    IGNORE,
+    SPECIAL_TOKENS,
+    builtin_corpus,
+    decode_target,
+    encode_batch,
+    read_tsv_pairs,
+    tsv_corpus,
+)
 from tinylm.tokenizers import train_tokenizer
 
 TASKS = ("language-model", "translate")
@@ -162,7 +171,22 @@ class TranslationTask:
         if pair is None:
             pair = TokenizerPair(*(train_tokenizer(config[f"{side}_tokenizer"], corpus.tokenizer_text(side),
                                                    config[f"{side}_vocab_size"]) for side in ("source", "target")))
-        return cls(config, pair, corpus)
+        task = cls(config, pair, corpus)
+        if config["model"] == "seq2seq-transformer" and config.get("data"):
+            task.check_lengths(config["model_config"].get("max_len", MAX_LEN))
+        return task
+
+    def check_lengths(self, positions: int) -> None:
+        """Every pair of the user's TSV fits a transformer's ``positions`` (the target with its
+        BOS): a DataError before the run starts, rather than when a batch first draws a long
+        pair (a resume would draw it again). The built-in sentences are a few dozen tokens."""
+        for source, target in read_tsv_pairs(self.config["data"]):
+            for side, text, tokenizer, extra in (("source", source, self.pair.source, 0),
+                                                 ("target", target, self.pair.target, 1)):
+                length = len(tokenizer.encode(text)) + extra
+                if length > positions:
+                    raise DataError(f"--data: a {side} sentence of {length} tokens ({text[:40]!r}...) is longer "
+                                    f"than the transformer's {positions} positions; shorten or remove it")
 
     def model_vocabulary(self) -> dict:
         return {"source_vocab_size": self.pair.source.vocab_size + len(SPECIAL_TOKENS),
@@ -225,10 +249,11 @@ def translate(model, tokenizers: TokenizerPair, sources: list[str], beam: int = 
               max_len: int | None = None) -> list[str]:
     """Translations of ``sources`` (in batches of ``batch_size``), greedy or with a beam;
     each at most ``max_len`` tokens (default: twice its source's characters, plus 10: a
-    target token spells at least one character, so this bounds a translation up to twice
-    as long as its source whatever the target tokenizer). A sentence's translation does not
-    depend on the others in its batch: each row has its own limit. A translation is one
-    line: a line break in a model's output becomes a space."""
+    word or character token spells at least one character and a BPE token one byte, so this
+    lets a translation run to about twice its source's length whatever the target
+    tokenizer). A sentence's translation does not depend on the others in its batch: each
+    row has its own limit. A translation is one line: a line break in a model's output
+    becomes a space."""
     # imported here: decoding imports tinylm.attention, which imports tinylm.runs, which imports us
     from tinylm.decoding import beam_search, greedy_decode
 

@@ -130,6 +130,9 @@ def parse_args(argv=None):
     if args.model not in MODELS_OF_TASK[args.task]:
         p.error(f"--model {args.model} is not a {'translation' if translating else 'language'} model; with --task "
                 f"{args.task} choose one of {', '.join(MODELS_OF_TASK[args.task])}")
+    if args.model == "seq2seq-lstm" and args.hidden_dim % 2:
+        p.error(f"--hidden-dim {args.hidden_dim} must be even for seq2seq-lstm: its encoder's two directions "
+                "have half each")
     if args.model in ("transformer", "seq2seq-transformer") and args.d_model % args.n_heads:
         p.error(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
     if args.model == "transformer" and args.seq_len > runs.MAX_CONTEXT:

@@ -36,6 +36,8 @@ from tinylm.autograd import Tensor, no_grad
 from tinylm.models.seq2seq import TranslationModel, checked_rows, key_padding_mask
 from tinylm.nn import init
 
+MAX_LEN = 256  # positions of source and target a model has by default: sentences, not documents
+
 
 class FeedForward(nn.Module):
     """What the encoder and decoder layers share: the position-wise feed-forward,
@@ -163,7 +165,7 @@ class TransformerSeq2Seq(TranslationModel):
 
     def __init__(self, source_vocab_size: int, target_vocab_size: int, d_model: int = 128, n_heads: int = 4,
                  num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 512,
-                 dropout: float = 0.1, max_len: int = 256, norm_first: bool = True):
+                 dropout: float = 0.1, max_len: int = MAX_LEN, norm_first: bool = True):
         super().__init__()
         if num_decoder_layers < 1:
             raise ValueError(f"TransformerSeq2Seq: num_decoder_layers must be at least 1, got {num_decoder_layers}")
@@ -188,7 +190,7 @@ class TransformerSeq2Seq(TranslationModel):
     @staticmethod
     def parameter_shapes(source_vocab_size: int, target_vocab_size: int, d_model: int = 128, n_heads: int = 4,
                          num_encoder_layers: int = 3, num_decoder_layers: int = 3, dim_feedforward: int = 512,
-                         dropout: float = 0.1, max_len: int = 256,
+                         dropout: float = 0.1, max_len: int = MAX_LEN,
                          norm_first: bool = True) -> dict[str, tuple[int, ...]]:
         """The name and shape of every parameter this config makes, without making them."""
         d, f = d_model, dim_feedforward
