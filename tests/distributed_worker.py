@@ -192,6 +192,14 @@ def no_sync_accumulates_one_big_batch():
     mlp_loss(whole, inputs, targets).backward()
     for (pname, p), q in zip(model.named_parameters(), whole.parameters()):
         close(p.grad.numpy(), q.grad.numpy(), f"no_sync: {pname}")
+    # The same module wrapped again: the first wrapper's hooks stay quiet (no forward through it).
+    again = DistributedDataParallel(model, bucket_cap_mb=300 / 2**20)
+    model.zero_grad()
+    whole.zero_grad()
+    mlp_loss(again, x, y).backward()
+    mlp_loss(whole, inputs, targets).backward()
+    for (pname, p), q in zip(model.named_parameters(), whole.parameters()):
+        close(p.grad.numpy(), q.grad.numpy(), f"wrapped twice: {pname}")
 
 
 class Branches(nn.Module):

@@ -38,7 +38,10 @@ forward that finds the previous backward's averaging unfinished raises an error 
 the parameters that got no gradient.
 
 ``no_sync()`` is for gradient accumulation: backward inside it only adds into the local
-``.grad``; the next backward outside it averages the accumulated sums.
+``.grad``; the next backward outside it averages the accumulated sums. (What counts, as in
+torch, is where the *forward* ran.) Only the first backward after a forward averages: a
+second one through the same graph (``retain_graph=True``) only accumulates locally, and so
+does a backward through the bare module, not through the wrapper's forward.
 
 The collectives come from ``tinylm.distributed`` (or the ``process_group`` given: any
 object with its ``get_rank``, ``get_world_size``, ``broadcast`` and ``all_reduce``).
@@ -142,8 +145,9 @@ class DistributedDataParallel(Module):
         self._buckets: list[_Bucket] = []
         self._slot: dict[int, tuple[int, int]] = {}  # id(param) -> (bucket index, position in bucket)
         self._hook_handles = []
-        # "idle" (backward only accumulates locally), "syncing" (after a forward that records a
-        # graph outside no_sync: the next backward averages) or "done" (that backward has averaged).
+        # "syncing" after a forward that records a graph outside no_sync: the next backward averages;
+        # "done" once it has; "idle" before any such forward, or after one inside no_sync. Backward
+        # only averages while "syncing": otherwise it accumulates locally.
         self._round = "idle"
         self._arrived = 0  # gradients that arrived through the hooks in this round
         self._next_bucket = 0  # the first bucket not yet launched (they launch in order)
@@ -232,13 +236,11 @@ class DistributedDataParallel(Module):
     # ---- during backward
     def _on_gradient_ready(self, param) -> None:
         """The post-accumulate-grad hook: ``param.grad`` is complete for this backward."""
-        if self._round == "done" or (self._round == "syncing" and id(param) in self._ready):
-            raise RuntimeError(
-                "DistributedDataParallel: a parameter's gradient became ready twice after one forward "
-                "(a second backward through the same graph?); run forward again before each backward"
-            )
-        if self._round == "idle":
-            return  # a backward after a forward inside no_sync() (or not through this wrapper): local only
+        if self._round != "syncing":
+            return  # after a forward inside no_sync(), or a second backward after one forward: local only
+        if id(param) in self._ready:
+            raise RuntimeError(f"DistributedDataParallel: the gradient of a parameter of shape {param.shape} "
+                               "became ready twice in one backward")
         self._arrived += 1
         self._mark_ready(param)
 
