@@ -89,3 +89,15 @@ def test_bad_settings_and_checkpoints_are_refused():
                                "params": [0, 1, 2, 3]}]}
     with pytest.raises(ValueError, match=r"group 0 has step counts \[1, None, None, None\]"):
         sharded.load_state_dict(state)
+
+
+def test_a_group_added_later_gets_its_own_shard():
+    ours, theirs = _model(), _model()
+    first, second = _groups(ours)
+    sharded = ZeroRedundancyAdamW([first], lr=0.05)
+    sharded.add_param_group(second)
+    plain = optim.AdamW(_groups(theirs), lr=0.05)
+    assert len(sharded.shards) == 2
+    _train([(sharded, ours), (plain, theirs)], 2)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-12, atol=1e-15)

@@ -103,9 +103,6 @@ class _Bucket:
         self.pending = len(params)
         self.work = None
 
-    def nbytes(self) -> int:
-        return int(self.flat.nbytes)
-
 
 class DistributedDataParallel(Module):
     """Wrap ``module`` for data-parallel training (torch's ``DistributedDataParallel``).

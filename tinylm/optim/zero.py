@@ -114,15 +114,23 @@ class ZeroRedundancyAdam(Optimizer):
         group = self.process_group
         self.world_size = 1 if group is None else int(group.get_world_size())
         self.rank = 0 if group is None else int(group.get_rank())
-        self.shards: list[_Shard] = []
-        for index, g in enumerate(self.param_groups):
-            kinds = {(p.dtype, p.device) for p in g["params"]}
-            if len(kinds) > 1:
-                raise ValueError(f"{name}: parameter group {index} mixes dtypes or devices {sorted(map(str, kinds))}; "
-                                 "one group is one flat buffer, so give each kind its own group")
-            if g.get("amsgrad"):
-                raise ValueError(f"{name}: amsgrad is not supported")
-            self.shards.append(_Shard(g["params"], self.world_size, self.rank))
+        self.shards: list[_Shard] = [self._new_shard(index) for index in range(len(self.param_groups))]
+
+    def add_param_group(self, param_group: dict) -> None:
+        """As ``Optimizer.add_param_group``; the new group gets its own flat buffer and shard."""
+        super().add_param_group(param_group)
+        if hasattr(self, "shards"):  # not during __init__, which makes them all at once
+            self.shards.append(self._new_shard(len(self.param_groups) - 1))
+
+    def _new_shard(self, index: int) -> _Shard:
+        g = self.param_groups[index]
+        kinds = {(p.dtype, p.device) for p in g["params"]}
+        if len(kinds) > 1:
+            raise ValueError(f"{type(self).__name__}: parameter group {index} mixes dtypes or devices "
+                             f"{sorted(map(str, kinds))}; a group is one flat buffer: give each kind its own group")
+        if g.get("amsgrad"):
+            raise ValueError(f"{type(self).__name__}: amsgrad is not supported")
+        return _Shard(g["params"], self.world_size, self.rank)
 
     # ---- the collectives (a single process needs none)
     def _reduce_scatter_avg(self, flat):
