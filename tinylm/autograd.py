@@ -26,6 +26,17 @@ grad. Recording an in-place op *into* a graph is refused with an error naming th
 and on the CPU the views reshape, transpose and slicing return), and every recorded
 function notes its tensors' versions, so a backward that would read an array
 overwritten since is refused too, as PyTorch does.
+
+Post-accumulate-grad hooks (torch's ``Tensor.register_post_accumulate_grad_hook``): a
+leaf that requires grad may carry hooks ``hook(tensor)`` that run once per backward,
+during the pass, as soon as that leaf's gradient for this backward is complete. A leaf
+may receive several contributions (a weight used twice), so before the walk the pass
+counts how many edges of the graph lead to each hooked leaf, and the hooks fire when
+the last of them has been added into ``.grad``: the hook sees the final ``.grad``. A
+leaf whose last contribution never comes (a consumer returned None for it) has its hooks
+fired at the end of the pass, if it got any gradient at all. Data parallel training
+uses this to start averaging a gradient while backward is still running on the rest
+of the graph (``tinylm.nn.parallel.DistributedDataParallel``).
 """
 
 from __future__ import annotations
@@ -115,6 +126,7 @@ class Tensor:
         self.generation = 0
         self.retains_grad = False  # set by retain_grad(): keep a non-leaf's gradient
         self._version_box = [0]  # in-place writes so far (a list: detach() shares it)
+        self._post_accumulate_hooks: dict | None = None  # see register_post_accumulate_grad_hook
 
     _version = property(lambda self: self._version_box[0])
 
@@ -186,6 +198,29 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("retain_grad: this tensor does not require grad, so it will get no gradient")
         self.retains_grad = True
+
+    def register_post_accumulate_grad_hook(self, hook) -> "RemovableHandle":
+        """Call ``hook(self)`` once per backward, during the pass, right after this leaf's
+        gradient for that backward is complete (every contribution added into ``.grad``).
+
+        Only a leaf that requires grad has a ``.grad`` to accumulate into. Hooks run in
+        the order they were registered; the returned handle's ``remove()`` takes the
+        hook off again. (torch's name and rule; see the module docstring.)
+        """
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: cannot register a hook on a tensor "
+                               "that does not require grad")
+        if not self.is_leaf:
+            raise RuntimeError("register_post_accumulate_grad_hook: post-accumulate-grad hooks can only be "
+                               f"registered on leaf tensors, and this one was made by {type(self.creator).__name__}")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got {type(hook).__name__}")
+        if self._post_accumulate_hooks is None:
+            self._post_accumulate_hooks = {}
+        key = next(_hook_keys)
+        self._post_accumulate_hooks[key] = hook
+        _live_hooks[0] += 1
+        return RemovableHandle(self._post_accumulate_hooks, key)
 
     def to(self, device: str) -> "Tensor":
         """A copy on ``"cpu"`` or ``"cuda"``; the copy is a new leaf."""
@@ -351,6 +386,29 @@ class Tensor:
         return _ops.transpose(self, -2, -1)
 
 
+_hook_keys = itertools.count()  # hooks are keyed by registration number, so they run in that order
+_live_hooks = [0]  # hooks registered and not removed: while 0, backward skips counting edges
+
+
+class RemovableHandle:
+    """What ``register_post_accumulate_grad_hook`` returns: ``remove()`` takes the hook off."""
+
+    def __init__(self, hooks: dict, key: int):
+        self._hooks = hooks
+        self.id = key
+
+    def remove(self) -> None:
+        """Take the hook off; removing it twice is harmless."""
+        if self._hooks.pop(self.id, None) is not None:
+            _live_hooks[0] -= 1
+
+    def __enter__(self) -> "RemovableHandle":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """Make a leaf tensor from a Python number, nested list or array.
 
@@ -442,7 +500,11 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
     """Propagate ``root_grad`` through the graph behind ``root`` (see the module docstring)."""
     if root.creator is None:  # backward on a leaf: its gradient is the given one
         _accumulate(root, root_grad)
+        _fire_post_accumulate_hooks(root)
         return
+    # Hooked leaves: how many gradients each still awaits in this pass (see the docstring).
+    awaited = _count_edges_to_hooked_leaves(root) if _live_hooks[0] else {}
+    hooked_and_reached = {}  # hooked leaves that got a gradient, in order of their first one
     # Gradients of non-leaf tensors, held only during the pass. Keyed by the tensor
     # itself (tensors hash by identity), which keeps it alive until its creator runs
     # even after the consumer that held it has been freed.
@@ -478,6 +540,11 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
             _check_gradient(f"{name}.backward", x, gx, "the gradient it returned")
             if x.creator is None:
                 _accumulate(x, gx)
+                if x in awaited:
+                    hooked_and_reached[x] = True
+                    awaited[x] -= 1
+                    if awaited[x] == 0:  # the last contribution: .grad is complete
+                        _fire_post_accumulate_hooks(x)
             else:
                 previous = grads.get(x)
                 grads[x] = gx if previous is None else previous + gx
@@ -487,6 +554,39 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
         if not retain_graph:
             function.inputs = None
             function.saved = None
+    for leaf in hooked_and_reached:  # a consumer returned None for them: they are complete now
+        if awaited[leaf] > 0:
+            _fire_post_accumulate_hooks(leaf)
+
+
+def _count_edges_to_hooked_leaves(root: Tensor) -> dict:
+    """``{leaf: number of edges from the graph behind root into it}`` for the leaves that
+    carry post-accumulate-grad hooks: the number of gradients each will receive in this
+    backward if every function passes one on. A leaf used twice by one function (``x * x``)
+    counts twice, since that function's backward returns one gradient per input."""
+    counts: dict = {}
+    seen = {id(root.creator)}
+    stack = [root.creator]
+    while stack:
+        function = stack.pop()
+        for x in function.inputs or ():  # a freed graph: the walk itself will say so
+            if not x.requires_grad:
+                continue
+            if x.creator is None:
+                if x._post_accumulate_hooks:
+                    counts[x] = counts.get(x, 0) + 1
+            elif id(x.creator) not in seen:
+                seen.add(id(x.creator))
+                stack.append(x.creator)
+    return counts
+
+
+def _fire_post_accumulate_hooks(leaf: Tensor) -> None:
+    """Run the leaf's post-accumulate-grad hooks in registration order (a copy of the list,
+    so a hook may remove itself)."""
+    if leaf._post_accumulate_hooks:
+        for hook in list(leaf._post_accumulate_hooks.values()):
+            hook(leaf)
 
 
 def _share_version_with_viewed_input(array, result: Tensor, inputs) -> None:
