@@ -50,4 +50,12 @@ static inline uint32_t tinylm_dropout_bits(uint64_t seed, uint64_t k) {
     z ^= z >> 31;
     return (uint32_t)(z >> 40);
 }
+
+/* Dropout's counter map (see tinylm/reference/dropout.py): element k of a tensor that
+ * holds some rows of a larger one draws at the larger one's counter,
+ * k + offset + (k / block) * gap, or k + offset when block = 0. The Python wrapper has
+ * checked that no counter (plus one) passes 2^64 - 1, so nothing here wraps. */
+static inline uint64_t tinylm_dropout_counter(uint64_t k, uint64_t offset, uint64_t block, uint64_t gap) {
+    return block ? k + offset + (k / block) * gap : k + offset;
+}
 #endif

@@ -156,7 +156,8 @@ class MultiheadAttention(Module):
                 mask = self._additive_mask(attn_mask, key_padding_mask, batch, q_len, k_len, q)
             # softmax(Q Kᵀ / √d_k + mask), written out in F.attention_weights: (B, nh, L, S)
             weights = F.attention_weights(q, k, mask, is_causal=is_causal and mask is None, key_padding_mask=padding)
-            weights = F.dropout(weights, self.dropout, self.training, self.generator)  # returned so, as PyTorch
+            # (B, nh, L, S), batch first whatever batch_first says; returned so, as PyTorch
+            weights = F.dropout(weights, self.dropout, self.training, self.generator, batch_axis=0)
             attended = weights @ v  # (B, nh, L, hs)
         merged = attended.transpose(1, 2).reshape(batch, q_len, self.embed_dim)  # (B, L, E)
         output = self.out_proj(merged)

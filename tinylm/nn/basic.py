@@ -75,16 +75,19 @@ class Embedding(Module):
 
 
 class Dropout(Module):
-    """Zeroes elements with probability p in training mode (survivors scaled by 1/(1-p))."""
+    """Zeroes elements with probability p in training mode (survivors scaled by 1/(1-p)).
+    ``batch_axis`` is the axis of x that holds the batch's rows: inside
+    ``tinylm.random.global_batch_rows`` each row draws its global row's mask (see
+    ``F.dropout``); outside it the axis plays no part."""
 
-    def __init__(self, p: float = 0.5, generator=None):
+    def __init__(self, p: float = 0.5, generator=None, batch_axis: int = 0):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p, self.generator = p, generator
+        self.p, self.generator, self.batch_axis = p, generator, batch_axis
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training, self.generator)
+        return F.dropout(x, self.p, self.training, self.generator, batch_axis=self.batch_axis)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -114,7 +114,8 @@ class RecurrentBase(Module):
             # PyTorch's layout: forward and reverse outputs side by side, (T, B, D·H).
             layer_input = outputs[0] if len(outputs) == 1 else ops.concat(outputs, axis=-1)
             if k < self.num_layers - 1 and self.dropout > 0:
-                layer_input = F.dropout(layer_input, self.dropout, self.training, self.generator)
+                # time-major (T, B, D·H): the batch's rows are on axis 1
+                layer_input = F.dropout(layer_input, self.dropout, self.training, self.generator, batch_axis=1)
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input
         # finals: one tuple of (B, H) per layer and direction -> one (L·D, B, H) per state name.
         return output, tuple(ops.stack(list(parts), axis=0) for parts in zip(*finals))
