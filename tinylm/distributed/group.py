@@ -129,7 +129,7 @@ class ProcessGroup:
             names = ", ".join(d.name for d in dtypes)
             raise TypeError(f"{where}: {role} of shape {_shape(array)} has dtype {array.dtype}; "
                             f"expected one of {names}")
-        if writable and not array.flags.writeable:
+        if writable and not getattr(array.flags, "writeable", True):  # CuPy's flags have no `writeable`
             raise ValueError(f"{where}: {role} of shape {_shape(array)} is read-only, "
                              "but the result is written into it")
         return array
