@@ -36,7 +36,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import NoReturn
+
+ABORT_GRACE_S = 1.0  # abort(): the launcher's time to forward our last lines before MPI_Abort
 
 _LAUNCHERS = (  # (launcher, variables that must all be set)
     ("Open MPI", ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")),
@@ -81,6 +84,9 @@ def abort(message: str, code: int = 1) -> NoReturn:
     sys.stdout.flush()
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        # Our output reaches the terminal through the launcher, which stops forwarding it the
+        # moment it tears the job down; on a busy machine the line above was lost without this.
+        time.sleep(ABORT_GRACE_S)
         mpi.COMM_WORLD.Abort(code)
     os._exit(code)
 
