@@ -66,12 +66,18 @@ def build_model(kind: str, model_config: dict):
     return MODELS[kind](**model_config)
 
 
-def build_optimizer(model, training: dict) -> optim.AdamW:
-    """AdamW with weight decay on the matrices only (not on biases or LayerNorm)."""
+def build_optimizer(model, training: dict, sharded: bool = False):
+    """AdamW with weight decay on the matrices only (not on biases or LayerNorm). ``sharded``:
+    the same update with its moments split over a data-parallel run's processes (ZeRO stage
+    1, ``tinylm.optim.ZeroRedundancyAdamW``), which then also averages the gradients and
+    clips their norm to ``training["clip"]``."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                       lr=training["lr"], weight_decay=training["weight_decay"])
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if sharded:
+        return optim.ZeroRedundancyAdamW(groups, lr=training["lr"], weight_decay=training["weight_decay"],
+                                         max_norm=training["clip"] or None)
+    return optim.AdamW(groups, lr=training["lr"], weight_decay=training["weight_decay"])
 
 
 # ------------------------------------------------------------------------------ checks

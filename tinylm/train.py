@@ -13,6 +13,7 @@ what differs between the tasks (data, batches, scores) is in ``tinylm.tasks``.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import sys
@@ -23,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 import tinylm
-from tinylm import cli, nn, optim, runs
+from tinylm import cli, distributed, nn, optim, runs
 from tinylm.bleu import TOKENIZE
 from tinylm.checkpoint import CheckpointError, save_checkpoint, write_atomically, write_json
+from tinylm.distributed.batch import BatchShare
 from tinylm.memory import keep_freed_memory
 from tinylm.metrics import LossPlotter, append_metrics, kept_metrics
 from tinylm.models import MODELS
-from tinylm.nn import functional as F
+from tinylm.nn.parallel import DistributedDataParallel
 from tinylm.parallel_corpus import CORPORA, PAIRS
 from tinylm.random import default_generator
 from tinylm.runs import build_model, build_optimizer, load_run
@@ -108,6 +110,9 @@ def parse_args(argv=None):
                        help="default: the fastest one built here (with --resume: the run's own)")
     train.add_argument("--seed", type=rules["seed"], default=0,
                        help="seed for initialisation, batches, dropout and the translate splits")
+    train.add_argument("--shard-optimizer", action="store_true",
+                       help="under mpiexec: split AdamW's moments over the processes (ZeRO stage 1) instead of "
+                       "averaging gradients with DistributedDataParallel; the same results, 1/N of the memory")
     train.add_argument("--time-limit", type=cli.non_negative_float,
                        help="stop (with a checkpoint) after this many seconds")
     run = p.add_argument_group("evaluation and output")
@@ -145,7 +150,7 @@ def parse_args(argv=None):
                              ("--target-vocab-size", args.target_tokenizer, args.target_vocab_size)):
         if kind == "bpe" and size < runs.MIN_BPE_VOCABULARY:
             p.error(f"{flag} must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), got {size}")
-    if args.out:
+    if args.out and distributed.get_rank() == 0:  # the folder rank 0 will write
         try:
             check_new_run_dir(Path(args.out))
         except ValueError as exc:
@@ -201,15 +206,24 @@ def make_config(args) -> dict:
 class Trainer:
     """One training run: model, optimizer, schedule, the task's data and everything a checkpoint holds."""
 
-    def __init__(self, config: dict, run_dir: Path, task, model):
+    def __init__(self, config: dict, run_dir: Path, task, model, share: BatchShare | None = None,
+                 shard_optimizer: bool = False):
         t = config["training"]
         self.config, self.t, self.run_dir, self.task, self.model = config, t, run_dir, task, model
-        self.optimizer = build_optimizer(model, t)
+        # Data-parallel: this process's rows of each batch, and its gradients averaged with the
+        # other processes' (by DistributedDataParallel, or inside the sharded optimizer).
+        self.share = share or BatchShare(t["batch_size"])
+        self.writes = self.share.rank == 0  # only rank 0 writes files and prints
+        self.shard_optimizer = shard_optimizer and self.share.world > 1
+        self.module = model  # what the forward pass calls
+        if self.share.world > 1 and not self.shard_optimizer:
+            self.module = DistributedDataParallel(model)
+        self.optimizer = build_optimizer(model, t, sharded=self.shard_optimizer)
         self.schedule = optim.lr_scheduler.WarmupCosineLR(self.optimizer, min(t["warmup_steps"], t["steps"]),
                                                           max(t["steps"], t["warmup_steps"]), t["min_lr_ratio"])
         self.batch_rng = np.random.default_rng([t["seed"], 1])
         self.stream = getattr(task, "stream", None)  # a language model's streams with --stateful
-        self.carried = None  # the model's state carried across batches with --stateful
+        self.carried = None  # the model's state carried across batches with --stateful (this rank's rows)
         self.step, self.elapsed, self.saved_step, self.last_lr, self.tokens = 0, 0.0, 0, t["lr"], 0
         self.interval_losses: list[float] = []
         self.metrics_rows = 0  # rows of metrics.csv written on the schedule (a stop's extra row is not one)
@@ -224,14 +238,19 @@ class Trainer:
             if not bool(np.isfinite(param.numpy()).all()):
                 raise RuntimeError(f"step {self.step}: parameter {name} is no longer finite; training stopped. "
                                    + self.last_good())
+        # Every rank takes part (a sharded optimizer gathers its moments, a carried state its
+        # rows), so the checkpoint is the whole run's whatever the number of processes; rank 0 writes it.
+        carried = None if self.carried is None else [self.share.gather(t.numpy(), axis=1) for t in self.carried]
+        optimizer_state = self.optimizer.state_dict()
         trainer_state = {
             "step": self.step, "elapsed_s": self.elapsed, "schedule": self.schedule.state_dict(),
             "batch_rng": self.batch_rng.bit_generator.state, "dropout_rng": default_generator().bit_generator.state,
             "stream_position": self.stream.position if self.stream else None,
             "interval_losses": self.interval_losses, "metrics_rows": self.metrics_rows, "tokens": self.tokens,
-            "carried": None if self.carried is None else [t.numpy().tolist() for t in self.carried],
+            "carried": None if carried is None else [c.tolist() for c in carried],  # (L, B, H) each
         }
-        save_checkpoint(self.run_dir, self.model.state_dict(), self.optimizer.state_dict(), trainer_state)
+        if self.writes:
+            save_checkpoint(self.run_dir, self.model.state_dict(), optimizer_state, trainer_state)
         self.saved_step = self.step
 
     def restore(self, optimizer_state: dict, trainer_state: dict) -> None:
@@ -247,7 +266,8 @@ class Trainer:
             self.stream.position = trainer_state["stream_position"]
         carried = trainer_state.get("carried")
         dtype = next(self.model.parameters()).dtype
-        self.carried = None if carried is None else tuple(tinylm.tensor(np.array(c, dtype=dtype)) for c in carried)
+        self.carried = None if carried is None else tuple(
+            tinylm.tensor(self.share.scatter(np.array(c, dtype=dtype), axis=1)) for c in carried)  # this rank's rows
         self.step, self.elapsed = trainer_state["step"], trainer_state["elapsed_s"]
         # checkpoints older than the count: a language model's steps were all B x T tokens
         self.tokens = trainer_state.get("tokens", self.step * self.t["batch_size"] * self.t.get("seq_len", 0))
@@ -262,20 +282,22 @@ class Trainer:
 
     # ---- one step
     def train_step(self) -> float:
-        inputs, targets, state, tokens = self.task.next_batch(self.batch_rng)
+        inputs, all_targets, state, tokens = self.task.next_batch(self.batch_rng)  # the whole batch
         if self.stream is not None and not self.task.stream_restarted:
             state = self.carried  # continue the streams where the previous batch stopped
-        logits, state = self.model(inputs, state)  # (B, T, V); state: None, or a tuple of Tensors
+        inputs, targets, state = self.share.take(inputs, all_targets, state)  # this process's rows
+        with self.share.rows():
+            logits, state = self.module(inputs, state)  # (B, T, V); state: None, or a tuple of Tensors
         if self.stream is not None and state is not None:
             self.carried = tuple(s.detach() for s in state)  # the next batch continues these streams
-        # over (B * T, V); a target of IGNORE (-100, translation's padding) counts for nothing
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        value = loss.item()
+        # The mean over the batch's (B * T) targets; a target of IGNORE (-100, translation's
+        # padding) counts for nothing.
+        loss, value = self.share.loss(logits, targets, all_targets)
         if not math.isfinite(value):
             raise RuntimeError(f"step {self.step + 1}: the loss is {value}; training stopped. " + self.last_good())
         self.optimizer.zero_grad()
-        loss.backward()
-        if self.t["clip"] > 0:
+        loss.backward()  # with DistributedDataParallel: the gradients averaged over the processes
+        if self.t["clip"] > 0 and not self.shard_optimizer:  # a sharded optimizer clips what it holds
             nn.utils.clip_grad_norm_(self.model.parameters(), self.t["clip"])
         self.optimizer.step()
         self.last_lr = self.schedule.get_last_lr()[0]  # the rate this step used, for metrics.csv
@@ -291,10 +313,12 @@ class Trainer:
         row = dict(step=self.step, tokens=self.tokens, elapsed_s=round(self.elapsed, 2), lr=self.last_lr,
                    train_loss=float(np.mean(self.interval_losses)) if self.interval_losses else float("nan"),
                    tokens_per_s=round(tokens_per_s))
-        if with_validation:
-            row.update(self.task.evaluate(self.model))
         self.interval_losses = []
         self.metrics_rows += 1
+        if not self.writes:  # the other ranks of a data-parallel run only count the row
+            return row
+        if with_validation:
+            row.update(self.task.evaluate(self.model))
         append_metrics(self.run_dir / "metrics.csv", row, self.task.metric_columns)
         if with_validation:
             self.plotter = self.plotter or LossPlotter()
@@ -304,40 +328,46 @@ class Trainer:
 
 def setup(args):
     """The Trainer for a new run, or for the run being resumed. A resumed run is loaded
-    and checked whole before anything in its folder changes."""
+    and checked whole before anything in its folder changes. In a data-parallel run every
+    process builds the same trainer (the same seeds) and only rank 0 writes."""
     if args.backend:
         tinylm.set_backend(args.backend)
+    world, rank = distributed.get_world_size(), distributed.get_rank()
     if args.resume:
         run_dir = Path(args.resume)
         config, tokenizers, model, optimizer_state, trainer_state = load_run(run_dir)
         trained_on = config["training"].get("backend")
         if not args.backend and trained_on:
             tinylm.set_backend(trained_on)  # the same kernels round the same way: an exact resume
-        elif trained_on and args.backend != trained_on:
+        elif trained_on and args.backend != trained_on and rank == 0:
             print(f"tinylm.train: the run trained on {trained_on}; resuming on {args.backend}, whose rounding differs")
         if args.steps is not None:
             config["training"]["steps"] = args.steps  # extend (or shorten) the run; the cosine follows
         task = make_task(config, tokenizers)
-        trainer = Trainer(config, run_dir, task, model)
+        trainer = Trainer(config, run_dir, task, model, BatchShare(config["training"]["batch_size"], world, rank),
+                          shard_optimizer=args.shard_optimizer)
         trainer.restore(optimizer_state, trainer_state)
         metrics = kept_metrics(run_dir / "metrics.csv", trainer.metrics_rows, trainer.step, task.metric_columns)
-        # Everything is read and checked: from here on the run folder changes.
-        if args.steps is not None:
-            write_json(run_dir / "config.json", config)
-        write_atomically(run_dir / "metrics.csv", metrics)
         trainer.metrics_rows = max(0, metrics.count(b"\n") - 1)
+        # Everything is read and checked: from here on the run folder changes.
+        if trainer.writes:
+            if args.steps is not None:
+                write_json(run_dir / "config.json", config)
+            write_atomically(run_dir / "metrics.csv", metrics)
         return trainer
     config = make_config(args)
+    share = BatchShare(config["training"]["batch_size"], world, rank)  # refuses a batch that does not divide
     task = make_task(config)
     tinylm.manual_seed(config["training"]["seed"])  # initialisation, then dropout, from this generator
     model = build_model(config["model"], dict(**task.model_vocabulary(), **config["model_config"]))
     config["model_config"] = model.config
-    trainer = Trainer(config, None, task, model)
-    trainer.new_folder = not (args.out and Path(args.out).exists())
-    trainer.run_dir = run_dir = new_run_dir(args.out)  # made only once nothing else can fail
-    write_json(run_dir / "config.json", config)
-    for stem, tokenizer in task.tokenizers.items():
-        write_atomically(run_dir / f"{stem}.json", tokenizer_to_json(tokenizer))
+    trainer = Trainer(config, None, task, model, share, shard_optimizer=args.shard_optimizer)
+    if trainer.writes:
+        trainer.new_folder = not (args.out and Path(args.out).exists())
+        trainer.run_dir = run_dir = new_run_dir(args.out)  # made only once nothing else can fail
+        write_json(run_dir / "config.json", config)
+        for stem, tokenizer in task.tokenizers.items():
+            write_atomically(run_dir / f"{stem}.json", tokenizer_to_json(tokenizer))
     return trainer
 
 
@@ -375,7 +405,9 @@ def stop(bar, trainer: Trainer, speed: float, evaluated: bool) -> None:
     schedule's: a resume removes the extra row and writes what an uninterrupted run would."""
     if not evaluated:
         trainer.save()
-        report(bar, trainer, trainer.record(speed, with_validation=True))
+        row = trainer.record(speed, with_validation=True)
+        if trainer.writes:
+            report(bar, trainer, row)
 
 
 def remove_unfinished_run(run_dir: Path, remove_folder: bool) -> None:
@@ -391,7 +423,24 @@ def remove_unfinished_run(run_dir: Path, remove_folder: bool) -> None:
         run_dir.rmdir()
 
 
+def share_the_cores(group) -> None:
+    """Ranks on one machine split its cores: each runs its kernels and BLAS on cores / ranks
+    threads (unless OMP_NUM_THREADS says otherwise), since processes that each start a
+    thread per core spend their time waiting for each other's spinning threads."""
+    if group.local_size <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    from threadpoolctl import threadpool_limits
+
+    from tinylm import kernels
+
+    threads = max(1, (os.cpu_count() or 1) // group.local_size)
+    kernels.set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
+
+
 def main(argv=None) -> None:
+    if distributed.launched_by_mpi():  # mpiexec -n N: data-parallel, N processes sharing each batch
+        share_the_cores(distributed.init_process_group())
     args = parse_args(argv)
     keep_freed_memory()  # reuse each step's freed arrays instead of fresh pages (tinylm/memory.py)
     trainer = setup(args)
@@ -399,17 +448,20 @@ def main(argv=None) -> None:
     from tqdm import tqdm
 
     size = sum(p.numel() for p in trainer.model.parameters())
-    print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, {trainer.task.describe()}, "
-          f"backend {tinylm.get_backend()}, run in {trainer.run_dir}")
+    if trainer.writes:
+        processes = f", {trainer.share.world} processes" if trainer.share.world > 1 else ""
+        print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, {trainer.task.describe()}, "
+              f"backend {tinylm.get_backend()}{processes}, run in {trainer.run_dir}")
 
     interrupted = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     trainer.plotter = LossPlotter()  # matplotlib imported now: memory from the first step is the run's
-    bar = tqdm(total=t["steps"], initial=trainer.step, unit="step", dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=t["steps"], initial=trainer.step, unit="step", dynamic_ncols=True, mininterval=0.5,
+               disable=not trainer.writes)
     started, tokens_started = time.perf_counter(), trainer.tokens
     elapsed_before, training_seconds = trainer.elapsed, 0.0
     try:
-        while trainer.step < t["steps"] and not interrupted:
+        while trainer.step < t["steps"]:
             step_started = time.perf_counter()
             trainer.interval_losses.append(trainer.train_step())
             training_seconds += time.perf_counter() - step_started
@@ -421,26 +473,29 @@ def main(argv=None) -> None:
             if evaluating or trainer.step % t["log_every"] == 0:
                 row = trainer.record(speed, with_validation=evaluating)
             if evaluating:
-                report(bar, trainer, row)
+                if trainer.writes:
+                    report(bar, trainer, row)
                 trainer.save()
             out_of_time = args.time_limit is not None and trainer.elapsed >= args.time_limit
-            if out_of_time or interrupted:
+            if trainer.share.agree(out_of_time or bool(interrupted)):  # rank 0's clock and Ctrl-C decide
                 stop(bar, trainer, speed, evaluated=evaluating)
-                bar.write(f"time limit of {args.time_limit:g}s reached at step {trainer.step}; continue with "
-                          f"--resume {trainer.run_dir}" if out_of_time else
-                          f"interrupted: checkpoint at step {trainer.step} saved; "
-                          f"continue with --resume {trainer.run_dir}")
+                if trainer.writes:
+                    bar.write(f"time limit of {args.time_limit:g}s reached at step {trainer.step}; continue with "
+                              f"--resume {trainer.run_dir}" if out_of_time else
+                              f"interrupted: checkpoint at step {trainer.step} saved; "
+                              f"continue with --resume {trainer.run_dir}")
                 break
     except BaseException:
-        if trainer.new_folder is not None and trainer.saved_step == 0:
+        if trainer.writes and trainer.new_folder is not None and trainer.saved_step == 0:
             remove_unfinished_run(trainer.run_dir, trainer.new_folder)
         raise
     finally:
         bar.close()
         trainer.plotter.close()
         signal.signal(signal.SIGINT, previous_handler)
-    print(f"done: step {trainer.step} in {trainer.elapsed:.0f}s; "
-          f"checkpoint, metrics.csv and loss.png in {trainer.run_dir}")
+    if trainer.writes:
+        print(f"done: step {trainer.step} in {trainer.elapsed:.0f}s; "
+              f"checkpoint, metrics.csv and loss.png in {trainer.run_dir}")
 
 
 if __name__ == "__main__":

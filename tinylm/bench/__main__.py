@@ -29,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--train-size", choices=["tiny", "small", "medium"], default="small",
                    help="model and batch size for --train (medium: the default training run's sizes)")
     p.add_argument("--no-memory", action="store_true", help="--train: skip the peak-memory processes")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training under mpiexec: tokens/s of 1 and 2 processes, the all-reduce time "
+                   "per step and the share hidden behind backward, all-reduce bandwidth by message size")
     p.add_argument("--out", default="bench-results", help="folder for the CSV, JSON and PNG files")
     return p.parse_args(argv)
 
@@ -49,6 +52,19 @@ def set_threads(threads: int) -> None:
         pass
 
 
+def bench_distributed(out: Path) -> dict:
+    import json
+
+    from tinylm.bench.distributed import markdown, run_distributed
+
+    facts = machine.header()
+    results = run_distributed()
+    print(report.header_markdown(facts, None) + "\n\n" + markdown(results))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distributed.json").write_text(json.dumps({"machine": facts, **results}, indent=2) + "\n")
+    return results
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     keep_freed_memory()  # as tinylm.train does (tinylm/memory.py); the training workers call it too
@@ -63,6 +79,8 @@ def main(argv=None) -> dict:
     if "numpy" not in backend_names:
         backend_names.insert(0, "numpy")  # the reference every speedup is measured against
     size_specs = parse_sizes(args.sizes)
+    if args.distributed:
+        return bench_distributed(Path(args.out))
     if args.threads:
         set_threads(args.threads)
     out = Path(args.out)

@@ -23,8 +23,10 @@ def header_markdown(machine: dict, roofs: dict) -> str:
         f"PyTorch threads: {machine['torch_threads'] or '—'}",
         f"- Python {machine['python']}, NumPy {machine['numpy']}, CuPy {machine['cupy'] or 'not installed'}, "
         f"PyTorch {machine['torch'] or 'not installed'}; GPU: {machine['gpu'] or 'none'}",
-        f"- roofs measured now: sgemm {roofs['sgemm_gflops']:.1f} GFLOP/s, copy {roofs['copy_gbs']:.1f} GB/s",
     ]
+    if roofs:
+        lines.append(f"- roofs measured now: sgemm {roofs['sgemm_gflops']:.1f} GFLOP/s, "
+                     f"copy {roofs['copy_gbs']:.1f} GB/s")
     return "\n".join(lines)
 
 

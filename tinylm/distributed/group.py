@@ -92,6 +92,7 @@ class ProcessGroup:
 
     def __init__(self, rank: int, size: int, local_rank: int = 0):
         self.rank, self.size, self.local_rank = int(rank), int(size), int(local_rank)
+        self.local_size = 1  # ranks on this machine (a backend that knows sets it)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(backend={self.backend!r}, rank={self.rank}, size={self.size})"

@@ -40,9 +40,10 @@ class MPIProcessGroup(ProcessGroup):
         # The ranks sharing this machine's memory form one "shared" communicator; our place
         # in it is the local rank, whichever launcher started us.
         local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED, key=self.comm.Get_rank())
-        local_rank = local.Get_rank()
+        local_rank, local_size = local.Get_rank(), local.Get_size()
         local.Free()
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), local_rank)
+        self.local_size = local_size  # ranks on this machine, sharing its cores
         self._ops = {"sum": self.MPI.SUM, "avg": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}
 
     def _accepts(self, array) -> bool:
