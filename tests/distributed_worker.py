@@ -19,12 +19,7 @@ from mpi4py import MPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-try:
-    import tinylm.distributed as dist
-except ImportError:  # the real package is not in this branch yet: the test fake stands in
-    import fake_distributed as dist
-
-    sys.modules["tinylm.distributed"] = dist
+import tinylm.distributed as dist
 
 LOG: list = []  # the collectives launched, in order: ("all_reduce", array size), ...
 
@@ -109,8 +104,9 @@ CASES = {"mlp": (make_mlp, mlp_batch, mlp_loss), "lstm": (make_lstm, lstm_batch,
 
 def identical_on_every_rank(params, what: str) -> None:
     flat = np.concatenate([p.numpy().ravel() for p in params])
-    everyone = np.empty((world(), flat.size))
+    everyone = np.empty(world() * flat.size)  # rank r's parameters at [r * n, (r + 1) * n)
     dist.all_gather(everyone, flat)
+    everyone = everyone.reshape(world(), flat.size)
     if not (everyone == everyone[0]).all():
         raise AssertionError(f"{what}: the ranks hold different parameters")
 
