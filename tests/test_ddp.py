@@ -62,3 +62,16 @@ def test_bad_arguments_are_named():
         DistributedDataParallel(lambda x: x)
     with pytest.raises(ValueError, match="bucket_cap_mb must be > 0, got 0"):
         DistributedDataParallel(_mlp(), bucket_cap_mb=0)
+
+
+def test_an_unused_parameter_takes_part_with_this_steps_gradient_when_the_loop_zeroes_after_forward():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from distributed_run import mpiexec
+
+    script = Path(__file__).parent / "distributed_scripts" / "unused_after_forward.py"
+    result = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]

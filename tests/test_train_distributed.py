@@ -107,3 +107,11 @@ def test_a_global_batch_that_does_not_divide_over_the_processes_is_refused(tmp_p
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=ONE_THREAD)
     assert result.returncode != 0
     assert "--batch-size 4 is the global batch: it must divide evenly over the 3 processes" in result.stderr
+
+
+def test_what_cannot_yet_run_on_several_processes_is_refused_before_any_work(tmp_path, data):
+    argv = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "tinylm.train", "--task", "translate", "--data",
+            str(data["translate"]), "--n-layers", "2", "--batch-size", "4", "--out", str(tmp_path / "run")]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=ONE_THREAD)
+    assert result.returncode != 0 and "cannot train on several processes yet" in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()

@@ -333,6 +333,10 @@ def setup(args):
     if args.backend:
         tinylm.set_backend(args.backend)
     world, rank = distributed.get_world_size(), distributed.get_rank()
+    if world > 1 and tinylm.get_backend() in ("cupy", "cuda"):
+        raise ValueError(f"data-parallel training runs on the CPU backends for now (numpy, cython); the "
+                         f"{tinylm.get_backend()} backend's NCCL collectives are in tinylm.distributed but not "
+                         "wired into tinylm.train")
     if args.resume:
         run_dir = Path(args.resume)
         config, tokenizers, model, optimizer_state, trainer_state = load_run(run_dir)
@@ -343,6 +347,7 @@ def setup(args):
             print(f"tinylm.train: the run trained on {trained_on}; resuming on {args.backend}, whose rounding differs")
         if args.steps is not None:
             config["training"]["steps"] = args.steps  # extend (or shorten) the run; the cosine follows
+        check_data_parallel(config, world)
         task = make_task(config, tokenizers)
         trainer = Trainer(config, run_dir, task, model, BatchShare(config["training"]["batch_size"], world, rank),
                           shard_optimizer=args.shard_optimizer)
@@ -356,6 +361,7 @@ def setup(args):
             write_atomically(run_dir / "metrics.csv", metrics)
         return trainer
     config = make_config(args)
+    check_data_parallel(config, world)
     share = BatchShare(config["training"]["batch_size"], world, rank)  # refuses a batch that does not divide
     task = make_task(config)
     tinylm.manual_seed(config["training"]["seed"])  # initialisation, then dropout, from this generator
@@ -369,6 +375,15 @@ def setup(args):
         for stem, tokenizer in task.tokenizers.items():
             write_atomically(run_dir / f"{stem}.json", tokenizer_to_json(tokenizer))
     return trainer
+
+
+def check_data_parallel(config: dict, world: int) -> None:
+    """What cannot yet run on several processes, refused before any work."""
+    m = config["model_config"]
+    if world > 1 and config["model"] == "seq2seq-lstm" and m["n_layers"] > 1 and m["dropout"] > 0:
+        raise ValueError("seq2seq-lstm with --n-layers > 1 and dropout cannot train on several processes yet: its "
+                         "encoder runs each source length on its own, so its between-layer dropout cannot draw "
+                         "per global row; use --n-layers 1 or --dropout 0")
 
 
 def new_run_dir(out: str | None) -> Path:
@@ -433,9 +448,13 @@ def share_the_cores(group) -> None:
 
     from tinylm import kernels
 
-    threads = max(1, (os.cpu_count() or 1) // group.local_size)
-    kernels.set_num_threads(threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // group.local_size)
     threadpool_limits(threads, user_api="blas")
+    try:
+        kernels.set_num_threads(threads)
+    except ImportError:  # the compiled kernels are not built here: the NumPy reference has no threads of its own
+        pass
 
 
 def main(argv=None) -> None:

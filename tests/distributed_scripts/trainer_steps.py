@@ -48,7 +48,7 @@ def main(out, task_kind, data, *flags):
             theirs = flat.copy()
             distributed.broadcast(theirs, src=0)
             if not np.array_equal(theirs, flat):
-                raise SystemExit(f"rank {rank}: parameters differ from rank 0's after step {trainer.step}")
+                sys.exit(f"rank {rank}: parameters differ from rank 0's after step {trainer.step}")  # ends every rank
         history.append(flat)
     if rank == 0:
         np.savez(out, params=np.stack(history), losses=np.array(losses))

@@ -69,6 +69,8 @@ class BatchShare:
         total = F.cross_entropy(flat_logits, flat_targets, reduction="sum")
         summed = np.array([total.item()])
         dist.all_reduce(summed)  # every rank's sum: the value to report
+        if counted == 0:  # nothing to predict: NaN, as the mean over no tokens is, and the trainer stops
+            return total * float("nan"), float("nan")
         return total * (self.world / counted), float(summed[0]) / counted
 
     def agree(self, flag: bool) -> bool:

@@ -27,15 +27,17 @@ hook runs during the same ``backward`` call, so when ``loss.backward()`` returns
 
 Unused parameters (torch's ``find_unused_parameters``): a parameter that gets no gradient
 in a backward never fires its hook, so its bucket would never be launched. With
-``find_unused_parameters=True`` each forward walks the graph behind the outputs and marks
-the parameters it cannot reach as ready at once: they take part with their current
-``.grad`` (a sum kept from ``no_sync`` steps) or with zeros. One more small all-reduce at the
+``find_unused_parameters=True`` each forward walks the graph behind the outputs; the
+parameters it cannot reach are marked ready when backward starts (its first gradient):
+they take part with their ``.grad`` as it is then (a sum kept from ``no_sync`` steps, or
+None after the loop's ``zero_grad``: zeros). One more small all-reduce at the
 end tells every rank which parameters had a gradient anywhere: a parameter with none on
 any rank keeps ``.grad`` None (so the optimizer skips it, as in torch); one that had a
 gradient on some rank gets the average, counting the others as zeros. With the default
 ``False`` the graph is not walked (it costs a pass over the graph every step), and a
 forward that finds the previous backward's averaging unfinished raises an error naming
-the parameters that got no gradient.
+the parameters that got no gradient (when every rank missed the same ones; ranks that miss
+different parameters wait in different all-reduces, and hang: use the option then).
 
 ``no_sync()`` is for gradient accumulation: backward inside it only adds into the local
 ``.grad``; the next backward outside it averages the accumulated sums. (What counts, as in
@@ -224,11 +226,13 @@ class DistributedDataParallel(Module):
                 bucket.work.wait()
             bucket.pending = len(bucket.params)
             bucket.work = None
+        self._unreached = []
         if self.find_unused_parameters:
             reached = _parameters_reached_from(outputs)
-            for p in self._trained_params():
-                if id(p) not in reached:
-                    self._mark_ready(p)
+            # Marked ready when backward starts (the first hook), not now: a training loop
+            # zeroes the gradients between forward and backward, and the slot must get this
+            # step's .grad, not the previous step's.
+            self._unreached = [p for p in self._trained_params() if id(p) not in reached]
 
     # ---- during backward
     def _on_gradient_ready(self, param) -> None:
@@ -238,6 +242,9 @@ class DistributedDataParallel(Module):
         if id(param) in self._ready:
             raise RuntimeError(f"DistributedDataParallel: the gradient of a parameter of shape {param.shape} "
                                "became ready twice in one backward")
+        unreached, self._unreached = self._unreached, []
+        for p in unreached:
+            self._mark_ready(p)
         self._arrived += 1
         self._mark_ready(param)
 

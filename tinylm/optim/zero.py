@@ -24,7 +24,8 @@ local gradients, and step 2 averages them. The result is the same as DDP + AdamW
 
 Differences from ``AdamW``: one step count per group (a parameter without a gradient
 counts as a zero gradient, where AdamW would skip it; a group in which no parameter has
-a gradient is skipped), and no amsgrad. ``state_dict()`` gathers the moments onto every
+a gradient on this rank is skipped, so every rank must have gradients in the same groups,
+or the ranks' collectives part ways), and no amsgrad. ``state_dict()`` gathers the moments onto every
 rank and returns them in ``AdamW``'s own format, so a checkpoint saved on N ranks loads on
 any number of ranks, or into a plain ``AdamW``; ``load_state_dict`` takes that format (from
 ``AdamW`` too) and keeps this rank's shard.
