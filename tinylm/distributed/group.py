@@ -99,14 +99,14 @@ class ProcessGroup:
 
     # ---- what a backend provides
     def _accepts(self, array) -> bool:  # is this an array of the backend's kind?
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _accepts")
 
     def _address(self, array) -> int:  # the address of the array's first byte
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _address")
 
     def barrier(self) -> None:
         """Block until every rank has reached the barrier."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define barrier")
 
     def destroy(self) -> None:
         """Free what the group holds (communicators); the group is unusable afterwards."""
@@ -214,13 +214,13 @@ class ProcessGroup:
 
     # ---- implemented by each backend, on checked arrays
     def _all_reduce(self, array, op: str, async_op: bool) -> Work | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _all_reduce")
 
     def _broadcast(self, array, src: int, async_op: bool) -> Work | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _broadcast")
 
     def _all_gather(self, output, input, in_place: bool, async_op: bool) -> Work | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _all_gather")
 
     def _reduce_scatter(self, output, input, op: str, async_op: bool) -> Work | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _reduce_scatter")
