@@ -27,8 +27,9 @@ def sample_tokens(model, prompt_ids: np.ndarray, max_new_tokens: int, rng: np.ra
 
     Any language model's ``stepper()`` (``tinylm.models.language_model``) reads the prompt
     once, then takes one token per step: the LSTM's carries its state through graph-free
-    kernels, the transformer's rereads the last ``max_len`` tokens. The model is in eval
-    mode (no dropout) while sampling and goes back to its mode afterwards.
+    kernels, the transformer's keeps each block's keys and values and computes one new
+    position a step. The model is in eval mode (no dropout) while sampling and goes back
+    to its mode afterwards.
     """
     if len(prompt_ids) == 0:
         raise ValueError("sample: the prompt must hold at least one token")

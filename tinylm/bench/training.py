@@ -152,9 +152,10 @@ class Runner:
             self.model(self.inputs)
 
     def sample(self) -> None:
-        """``sample`` tokens at batch 1, greedy: the LSTM carries its state, the
-        transformer rereads its context. tinylm's models go through their ``stepper()``,
-        as ``tinylm.generate`` does; the PyTorch twins through their forward."""
+        """``sample`` tokens at batch 1, greedy: the LSTM carries its state, tinylm's
+        transformer its key/value cache (the PyTorch twin reruns its context: a cached
+        PyTorch loop is in benchmarks/transformer_generation.py). tinylm's models go through
+        their ``stepper()``, as ``tinylm.generate`` does; the PyTorch twins through their forward."""
         steps = self.p["sample"]
         if self.backend == "torch":
             import torch
