@@ -48,6 +48,9 @@ KERNELS: dict[str, dict[str, str]] = {
         "numpy": "tinylm.reference.lstm:lstm_stack_step",
         "cython": "tinylm.kernels.cpu.lstm:lstm_stack_step",
     },
+    "int8_matmul": {  # x @ (scale · q)ᵀ with int8 weights: quantized generation (tinylm.quantize)
+        "numpy": "tinylm.reference.int8_matmul:int8_matmul",
+    },
     "lstm_layer_forward": {
         "numpy": "tinylm.reference.lstm:lstm_layer_forward",
         "cython": "tinylm.kernels.cpu.lstm:lstm_layer_forward",

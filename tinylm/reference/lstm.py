@@ -9,6 +9,7 @@ the weight gradient of the recurrent matrix leaves as one product over all steps
 from __future__ import annotations
 
 from tinylm.backends import get_array_module
+from tinylm.reference.int8_matmul import int8_matmul
 
 
 def _sigmoid(xp, x):
@@ -122,7 +123,7 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     return d_gates, d_w_hh, dh_next, dc_next
 
 
-def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
+def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stacked_scale=None):
     """One time step of a stack of L layers, for generation (``LSTMStepper``).
 
     gates0 (B, 4H): layer 0's input part, x W_ih0ᵀ + b_ih0 + b_hh0 (a row of a lookup table
@@ -131,11 +132,21 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
     so its gates are one product, [x, h] [W_ih | W_hh]ᵀ = x W_ihᵀ + h W_hhᵀ;
     biases (L-1, 4H): b_ih + b_hh of each later layer. Returns the new h, c (L, B, H);
     h[-1] is the stack's output.
+
+    Int8 weights: w_hh0 and stacked int8 with their per-row scales w_hh0_scale (4H,) and
+    stacked_scale (L-1, 4H); each product is then ``int8_matmul``'s.
     """
     xp = get_array_module(gates0)
+    if w_hh0_scale is None:
+        def product(x, weight, scale):
+            return x @ weight.T
+    else:
+        product = int8_matmul
+        stacked_scale = stacked_scale if stacked_scale is not None else [None] * len(stacked)
     new_h, new_c = xp.empty_like(h), xp.empty_like(c)
-    new_h[0], new_c[0], _ = lstm_cell_forward(gates0 + h[0] @ w_hh0.T, c[0])
+    new_h[0], new_c[0], _ = lstm_cell_forward(gates0 + product(h[0], w_hh0, w_hh0_scale), c[0])
     for k in range(1, h.shape[0]):
         x_and_h = xp.concatenate([new_h[k - 1], h[k]], axis=1)  # (B, 2H): this layer's input, its own h
-        new_h[k], new_c[k], _ = lstm_cell_forward(x_and_h @ stacked[k - 1].T + biases[k - 1], c[k])
+        scale = stacked_scale[k - 1] if w_hh0_scale is not None else None
+        new_h[k], new_c[k], _ = lstm_cell_forward(product(x_and_h, stacked[k - 1], scale) + biases[k - 1], c[k])
     return new_h, new_c
