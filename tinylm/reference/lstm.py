@@ -133,20 +133,25 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stac
     biases (L-1, 4H): b_ih + b_hh of each later layer. Returns the new h, c (L, B, H);
     h[-1] is the stack's output.
 
-    Int8 weights: w_hh0 and stacked int8 with their per-row scales w_hh0_scale (4H,) and
-    stacked_scale (L-1, 4H); each product is then ``int8_matmul``'s.
+    Int8 weights: w_hh0 and stacked int8 with their per-row scales, w_hh0_scale (4H,) and
+    stacked_scale (L-1, 2, 4H): [k, 0] the scales of layer k+1's W_ih rows, [k, 1] those of
+    its W_hh rows (the two matrices keep their own scales, so the stacked product is two
+    ``int8_matmul`` sums, one per half of [x, h]).
     """
     xp = get_array_module(gates0)
-    if w_hh0_scale is None:
-        def product(x, weight, scale):
-            return x @ weight.T
-    else:
-        product = int8_matmul
-        stacked_scale = stacked_scale if stacked_scale is not None else [None] * len(stacked)
     new_h, new_c = xp.empty_like(h), xp.empty_like(c)
-    new_h[0], new_c[0], _ = lstm_cell_forward(gates0 + product(h[0], w_hh0, w_hh0_scale), c[0])
+    hidden = h.shape[2]
+    if w_hh0_scale is None:
+        recurrent0 = h[0] @ w_hh0.T
+    else:
+        recurrent0 = int8_matmul(h[0], w_hh0, w_hh0_scale)
+    new_h[0], new_c[0], _ = lstm_cell_forward(gates0 + recurrent0, c[0])
     for k in range(1, h.shape[0]):
         x_and_h = xp.concatenate([new_h[k - 1], h[k]], axis=1)  # (B, 2H): this layer's input, its own h
-        scale = stacked_scale[k - 1] if w_hh0_scale is not None else None
-        new_h[k], new_c[k], _ = lstm_cell_forward(product(x_and_h, stacked[k - 1], scale) + biases[k - 1], c[k])
+        if w_hh0_scale is None:
+            gates = x_and_h @ stacked[k - 1].T
+        else:
+            gates = (int8_matmul(new_h[k - 1], stacked[k - 1, :, :hidden], stacked_scale[k - 1, 0])
+                     + int8_matmul(h[k], stacked[k - 1, :, hidden:], stacked_scale[k - 1, 1]))
+        new_h[k], new_c[k], _ = lstm_cell_forward(gates + biases[k - 1], c[k])
     return new_h, new_c
