@@ -432,13 +432,31 @@ class Function:
     """One differentiable operation.
 
     Subclasses write ``forward(*arrays) -> array or tuple of arrays`` and
-    ``backward(*grad_outputs) -> tuple of arrays`` (one per input, ``None`` where an
-    input needs no gradient) on raw arrays; ``__call__`` deals with tensors and the
-    graph. ``self.needs_input_grad[i]`` tells forward and backward which gradients are
-    wanted (all False when nothing will call backward), and arrays kept for backward go
-    through ``save_for_backward`` so the graph can free them.
+    ``backward(*grad_outputs) -> array or tuple of arrays`` (one per input, ``None`` where
+    an input needs no gradient) on raw arrays; ``__call__`` deals with tensors and the
+    graph. ``backward`` receives one gradient per output, each of that output's shape and
+    dtype, and must return, for each input, a gradient of that input's shape and dtype.
+    ``self.needs_input_grad[i]`` tells forward and backward which gradients are wanted
+    (all False when nothing will call backward), and arrays kept for backward go through
+    ``save_for_backward`` so the graph can free them.
+
+    An output that did not reach the loss (never used, or used only by ops that sent no
+    gradient back) has no gradient: by default its entry in ``grad_outputs`` is ``None``,
+    not an array of zeros, so an op with a large unused output allocates nothing for
+    it. At least one entry is always an array. Two ways to handle this:
+
+    - test for it in ``backward``: ``gy = xp.zeros(shape, dtype) if gy is None else gy``,
+      or skip that output's term (tinylm's own ops, e.g. ``Split`` and ``LSTMLayer``);
+    - or set the class attribute ``materialize_grads = True``: the engine then passes
+      zeros of the output's shape and dtype instead of ``None`` (torch's
+      ``ctx.set_materialize_grads``, whose default is the other way round).
+
+    A ``backward`` that raises a ``TypeError`` while some of its ``grad_outputs`` were
+    ``None`` (``None * x``) gets it re-raised as a ``TypeError`` that names the op and
+    the unused outputs and gives these two ways out; the original error is chained.
     """
 
+    materialize_grads: bool = False  # True: the gradient of an unused output arrives as zeros, not None
     inputs: tuple[Tensor, ...] | None
     saved: tuple | None = None
 
@@ -463,6 +481,7 @@ class Function:
             # so dropping the last output frees the graph behind it.
             self.outputs = tuple(weakref.ref(y) for y in results)
             self.output_versions = tuple(y._version for y in results)
+            self.output_specs = tuple((tuple(y.shape), y.dtype) for y in outputs)  # for materialize_grads
             for y in results:
                 y.creator = self
                 y.generation = self.generation + 1
@@ -528,7 +547,7 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
             if gy is not None and output.retains_grad:  # complete now: every consumer has run
                 _accumulate(output, gy)
             grad_outputs.append(gy)
-        grad_inputs = function.backward(*grad_outputs)
+        grad_inputs = _call_backward(function, grad_outputs)
         if not isinstance(grad_inputs, tuple):
             grad_inputs = (grad_inputs,)
         if len(grad_inputs) != len(function.inputs):
@@ -557,6 +576,31 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
     for leaf in hooked_and_reached:  # a consumer returned None for them: they are complete now
         if awaited[leaf] > 0:
             _fire_post_accumulate_hooks(leaf)
+
+
+def _call_backward(function: Function, grad_outputs: list):
+    """``function.backward(*grad_outputs)``, with the rule for unused outputs applied
+    (``None``, or zeros under ``materialize_grads``; see ``Function``'s docstring)."""
+    unused = [i for i, gy in enumerate(grad_outputs) if gy is None]
+    if unused and function.materialize_grads:
+        xp = backends.get_array_module(next(gy for gy in grad_outputs if gy is not None))
+        grad_outputs = [xp.zeros(shape, dtype=dtype) if gy is None else gy
+                        for gy, (shape, dtype) in zip(grad_outputs, function.output_specs)]
+        unused = []
+    try:
+        return function.backward(*grad_outputs)
+    except TypeError as error:
+        if not unused:
+            raise
+        name = type(function).__name__
+        which = ", ".join(f"{i} (shape {function.output_specs[i][0]})" for i in unused)
+        outputs, gradients, was = ("outputs", "gradients", "were") if len(unused) > 1 else ("output", "gradient", "was")
+        raise TypeError(
+            f"{name}.backward: {outputs} {which} of {len(grad_outputs)} did not reach the loss, so the {gradients} "
+            f"passed in {was} None, and backward raised TypeError ({error}), probably on that None; "
+            f"handle None in {name}.backward (treat it as zeros) or set materialize_grads = True on {name} "
+            "to receive zeros instead"
+        ) from error
 
 
 def _count_edges_to_hooked_leaves(root: Tensor) -> dict:
