@@ -131,6 +131,35 @@ def test_a_forgotten_one_over_n_is_named_with_the_axis_it_belongs_to():
         in message
 
 
+class RowSumTakenAsMean(tinylm.Function):
+    """y = the sum of each row of x (B, N), with a mean's 1/N put into the backward."""
+
+    def forward(self, x):
+        self.columns = x.shape[1]
+        return x.sum(axis=1)
+
+    def backward(self, gy):
+        return np.repeat(gy[:, None], self.columns, axis=1) / self.columns
+
+
+class SquareSlightlyOff(SquareWithWrongBackward):
+    def backward(self, gy):
+        (x,) = self.saved
+        return gy * 2 * x * 1.0015  # 0.15 % too large: just outside rtol=1e-3
+
+
+def test_a_factor_too_small_is_named():
+    x = leaf(np.random.default_rng(2).standard_normal((2, 4)))
+    message = failure(lambda t: RowSumTakenAsMean()(t), x)
+    assert "hint: backward ≈ 1/4 × finite differences everywhere: a factor 4 missing" in message
+
+
+def test_a_backward_just_outside_the_tolerance_is_not_called_a_sign_or_a_factor():
+    message = failure(lambda t: SquareSlightlyOff()(t), leaf([1.0, -2.0, 3.0]))
+    assert "hint: backward ≈ finite differences everywhere, just outside the tolerance" in message
+    assert "sign" not in message
+
+
 def test_a_flipped_sign_is_named():
     message = failure(lambda t: SquareWithSignFlipped()(t), leaf([1.0, -2.0, 3.0]))
     assert "hint: sign flipped: backward ≈ -1 × finite differences everywhere" in message

@@ -89,11 +89,16 @@ def _constant_ratio_hint(c: float, count: int, shapes: dict) -> str:
     """backward = c × finite differences at every element: say what c suggests."""
     where = "everywhere" if count > 1 else "at its one element"
     factor = _factor(c)
-    if factor == "1":  # c ≈ -1: c ≈ 1 would have passed
+    if factor == "1" and c < 0:
         return f"sign flipped: backward ≈ -1 × finite differences {where}"
+    if factor == "1":
+        return (f"backward ≈ finite differences {where}, just outside the tolerance: a small term missing, "
+                "or rounding in fn (float32 inside?)")
     hint = f"backward ≈ {'-' if c < 0 else ''}{factor} × finite differences {where}: "
-    if factor.startswith("1/"):
-        hint += f"a factor {factor[2:]} missing (the 2 of x²? a term used twice counted once?)"
+    if factor == "1/2":
+        hint += "a factor 2 missing (the 2 of x²? a term used twice counted once?)"
+    elif factor.startswith("1/"):
+        hint += f"a factor {factor[2:]} missing (a 1/N applied twice? a sum taken as a mean?)"
     elif factor.isdigit():
         hint += f"a missing 1/{factor}{_size_named(int(factor), shapes)}? (a mean's 1/N, a scale)"
     else:
