@@ -3,9 +3,9 @@
 ``compare(name, yours, reference)`` prints one line and returns it::
 
     dx: exact
-    dx: approximate (largest difference 3.2e-09 at [2, 1], relative 1.1e-08)
-    dx: WRONG (largest difference 0.5 at [0, 3]: yours 1, reference 0.5); yours = 2 × reference: a missing 1/2?
-    dx: WRONG: shape (3, 4) vs (4, 3); yours transposed equals the reference: transposed?
+    dx: approximate (largest difference 2.8e-17 at [1, 4], relative 1.3e-16)
+    dx: WRONG (largest difference 1.3 at [1, 2]: yours 2.608, reference 1.304); yours = 2 × reference: a missing 1/2?
+    dx: WRONG: shape (4, 3) vs (3, 4); yours transposed equals the reference: transposed?
 
 - **exact**: every element equal (``==``, so 0.0 and -0.0 count as equal, and nan
   matches nan), same shape, same dtype.
