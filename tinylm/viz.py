@@ -277,9 +277,11 @@ def layered_layout(nodes: list[Node], edges: list[tuple[str, str]], rankdir: str
                    gap: float = 18.0, layer_gap: float = 36.0) -> Layout:
     """Place ``nodes`` in layers so that every edge (source id, target id) points from an
     earlier layer into a later one; ``rankdir`` says where the first layer goes (TB: top).
+    ``gap`` separates the nodes of a layer, ``layer_gap`` the layers (points).
 
-    The four steps of the module docstring. A sketch, not Graphviz: no spline routing,
-    and a barycenter ordering that is good for the few dozen nodes of a lesson's graph.
+    The four steps of the module docstring, one function each. A sketch, not Graphviz:
+    straight segments, no spline routing, and an ordering that is good for the few dozen
+    nodes of a lesson's graph.
     """
     _check_rankdir(rankdir)
     by_id = {n.id: n for n in nodes}
@@ -287,130 +289,157 @@ def layered_layout(nodes: list[Node], edges: list[tuple[str, str]], rankdir: str
         if a not in by_id or b not in by_id:
             raise ValueError(f"viz.layered_layout: edge {a} -> {b} names a node that is not in the graph")
     unique = list(dict.fromkeys(edges))  # an input used twice by one op: one edge for the layout
-    preds = {n.id: [a for a, b in unique if b == n.id] for n in nodes}
-    succs = {n.id: [b for a, b in unique if a == n.id] for n in nodes}
+    layer = assign_layers([n.id for n in nodes], unique)
+    layers, up, chains = route_long_edges(layer, unique)
+    layers = order_layers(layers, up)
+    across_is_x = rankdir in ("TB", "BT")
+    for n in nodes:
+        n.layer = layer[n.id]
+        w, h = text_size(n.label)
+        n.width, n.height = (w + 16, h + 10) if n.shape == "box" else (w * 1.15 + 24, h + 14)
+    breadth = {p: 0.0 for lay in layers for p in lay}  # invisible points take no room
+    breadth.update({n.id: n.width if across_is_x else n.height for n in nodes})
+    across = place_across(layers, up, breadth, gap)
+    depth = [max(((by_id[p].height if across_is_x else by_id[p].width) for p in lay if p in by_id), default=0.0)
+             for lay in layers]
 
-    # 1. layers: longest path from the inputs (Kahn's topological order), inputs then moved up to their consumers
-    waiting = {n: len(p) for n, p in preds.items()}
-    ready = [n.id for n in nodes if waiting[n.id] == 0]
+    # from (across, along) to (x, y): y grows upwards in matplotlib, the first layer at the top for TB
+    margin = 8.0
+    low = min(across[p] - breadth[p] / 2 for p in across)
+    high = max(across[p] + breadth[p] / 2 for p in across)
+    along, at = [], margin
+    for d in depth:
+        along.append(at + d / 2)
+        at += d + layer_gap
+    size_across, size_along = high - low + 2 * margin, at - layer_gap + margin
+    where: dict[str, tuple[float, float]] = {}
+    for k, lay in enumerate(layers):
+        for p in lay:
+            a, b = across[p] - low + margin, along[k]
+            where[p] = {"TB": (a, size_along - b), "BT": (a, b),
+                        "LR": (b, size_across - a), "RL": (size_along - b, size_across - a)}[rankdir]
+    for n in nodes:
+        n.x, n.y = where[n.id]
+    arrows = [(a, b, [where[p] for p in chains[(a, b)]]) for a, b in edges]
+    return Layout(by_id, arrows, (size_across, size_along) if across_is_x else (size_along, size_across))
+
+
+def assign_layers(ids: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Step 1: {node: layer}, each node one layer past its furthest input (the longest path
+    from a node without inputs, in Kahn's topological order); then each node without inputs
+    moves to just before its first consumer, so a weight used late is drawn late."""
+    preds = {n: [a for a, b in edges if b == n] for n in ids}
+    succs = {n: [b for a, b in edges if a == n] for n in ids}
+    waiting = {n: len(preds[n]) for n in ids}
+    ready = [n for n in ids if waiting[n] == 0]
     layer = {n: 0 for n in ready}
-    order = []
+    done = []
     while ready:
         n = ready.pop(0)
-        order.append(n)
+        done.append(n)
         for m in succs[n]:
             layer[m] = max(layer.get(m, 0), layer[n] + 1)
             waiting[m] -= 1
             if waiting[m] == 0:
                 ready.append(m)
-    if len(order) != len(nodes):
+    if len(done) != len(ids):
         raise ValueError("viz.layered_layout: the graph has a cycle; a computation graph never does")
-    for n in order:
+    for n in ids:
         if not preds[n] and succs[n]:
             layer[n] = min(layer[m] for m in succs[n]) - 1
+    return layer
 
-    # 2. long edges through one invisible point per layer crossed
+
+def route_long_edges(layer: dict[str, int], edges: list[tuple[str, str]]):
+    """Step 2: an edge across several layers passes through an invisible point in each.
+
+    Returns the layers (lists of node ids and points, in first-seen order), ``up`` (each
+    one's neighbours in the layer before) and, for each edge, the chain of ids it follows.
+    """
     layers: list[list[str]] = [[] for _ in range(max(layer.values()) + 1)]
-    for n in order:
+    for n in layer:
         layers[layer[n]].append(n)
+    up: dict[str, list[str]] = {n: [] for n in layer}
     chains: dict[tuple[str, str], list[str]] = {}
-    up = {n: list(p) for n, p in preds.items()}  # neighbours one layer before, invisible points included
-    for a, b in unique:
+    for a, b in edges:
         chain = [a]
         for k in range(layer[a] + 1, layer[b]):
             point = f"{a}->{b}@{k}"
             layers[k].append(point)
             up[point] = [chain[-1]]
             chain.append(point)
-        chain.append(b)
-        up[b] = [chain[-2] if x == a else x for x in up[b]]
-        chains[(a, b)] = chain
-    down: dict[str, list[str]] = {n: [] for layer_nodes in layers for n in layer_nodes}
-    for n, before in up.items():
-        for m in before:
-            down[m].append(n)
+        up[b].append(chain[-1])
+        chains[(a, b)] = chain + [b]
+    return layers, up, chains
 
-    # 3. order within each layer: barycenter sweeps, keeping the order with the fewest crossings
-    def crossings(order_now):
+
+def order_layers(layers: list[list[str]], up: dict[str, list[str]], sweeps: int = 8) -> list[list[str]]:
+    """Step 3: reorder each layer by the mean place of its neighbours in the layer before
+    (downward sweeps) or after (upward sweeps); keep the order with the fewest crossings."""
+    down: dict[str, list[str]] = {p: [] for lay in layers for p in lay}
+    for p, before in up.items():
+        for q in before:
+            down[q].append(p)
+
+    def crossings(order):
         total = 0
-        for k in range(1, len(order_now)):
-            place = {n: i for i, n in enumerate(order_now[k - 1])}
-            pairs = [(place[m], i) for i, n in enumerate(order_now[k]) for m in up[n]]
+        for k in range(1, len(order)):
+            place = {p: i for i, p in enumerate(order[k - 1])}
+            pairs = [(place[q], i) for i, p in enumerate(order[k]) for q in up[p]]
             total += sum(1 for p, q in pairs for r, s in pairs if p < r and q > s)
         return total
 
-    best, best_crossings = [list(lay) for lay in layers], crossings(layers)
-    for sweep in range(8):
+    layers = [list(lay) for lay in layers]
+    best, fewest = [list(lay) for lay in layers], crossings(layers)
+    for sweep in range(sweeps):
         downwards = sweep % 2 == 0
-        span = range(1, len(layers)) if downwards else range(len(layers) - 2, -1, -1)
-        for k in span:
-            other = {n: i for i, n in enumerate(layers[k - 1 if downwards else k + 1])}
-            def centre(item, other=other, downwards=downwards):
-                i, n = item
-                near = [other[m] for m in (up[n] if downwards else down[n])]
-                return (sum(near) / len(near) if near else i, i)
-            layers[k] = [n for _, n in sorted(enumerate(layers[k]), key=centre)]
-        count = crossings(layers)
-        if count < best_crossings:
-            best, best_crossings = [list(lay) for lay in layers], count
-    layers = best
+        for k in (range(1, len(layers)) if downwards else range(len(layers) - 2, -1, -1)):
+            other = {p: i for i, p in enumerate(layers[k - 1 if downwards else k + 1])}
 
-    # 4. positions: across the layer (x for TB) and along the layers (y for TB), in points
-    across_is_x = rankdir in ("TB", "BT")
-    for n in nodes:
-        n.layer = layer[n.id]
-        w, h = text_size(n.label)
-        n.width, n.height = (w + 16, h + 10) if n.shape == "box" else (w * 1.15 + 24, h + 14)
-    extent = {n: (by_id[n].width if across_is_x else by_id[n].height) if n in by_id else 0.0 for n in down}
+            def barycenter(item, other=other, downwards=downwards):
+                i, p = item
+                near = [other[q] for q in (up[p] if downwards else down[p])]
+                return (sum(near) / len(near) if near else i, i)  # no neighbours: stays put
+
+            layers[k] = [p for _, p in sorted(enumerate(layers[k]), key=barycenter)]
+        count = crossings(layers)
+        if count < fewest:
+            best, fewest = [list(lay) for lay in layers], count
+    return best
+
+
+def place_across(layers: list[list[str]], up: dict[str, list[str]], breadth: dict[str, float],
+                 gap: float, sweeps: int = 24) -> dict[str, float]:
+    """Step 4: each node's centre across its layer. Packed side by side first; then, layer
+    by layer, each one wants the mean of its neighbours' centres, and gets the nearest
+    places that keep the order and the gaps: the mean of a left-to-right pass (pushing
+    right) and a right-to-left one (pushing left), since each keeps the gaps, and so does
+    their mean."""
+    down: dict[str, list[str]] = {p: [] for lay in layers for p in lay}
+    for p, before in up.items():
+        for q in before:
+            down[q].append(p)
     place: dict[str, float] = {}
-    for lay in layers:  # packed from 0, then pulled towards the neighbours
+    for lay in layers:
         at = 0.0
-        for n in lay:
-            place[n] = at + extent[n] / 2
-            at += extent[n] + gap
-    for sweep in range(24):
-        downwards = sweep % 2 == 0
-        for k in (range(len(layers)) if downwards else range(len(layers) - 1, -1, -1)):
+        for p in lay:
+            place[p] = at + breadth[p] / 2
+            at += breadth[p] + gap
+    for sweep in range(sweeps):
+        for k in (range(len(layers)) if sweep % 2 == 0 else range(len(layers) - 1, -1, -1)):
             lay = layers[k]
             want = []
-            for n in lay:
-                near = [place[m] for m in (up[n] + down[n])]
-                want.append(sum(near) / len(near) if near else place[n])
-            left, right = list(want), list(want)  # each keeps the gaps; so does their mean
+            for p in lay:
+                near = [place[q] for q in up[p] + down[p]]
+                want.append(sum(near) / len(near) if near else place[p])
+            left, right = list(want), list(want)
             for i in range(1, len(lay)):
-                left[i] = max(left[i], left[i - 1] + (extent[lay[i - 1]] + extent[lay[i]]) / 2 + gap)
+                left[i] = max(left[i], left[i - 1] + (breadth[lay[i - 1]] + breadth[lay[i]]) / 2 + gap)
             for i in range(len(lay) - 2, -1, -1):
-                right[i] = min(right[i], right[i + 1] - (extent[lay[i + 1]] + extent[lay[i]]) / 2 - gap)
-            for i, n in enumerate(lay):
-                place[n] = (left[i] + right[i]) / 2
-    depth = [max([(by_id[n].height if across_is_x else by_id[n].width) for n in lay if n in by_id] or [0.0])
-             for lay in layers]
-    along, at = [], 0.0
-    for d in depth:
-        along.append(at + d / 2)
-        at += d + layer_gap
-    low = min(place[n] - extent[n] / 2 for n in place)
-    high = max(place[n] + extent[n] / 2 for n in place)
-    margin = 8.0
-    length = at - layer_gap
-    where: dict[str, tuple[float, float]] = {}
-    for k, lay in enumerate(layers):
-        for n in lay:
-            a = place[n] - low + margin
-            b = along[k] + margin
-            if rankdir == "TB":
-                where[n] = (a, length + 2 * margin - b)
-            elif rankdir == "BT":
-                where[n] = (a, b)
-            elif rankdir == "LR":
-                where[n] = (b, high - low + 2 * margin - a)
-            else:
-                where[n] = (length + 2 * margin - b, high - low + 2 * margin - a)
-    for n in nodes:
-        n.x, n.y = where[n.id]
-    arrows = [(a, b, [where[m] for m in chains[(a, b)]]) for a, b in edges]
-    across, along_size = high - low + 2 * margin, length + 2 * margin
-    return Layout(by_id, arrows, (across, along_size) if across_is_x else (along_size, across))
+                right[i] = min(right[i], right[i + 1] - (breadth[lay[i + 1]] + breadth[lay[i]]) / 2 - gap)
+            for i, p in enumerate(lay):
+                place[p] = (left[i] + right[i]) / 2
+    return place
 
 
 def draw(layout: Layout, path) -> Path:
