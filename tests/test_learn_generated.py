@@ -50,9 +50,17 @@ def test_a_notebook_holds_the_pages_code_blocks_in_order_and_its_links_work(page
     assert (notebook["nbformat"], notebook["nbformat_minor"]) == (4, 5)
     assert notebook["metadata"]["kernelspec"]["name"] == "python3"
     text = page.read_text(encoding="utf-8")
-    blocks = [m.group(3) for m in generate.FENCE.finditer(text) if m.group(2).strip() == "python"]
-    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
-    assert code == [block.strip("\n") for block in blocks]
+    blocks = [m.group(3).strip("\n") for m in generate.FENCE.finditer(text) if m.group(2).strip() == "python"]
+    seen = []  # every block, in order: a code cell, or folded in a <details> of a Markdown cell
+    for c in notebook["cells"]:
+        source = "".join(c["source"])
+        if c["cell_type"] == "code":
+            seen.append(source)
+        for m in generate.FENCE.finditer(source) if c["cell_type"] == "markdown" else []:
+            assert source.rfind("<details", 0, m.start()) > source.rfind("</details>", 0, m.start()), \
+                f"a code block outside <details> left in a Markdown cell: {m.group(3)[:60]!r}"
+            seen.append(m.group(3).strip("\n"))
+    assert seen == blocks
     assert all(c["outputs"] == [] and c["execution_count"] is None for c in notebook["cells"]
                if c["cell_type"] == "code")  # never executed: the Markdown blocks are run by test_docs
     ids = [c["id"] for c in notebook["cells"]]
@@ -72,6 +80,12 @@ def test_the_notebook_generator_follows_an_edit_and_rewrites_links(tmp_path, mon
     assert kinds == ["markdown", "markdown", "code", "markdown", "code"]
     assert "[chapter 1](01-backprop-by-hand.ipynb#the-picture)" in "".join(before["cells"][1]["source"])
     assert "![a graph](../figures/x.svg)" in "".join(before["cells"][1]["source"])
+    page.write_text(page.read_text() + "\n<details><summary>Solution</summary>\n\n```python\nz = 3\n```\n\n"
+                    "</details>\n\n```python\nprint(z)\n```\n")
+    after = json.loads(generate.notebook(page))
+    assert [c["cell_type"] for c in after["cells"]] == kinds + ["markdown", "code"]
+    assert "```python\nz = 3\n```" in "".join(after["cells"][-2]["source"])  # folded, as in the Markdown
+    assert "".join(after["cells"][-1]["source"]) == "print(z)"
     page.write_text(page.read_text().replace("y = x", "y = x + 1"))
     assert json.loads(generate.notebook(page)) != before
     monkeypatch.setattr(generate, "NOTEBOOKS", tmp_path / "notebooks")  # an empty folder: every notebook missing

@@ -109,23 +109,33 @@ def cell(kind: str, text: str, number: int) -> dict:
 
 def notebook(page: Path) -> str:
     """The nbformat 4.5 JSON text of ``page``: its text as Markdown cells, each ```python
-    block as a code cell, in order; a first cell says where it came from."""
+    block as a code cell, in order; a first cell says where it came from.
+
+    A block inside an HTML ``<details>`` element (an exercise's folded solution) stays in
+    its Markdown cell as a fenced block: a notebook cannot fold a code cell, and a
+    solution shown as a runnable cell would no longer be hidden.
+    """
     text = page.read_text(encoding="utf-8")
-    source = f"{page.name}"
-    cells = [cell("markdown", f"*Generated from [{source}](../{source}) by `{COMMAND}`: "
+    cells = [cell("markdown", f"*Generated from [{page.name}](../{page.name}) by `{COMMAND}`: "
                   "edit the Markdown, then run that command.*", 0)]
-    at = 0
-    pieces = []
+    prose, at, folded = "", 0, 0  # the Markdown not yet in a cell; how many <details> are open
+
+    def add_prose():
+        if prose.strip():
+            cells.append(cell("markdown", relink(prose.strip("\n")), len(cells)))
+
     for match in FENCE.finditer(text):
-        pieces.append(("markdown", text[at:match.start()]))
-        pieces.append(("code" if match.group(2).strip() == "python" else "markdown",
-                       match.group(3) if match.group(2).strip() == "python" else match.group(0)))
+        prose += text[at:match.start()]
+        folded += len(re.findall(r"<details\b", text[at:match.start()])) - text.count("</details>", at, match.start())
         at = match.end()
-    pieces.append(("markdown", text[at:]))
-    for kind, body in pieces:
-        body = body.strip("\n")
-        if body.strip():
-            cells.append(cell(kind, relink(body) if kind == "markdown" else body, len(cells)))
+        if match.group(2).strip() == "python" and folded <= 0:
+            add_prose()
+            prose = ""
+            cells.append(cell("code", match.group(3).strip("\n"), len(cells)))
+        else:
+            prose += match.group(0)
+    prose += text[at:]
+    add_prose()
     document = {
         "cells": cells,
         "metadata": {
