@@ -227,6 +227,7 @@ def test_intermediate_names_show_in_the_dot_text_and_the_drawing(tmp_path):
 
 
 def test_locals_of_hands_back_the_named_intermediates_of_an_lstm_step():
+    profiler = sys.getprofile()
     graph, h, c, named = lstm_graph()
     assert set(named) == {"gates", "c_prev", "g_i", "g_f", "g_g", "g_o", "i", "f", "g", "o", "c", "h"}
     assert named["h"] is h and named["c"] is c
@@ -234,7 +235,7 @@ def test_locals_of_hands_back_the_named_intermediates_of_an_lstm_step():
     np.testing.assert_array_equal(direct_h.numpy(), h.numpy())
     labels = [viz.Graph._tensor_label(graph, t).split("\n")[0] for t in graph.tensors]
     assert {"i", "f", "g", "o", "c", "h", "c_prev", "gates"} <= set(labels)
-    assert sys.getprofile() is None  # put back
+    assert sys.getprofile() is profiler  # put back
 
 
 def test_locals_of_puts_the_profiler_back_when_the_function_fails_and_names_must_be_tensors():
@@ -242,9 +243,10 @@ def test_locals_of_puts_the_profiler_back_when_the_function_fails_and_names_must
         y = x * 2.0  # noqa: F841 (a local the profiler would see)
         raise ValueError("broken on purpose")
 
+    profiler = sys.getprofile()
     with pytest.raises(ValueError, match="broken on purpose"):
         viz.locals_of(broken, tinylm.tensor([1.0]))
-    assert sys.getprofile() is None
+    assert sys.getprofile() is profiler
     with pytest.raises(TypeError, match="viz.locals_of: expected a Python function, got builtin_function"):
         viz.locals_of(len, [1])
     x = tinylm.tensor([1.0], requires_grad=True)

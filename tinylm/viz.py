@@ -215,7 +215,8 @@ def locals_of(fn, *args, **kwargs) -> tuple[object, dict[str, Tensor]]:
     The names a function gives its intermediates (``i, f, g, o = ...``) vanish when it
     returns; this keeps them, to label the graph: ``(h, c), named = locals_of(step, x, h0, c0)``
     then ``trace(h, names=named)``. It works by ``sys.setprofile``, which lets Python
-    show us ``fn``'s frame as it returns; the function itself runs unchanged.
+    show us ``fn``'s frame as it returns (the first to return, for a recursive ``fn``);
+    the function itself runs unchanged.
     """
     found: dict[str, Tensor] = {}
     code = getattr(fn, "__code__", None)
@@ -270,7 +271,7 @@ def text_size(label: str) -> tuple[float, float]:
     font = FontProperties(family=FONT, size=FONT_SIZE)
     lines = label.split("\n")
     width = max(TextPath((0, 0), line or " ", prop=font).get_extents().width for line in lines)
-    return width, len(lines) * FONT_SIZE * 1.25
+    return float(width), len(lines) * FONT_SIZE * 1.25
 
 
 def layered_layout(nodes: list[Node], edges: list[tuple[str, str]], rankdir: str = "TB",
