@@ -143,16 +143,22 @@ def test_render_hands_the_dot_text_to_graphviz(tmp_path, monkeypatch):
     assert graph.render(tmp_path / "graph.PNG").read_text().startswith("-Tpng\n")
 
 
-def test_render_without_graphviz_or_with_a_bad_suffix_says_what_to_do(tmp_path, monkeypatch):
+def test_render_without_graphviz_draws_with_matplotlib_and_bad_arguments_say_what_to_do(tmp_path, monkeypatch):
     _, _, loss = expression()
     graph = viz.trace(loss)
     with pytest.raises(ValueError, match=r"viz.render: graph.pdf must end in .svg or .png, got '.pdf'"):
         graph.render(tmp_path / "graph.pdf")
+    with pytest.raises(ValueError, match=r"viz.render: engine must be one of \('dot', 'matplotlib'\) or None, "
+                                         r"got 'neato'"):
+        graph.render(tmp_path / "graph.svg", engine="neato")
+    with pytest.raises(ValueError, match=r"viz: rankdir must be one of \('TB', 'BT', 'LR', 'RL'\), got 'up'"):
+        graph.render(tmp_path / "graph.svg", rankdir="up")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert not viz.dot_available()
-    with pytest.raises(RuntimeError, match=r"Graphviz's `dot` program is not on PATH.*Graph.to_dot\(\)"):
-        graph.render(tmp_path / "graph.svg")
+    with pytest.raises(RuntimeError, match=r"Graphviz's `dot` program is not on PATH.*engine=\"matplotlib\""):
+        graph.render(tmp_path / "graph.svg", engine="dot")
     assert not (tmp_path / "graph.svg").exists()
+    assert graph.render(tmp_path / "graph.svg").read_bytes().lstrip().startswith(b"<?xml")  # the fallback
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in dot is a script with a #! line")
@@ -171,6 +177,156 @@ def test_graphviz_draws_the_graph(tmp_path, suffix, magic):
     loss.backward()
     content = graph.render(tmp_path / f"graph{suffix}").read_bytes()
     assert magic in content[:2000]
+
+
+# ------------------------------------------------- names of intermediates, layout, matplotlib
+
+
+def chapter_one():
+    """Chapter 1's expression one op per line, every intermediate named."""
+    a = tinylm.tensor(np.float64(2.0), requires_grad=True)
+    b = tinylm.tensor(np.float64(-0.5), requires_grad=True)
+    e = a * b
+    d = e + b
+    t = d.tanh()
+    L = t * a
+    return viz.trace(L, names={"a": a, "b": b, "e": e, "d": d, "t": t, "L": L}), L
+
+
+def primitive_lstm_step(gates, c_prev):
+    g_i, g_f, g_g, g_o = tinylm.split(gates, gates.shape[-1] // 4, axis=-1)
+    i, f, g, o = g_i.sigmoid(), g_f.sigmoid(), g_g.tanh(), g_o.sigmoid()
+    c = f * c_prev + i * g
+    h = o * c.tanh()
+    return h, c
+
+
+def lstm_graph():
+    rng = np.random.default_rng(1)
+    gates = tinylm.tensor(rng.standard_normal((2, 8)), requires_grad=True)
+    c_prev = tinylm.tensor(rng.standard_normal((2, 2)), requires_grad=True)
+    (h, c), named = viz.locals_of(primitive_lstm_step, gates, c_prev)
+    return viz.trace(h, names=named), h, c, named
+
+
+def svg_texts(path) -> list[str]:
+    """The text lines of a matplotlib SVG written with svg.fonttype 'none' (text kept as text)."""
+    return re.findall(r"<text [^>]*>([^<]*)</text>", path.read_text(encoding="utf-8"))
+
+
+def test_intermediate_names_show_in_the_dot_text_and_the_drawing(tmp_path):
+    graph, L = chapter_one()
+    L.backward()
+    nodes, _ = parse(graph.to_dot())
+    for name in "abedtL":
+        assert sum(label.startswith(name + "\\n") for label in nodes.values()) == 1, name
+    texts = svg_texts(graph.render(tmp_path / "graph.svg", engine="matplotlib"))
+    assert sorted(t for t in texts if len(t) == 1) == sorted("abedtL")
+    t = np.tanh(-1.5)
+    assert f"grad norm {abs(2.0 * (1 - t * t)):.4g}" in texts  # dL/dd, on the box named d
+
+
+def test_locals_of_hands_back_the_named_intermediates_of_an_lstm_step():
+    profiler = sys.getprofile()
+    graph, h, c, named = lstm_graph()
+    assert set(named) == {"gates", "c_prev", "g_i", "g_f", "g_g", "g_o", "i", "f", "g", "o", "c", "h"}
+    assert named["h"] is h and named["c"] is c
+    direct_h, _ = primitive_lstm_step(named["gates"], named["c_prev"])
+    np.testing.assert_array_equal(direct_h.numpy(), h.numpy())
+    labels = [viz.Graph._tensor_label(graph, t).split("\n")[0] for t in graph.tensors]
+    assert {"i", "f", "g", "o", "c", "h", "c_prev", "gates"} <= set(labels)
+    assert sys.getprofile() is profiler  # put back
+
+
+def test_locals_of_puts_the_profiler_back_when_the_function_fails_and_names_must_be_tensors():
+    def broken(x):
+        y = x * 2.0  # noqa: F841 (a local the profiler would see)
+        raise ValueError("broken on purpose")
+
+    profiler = sys.getprofile()
+    with pytest.raises(ValueError, match="broken on purpose"):
+        viz.locals_of(broken, tinylm.tensor([1.0]))
+    assert sys.getprofile() is profiler
+    with pytest.raises(TypeError, match="viz.locals_of: expected a Python function, got builtin_function"):
+        viz.locals_of(len, [1])
+    x = tinylm.tensor([1.0], requires_grad=True)
+    with pytest.raises(TypeError, match=r"viz.trace: names\['x'\] is a ndarray, not a Tensor"):
+        viz.trace(x * 2.0, names={"x": np.ones(1)})
+
+
+@pytest.mark.parametrize("rankdir", viz.RANKDIRS)
+def test_the_layered_layout_sends_every_arrow_into_a_later_layer_without_overlaps(rankdir):
+    for graph in (chapter_one()[0], lstm_graph()[0]):
+        layout = graph.layout(rankdir)
+        nodes = layout.nodes
+        assert set(nodes) == {graph._ids[id(x)] for x in graph.tensors + graph.functions}
+        for a, b in graph.edges:
+            assert nodes[a].layer < nodes[b].layer, (a, b)
+        for node in nodes.values():  # an input sits just before its first consumer
+            consumers = [nodes[b].layer for a, b in graph.edges if a == node.id]
+            if consumers and not any(b == node.id for _, b in graph.edges):
+                assert node.layer == min(consumers) - 1
+        width, height = layout.size
+        for node in nodes.values():
+            assert node.width / 2 <= node.x <= width - node.width / 2
+            assert node.height / 2 <= node.y <= height - node.height / 2
+        along = {"TB": lambda n: -n.y, "BT": lambda n: n.y, "LR": lambda n: n.x, "RL": lambda n: -n.x}[rankdir]
+        for a, b in graph.edges:  # TB: every arrow points down the page, BT up, LR right, RL left
+            assert along(nodes[a]) < along(nodes[b])
+        across = "x" if rankdir in ("TB", "BT") else "y"
+        size = "width" if across == "x" else "height"
+        for one in nodes.values():
+            for other in nodes.values():
+                if one.id < other.id and one.layer == other.layer:
+                    gap = abs(getattr(one, across) - getattr(other, across))
+                    assert gap >= (getattr(one, size) + getattr(other, size)) / 2, (one.id, other.id)
+        for a, b, points in layout.arrows:
+            assert points[0] == (nodes[a].x, nodes[a].y) and points[-1] == (nodes[b].x, nodes[b].y)
+            assert len(points) == nodes[b].layer - nodes[a].layer + 1  # one bend point per layer crossed
+
+
+def test_barycenter_ordering_uncrosses_arrows():
+    nodes = [viz.Node(name, name, "box", "tensor") for name in ("a1", "a2", "b2", "b1", "c")]
+    edges = [("a1", "b1"), ("a2", "b2"), ("b1", "c"), ("b2", "c")]
+    layout = viz.layered_layout(nodes, edges)
+    placed = layout.nodes
+    assert (placed["a1"].x < placed["a2"].x) == (placed["b1"].x < placed["b2"].x)  # listed crossed, drawn straight
+    assert placed["a1"].layer == placed["a2"].layer == 0 and placed["c"].layer == 2
+
+
+def test_a_cycle_or_an_unknown_node_is_a_clear_error():
+    nodes = [viz.Node(name, name, "box", "tensor") for name in "xy"]
+    with pytest.raises(ValueError, match="viz.layered_layout: the graph has a cycle"):
+        viz.layered_layout(nodes, [("x", "y"), ("y", "x")])
+    with pytest.raises(ValueError, match="viz.layered_layout: edge x -> z names a node that is not in the graph"):
+        viz.layered_layout(nodes, [("x", "z")])
+
+
+def test_matplotlib_draws_every_node_and_arrow_the_same_bytes_every_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no Graphviz
+    graph, L = chapter_one()
+    L.backward()
+    svg = graph.render(tmp_path / "graph.svg")
+    text = svg.read_text(encoding="utf-8")
+    lines = [line for n in graph.layout().nodes.values() for line in n.label.split("\n")]
+    assert sorted(svg_texts(svg)) == sorted(lines)
+    # patches: the figure's background, each box (the traced one twice: a double box), each ellipse, each arrow
+    assert text.count('<g id="patch_') == 1 + len(graph.tensors) + 1 + len(graph.functions) + len(graph.edges)
+    assert "<dc:date>" not in text
+    assert graph.render(tmp_path / "again.svg").read_bytes() == svg.read_bytes()
+    png = graph.render(tmp_path / "graph.png", rankdir="LR", engine="matplotlib").read_bytes()
+    assert png.startswith(b"\x89PNG") and png == graph.render(tmp_path / "again.png", rankdir="LR").read_bytes()
+    with pytest.raises(ValueError, match=r"viz.draw: graph.gif must end in .svg or .png"):
+        viz.draw(graph.layout(), tmp_path / "graph.gif")
+
+
+def test_an_input_used_twice_by_one_op_gets_two_separate_arrows(tmp_path):
+    x = tinylm.tensor(np.ones(3), requires_grad=True)
+    graph = viz.trace(x * x)
+    layout = graph.layout()
+    assert [(a, b) for a, b, _ in layout.arrows].count(("t1", "f0")) == 2
+    svg = graph.render(tmp_path / "square.svg", engine="matplotlib").read_text(encoding="utf-8")
+    assert svg.count('<g id="patch_') == 1 + 2 + 1 + 1 + 3
 
 
 # ---------------------------------------------------------------- Tensor.retain_grad
