@@ -1,8 +1,10 @@
 """Knowledge distillation: the ``distill_kl`` op and ``python -m tinylm.train --teacher RUN``.
 
 The op: finite differences (float64), PyTorch's ``kl_div(log_softmax(z/T), softmax(t/T),
-reduction="batchmean")`` for values and the student's gradient, the mask, and the edges
-(no rows counted, T != 1, logits of ±1e4, a teacher logit of -inf, V = 1, bad input).
+reduction="batchmean")`` for values and the student's gradient on both CPU backends, the
+mask, and the edges (no rows counted, T != 1, logits of ±1e4, a teacher logit of -inf,
+V = 1, bad input). The kernels: the reference against the formulas in float64, the Cython
+kernels against the reference (hypothesis: shapes, dtypes, strides, masks, huge values).
 
 Training: α = 0 is bit for bit the run without a teacher; a stopped distilled run
 resumes bit for bit (the teacher's carried state included); the teacher is recorded in
@@ -22,12 +24,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import seeds
+from strategies import run_with_threads, seeds
 
 import tinylm
-from tinylm import ops, runs, train
+from tinylm import kernels, ops, runs, train
 from tinylm.checkpoint import CheckpointError, read_safetensors
 from tinylm.distill import model_digest
+from tinylm.kernels.cpu import distill_kl as compiled
 from tinylm.reference import distill_kl as reference
 
 # ------------------------------------------------------------------------------ the op
@@ -186,6 +189,61 @@ def test_the_reference_kernels_agree_with_a_float64_computation_and_their_own_de
     want_grad = (np.exp(log_q) - np.exp(log_p)) / temperature * np.where(counted, grad_kl, 0)[:, None]
     assert grad.dtype == z.dtype and grad.shape == z.shape
     np.testing.assert_allclose(grad, want_grad, rtol=tol, atol=tol + 8 * eps * size)
+
+
+# ------------------------------------------------------------- the Cython kernels (kernels/cpu/distill_kl.pyx)
+
+
+@settings(max_examples=80, deadline=None)
+@given(problem=problems())
+def test_the_cython_kernels_match_the_reference(problem):
+    """Shapes, both dtypes, strided inputs, logits of ±1e4, masks: the kernel sums in double
+    where the reference sums in the logits' dtype, so float32 agrees to the reference's own
+    tolerance against float64 (above), float64 to rounding."""
+    z, t, temperature, mask, grad_kl = problem
+    kl, student_lse, teacher_lse = compiled.distill_kl_forward(z, t, temperature, mask)
+    want = reference.distill_kl_forward(z, t, temperature, mask)
+    eps = float(np.finfo(z.dtype).eps)
+    size = max(1.0, float(np.abs(z).max(initial=0)) / temperature, float(np.abs(t).max(initial=0)) / temperature)
+    tol = 1e-12 if z.dtype == np.float64 else 1e-5
+    for got, expected, atol in zip((kl, student_lse, teacher_lse), want, (8 * eps * size * size, 0, 0)):
+        assert got.dtype == z.dtype and got.shape == (z.shape[0],)
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol + atol)
+    if mask is not None:
+        assert np.all(kl[~mask] == 0)
+    grad = compiled.distill_kl_backward(grad_kl, z, t, temperature, want[1], want[2], mask)
+    expected = reference.distill_kl_backward(grad_kl, z, t, temperature, want[1], want[2], mask)
+    assert grad.dtype == z.dtype and grad.shape == z.shape
+    np.testing.assert_allclose(grad, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not kernels.openmp_enabled(), reason="built without OpenMP: the kernels run on one thread only")
+def test_one_and_two_threads_agree():
+    z, t = logits_pair((512, 96), seed=7, dtype=np.float32)  # several rows per thread
+    mask = np.random.default_rng(7).random(512) < 0.8
+    one = run_with_threads(1, compiled.distill_kl_forward, z, t, 2.0, mask)
+    two = run_with_threads(2, compiled.distill_kl_forward, z, t, 2.0, mask)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)  # rows are independent: identical, not just close
+    g = np.ones(512, np.float32)
+    np.testing.assert_array_equal(run_with_threads(1, compiled.distill_kl_backward, g, z, t, 2.0, *one[1:], mask),
+                                  run_with_threads(2, compiled.distill_kl_backward, g, z, t, 2.0, *one[1:], mask))
+
+
+@pytest.mark.parametrize("module", [compiled, reference], ids=["cython", "numpy"])
+@pytest.mark.parametrize("args, error, message", [
+    ((np.zeros((3, 5), np.float32), np.zeros((3, 4), np.float32), 1.0), ValueError, r"must both be \(N, V\)"),
+    ((np.zeros(5, np.float32), np.zeros(5, np.float32), 1.0), ValueError, r"must both be \(N, V\)"),
+    ((np.zeros((3, 5), np.float32), np.zeros((3, 5)), 1.0), TypeError, "floats of one dtype"),
+    ((np.zeros((3, 0)), np.zeros((3, 0)), 1.0), ValueError, "have no classes"),
+    ((np.zeros((3, 5)), np.zeros((3, 5)), -1.0), ValueError, "temperature must be a finite number > 0"),
+    ((np.zeros((3, 5)), np.zeros((3, 5)), float("nan")), ValueError, "temperature must be a finite number > 0"),
+    ((np.zeros((3, 5)), np.zeros((3, 5)), 1.0, np.ones(2, bool)), ValueError, r"mask \(2,\) must be \(N,\)"),
+    ((np.zeros((3, 5)), np.zeros((3, 5)), 1.0, np.ones(3, np.int64)), TypeError, "mask must be a bool array"),
+])
+def test_bad_kernel_arguments_are_refused(module, args, error, message):
+    with pytest.raises(error, match=f"distill_kl_forward: .*{message}"):
+        module.distill_kl_forward(*args)
 
 
 # ------------------------------------------------------------------------------ training

@@ -93,9 +93,11 @@ KERNELS: dict[str, dict[str, str]] = {
     },
     "distill_kl_forward": {  # knowledge distillation's soft loss (tinylm.ops.distill_kl)
         "numpy": "tinylm.reference.distill_kl:distill_kl_forward",
+        "cython": "tinylm.kernels.cpu.distill_kl:distill_kl_forward",
     },
     "distill_kl_backward": {
         "numpy": "tinylm.reference.distill_kl:distill_kl_backward",
+        "cython": "tinylm.kernels.cpu.distill_kl:distill_kl_backward",
     },
     "attention_softmax_forward": {
         "numpy": "tinylm.reference.attention_softmax:attention_softmax_forward",
