@@ -17,8 +17,12 @@ teacher's than α = 0 does.
 import csv
 import io
 import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -470,3 +474,26 @@ def test_distillation_teaches(tmp_path, corpus, teacher):
     kl = {name: kl_to_teacher(tmp_path / name, teacher) for name in ("0", "1", "start")}
     assert kl["1"] < 0.5 * kl["0"], kl
     assert kl["1"] < 0.5 * kl["start"], kl
+
+
+def test_a_two_process_distilled_run_matches_one_process(tmp_path, corpus, teacher):
+    """Under mpiexec each rank's teacher computes its own rows and each rank's KL is scaled
+    like its cross-entropy: the same run as one process, up to the order of summation."""
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    pytest.importorskip("mpi4py", reason='needs MPI: pip install ".[mpi]"')
+    if not mpiexec.exists():
+        pytest.skip('needs MPI: pip install ".[mpi]" (the mpich wheel brings mpiexec)')
+    flags = student_flags(corpus, "numpy", 6, "--teacher", str(teacher), "--distill-alpha", "0.7", "--dropout", "0")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    for processes, out in ((2, tmp_path / "two"), (1, tmp_path / "one")):
+        argv = [sys.executable, "-m", "tinylm.train", *flags, "--out", str(out)]
+        argv = [str(mpiexec), "-n", "2", *argv] if processes == 2 else argv
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    two = read_safetensors(tmp_path / "two" / "checkpoint" / "model.safetensors")
+    one = read_safetensors(tmp_path / "one" / "checkpoint" / "model.safetensors")
+    for name in one:  # float32: the same computation up to summation order
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    losses = [[float(row["train_loss"]) for row in csv.DictReader(open(run / "metrics.csv"))]
+              for run in (tmp_path / "two", tmp_path / "one")]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
