@@ -12,10 +12,12 @@ the reference. What differs, and why:
 
 - One row at a time with no (N, V) temporaries, where the reference makes several (the
   scaled logits, both log-softmaxes, p): one pass for both row maxima, one for both sums
-  of exponentials, one for the KL. The sums and the KL accumulate in double, so a row of
-  50,000 classes loses nothing. The exponentials go through a 256-element buffer on the
-  stack first: a loop that only computes e^x vectorises, one that also adds into a double
-  does not.
+  of exponentials and the KL, written with Σ p = 1 as
+  kl = Σᵥ eᵥ (tᵥ/T - zᵥ/T) / Σᵥ eᵥ - lse_t + lse_z, eᵥ = e^(tᵥ/T - max t/T), so that each
+  element is exponentiated twice in all, not three times. The sums accumulate in double,
+  so a row of 50,000 classes loses nothing. The exponentials go through 256-element
+  buffers on the stack first: a loop that only computes e^x vectorises, one that also
+  adds into a double does not.
 - A term with p = 0 is skipped rather than computed as 0 · (-inf): the same 0 the
   reference's ``where`` gives.
 - Rows are independent, so threads split the rows (for batches big enough to pay for
@@ -47,13 +49,20 @@ DEF CHUNK = 256  # classes exponentiated per vectorised pass, into buffers on th
 @cython.cdivision(True)
 cdef inline void _forward_row(const real* z, const real* t, Py_ssize_t classes, real temperature, bint counted,
                               real* kl, real* lse_z, real* lse_t) noexcept nogil:
+    """Two passes: the maxima, then both sums of exponentials and the KL's cross term.
+    With e_v = e^(t_v/T - max), p_v = e_v / Σe and Σ_v p_v = 1, so
+
+        kl = Σ_v p_v (t_v/T - z_v/T) - lse_t + lse_z = (Σ_v e_v (t_v/T - z_v/T)) / Σe - lse_t + lse_z
+
+    all in double; a term with e_v = 0 (p = 0, and t_v/T may be -inf) is skipped."""
     cdef Py_ssize_t j, start, count
     cdef real z_max = z[0] / temperature
     cdef real t_max = t[0] / temperature
+    cdef real scaled_z[CHUNK]
+    cdef real scaled_t[CHUNK]
     cdef real exps_z[CHUNK]
     cdef real exps_t[CHUNK]
-    cdef double sum_z = 0, sum_t = 0, total = 0
-    cdef real log_p
+    cdef double sum_z = 0, sum_t = 0, cross = 0, log_sum_z, log_sum_t
     for j in range(1, classes):
         if z[j] / temperature > z_max:
             z_max = z[j] / temperature
@@ -61,26 +70,21 @@ cdef inline void _forward_row(const real* z, const real* t, Py_ssize_t classes, 
             t_max = t[j] / temperature
     for start in range(0, classes, CHUNK):
         count = min(CHUNK, classes - start)
-        for j in range(count):  # branch-free: vectorised; each in (0, 1], no overflow at 1e4
-            exps_z[j] = _exp(z[start + j] / temperature - z_max)
-            exps_t[j] = _exp(t[start + j] / temperature - t_max)
+        for j in range(count):  # branch-free: vectorised; each exponential in (0, 1], no overflow at 1e4
+            scaled_z[j] = z[start + j] / temperature
+            scaled_t[j] = t[start + j] / temperature
+            exps_z[j] = _exp(scaled_z[j] - z_max)
+            exps_t[j] = _exp(scaled_t[j] - t_max)
         for j in range(count):
             sum_z += exps_z[j]
             sum_t += exps_t[j]
-    lse_z[0] = z_max + <real>log(sum_z)
-    lse_t[0] = t_max + <real>log(sum_t)
-    if not counted:
-        kl[0] = 0
-        return
-    for start in range(0, classes, CHUNK):
-        count = min(CHUNK, classes - start)
-        for j in range(count):  # p, vectorised
-            exps_t[j] = _exp(t[start + j] / temperature - lse_t[0])
-        for j in range(count):
-            if exps_t[j] > 0:  # a term with p = 0 adds 0 (log p may be -inf)
-                log_p = t[start + j] / temperature - lse_t[0]
-                total += exps_t[j] * (log_p - (z[start + j] / temperature - lse_z[0]))
-    kl[0] = <real>total
+            if counted and exps_t[j] > 0:
+                cross += <double>exps_t[j] * (<double>scaled_t[j] - <double>scaled_z[j])
+    log_sum_z, log_sum_t = log(sum_z), log(sum_t)
+    lse_z[0] = z_max + <real>log_sum_z
+    lse_t[0] = t_max + <real>log_sum_t
+    # kl = cross / Σe - (t_max + log Σe_t) + (z_max + log Σe_z), the maxima subtracted first: they are the big terms
+    kl[0] = <real>(cross / sum_t + (<double>z_max - <double>t_max) + (log_sum_z - log_sum_t)) if counted else 0
 
 
 @cython.boundscheck(False)
