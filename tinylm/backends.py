@@ -91,6 +91,14 @@ KERNELS: dict[str, dict[str, str]] = {
         "cython": "tinylm.kernels.cpu.cross_entropy:cross_entropy_backward",
         "cuda": "tinylm.kernels.cuda.cross_entropy:cross_entropy_backward",
     },
+    "distill_kl_forward": {  # knowledge distillation's soft loss (tinylm.ops.distill_kl)
+        "numpy": "tinylm.reference.distill_kl:distill_kl_forward",
+        "cython": "tinylm.kernels.cpu.distill_kl:distill_kl_forward",
+    },
+    "distill_kl_backward": {
+        "numpy": "tinylm.reference.distill_kl:distill_kl_backward",
+        "cython": "tinylm.kernels.cpu.distill_kl:distill_kl_backward",
+    },
     "attention_softmax_forward": {
         "numpy": "tinylm.reference.attention_softmax:attention_softmax_forward",
         "cython": "tinylm.kernels.cpu.attention_softmax:attention_softmax_forward",

@@ -58,6 +58,8 @@ TRAINING_RULES = {
 }
 LANGUAGE_MODEL_TRAINING_RULES = {"seq_len": cli.positive_int, "sample_tokens": cli.non_negative_int}
 MIN_BPE_VOCABULARY = 256  # the byte values
+# A distilled run's "distillation" block (tinylm.distill): its numbers, with the rules of their flags.
+DISTILLATION_RULES = {"alpha": cli.fraction, "temperature": cli.positive_float, "teacher_step": cli.non_negative_int}
 
 
 def build_model(kind: str, model_config: dict):
@@ -150,7 +152,23 @@ def check_config(config, path="config.json") -> dict:
         if config.get(f"{side}tokenizer") not in tuple(TOKENIZERS):
             raise bad(f"unknown {side}tokenizer {config.get(f'{side}tokenizer')!r}; expected one of "
                       f"{', '.join(TOKENIZERS)}")
+    if config.get("distillation") is not None:
+        check_distillation(config["distillation"], bad)
     return config
+
+
+def check_distillation(distillation, bad) -> None:
+    """A distilled run's teacher (an absolute path and its model's SHA-256) and settings."""
+    if not isinstance(distillation, dict):
+        raise bad("'distillation' must be an object or null")
+    teacher, digest = distillation.get("teacher"), distillation.get("teacher_sha256")
+    if not (isinstance(teacher, str) and Path(teacher).is_absolute()):
+        raise bad(f"distillation.teacher must be the teacher run's absolute path, got {teacher!r}")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise bad(f"distillation.teacher_sha256 must be 64 lowercase hex digits, got {digest!r}"[:200])
+    for key, rule in DISTILLATION_RULES.items():
+        if not rule.accepts(distillation.get(key)):
+            raise bad(f"distillation.{key} must be {rule.description}, got {distillation.get(key)!r}")
 
 
 def check_tokenizer(tokenizer, config: dict, path, side: str = "") -> None:

@@ -8,6 +8,9 @@ cores, evaluates it on held-out text, writes a checkpoint and a loss curve to
 number words and their German translations (``tinylm.parallel_corpus``), and reports
 BLEU and exact match of its translations of held-out numbers. The loop is the same:
 what differs between the tasks (data, batches, scores) is in ``tinylm.tasks``.
+
+``--teacher RUN`` distils: the new run (the student, often smaller) learns from a trained
+run's softened predictions as well as from the targets (``tinylm.distill``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 import tinylm
 from tinylm import cli, distributed, nn, optim, runs
 from tinylm.bleu import TOKENIZE
-from tinylm.checkpoint import CheckpointError, save_checkpoint, write_atomically, write_json
+from tinylm.checkpoint import CheckpointError, checkpoint_dir, save_checkpoint, write_atomically, write_json
+from tinylm.distill import Teacher, distillation_loss
 from tinylm.distributed.batch import BatchShare
 from tinylm.memory import keep_freed_memory
 from tinylm.metrics import LossPlotter, append_metrics, kept_metrics
@@ -47,6 +51,11 @@ TASK_DEFAULTS = {
 }
 N_LAYERS = {"lstm": 2, "transformer": 2, "seq2seq-lstm": 1, "seq2seq-transformer": 3}  # --n-layers' defaults
 
+# The tokenizer flags' defaults; with --teacher they are the teacher's instead.
+TOKENIZER_DEFAULTS = dict(tokenizer="char", vocab_size=512, source_tokenizer="word", target_tokenizer="bpe",
+                          source_vocab_size=512, target_vocab_size=512)
+DISTILLATION_DEFAULTS = dict(distill_alpha=0.5, distill_temperature=2.0)
+
 RUN_FILES = ("config.json", "tokenizer.json", "source_tokenizer.json", "target_tokenizer.json", "metrics.csv",
              "checkpoint", ".checkpoint-old", ".checkpoint-new")
 
@@ -62,16 +71,17 @@ def parse_args(argv=None):
     data.add_argument("--data", help="language model: a UTF-8 text file or a folder of .txt files (default: "
                       "pydoc_data.topics); translate: a UTF-8 TSV file, source<TAB>target per line")
     data.add_argument("--lowercase", action="store_true", help="language model: lowercase the text")
-    data.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="character-level or byte-level BPE")
-    data.add_argument("--vocab-size", type=cli.positive_int, default=512,
-                      help=f"BPE vocabulary size, at least {runs.MIN_BPE_VOCABULARY}")
+    data.add_argument("--tokenizer", choices=["char", "bpe"],
+                      help="character-level (default) or byte-level BPE")
+    data.add_argument("--vocab-size", type=cli.positive_int,
+                      help=f"BPE vocabulary size, at least {runs.MIN_BPE_VOCABULARY} (default 512)")
     data.add_argument("--corpus", choices=CORPORA, default="numbers",
                       help="translate: number words (0 to 999,999) or dates, from num2words and Babel")
     data.add_argument("--pair", choices=PAIRS, default="en-de", help="translate: source-target languages")
-    data.add_argument("--source-tokenizer", choices=list(TOKENIZERS), default="word", help="translate: source tokens")
-    data.add_argument("--target-tokenizer", choices=list(TOKENIZERS), default="bpe", help="translate: target tokens")
-    data.add_argument("--source-vocab-size", type=cli.positive_int, default=512, help="translate: source BPE size")
-    data.add_argument("--target-vocab-size", type=cli.positive_int, default=512, help="translate: target BPE size")
+    data.add_argument("--source-tokenizer", choices=list(TOKENIZERS), help="translate: source tokens (default word)")
+    data.add_argument("--target-tokenizer", choices=list(TOKENIZERS), help="translate: target tokens (default bpe)")
+    data.add_argument("--source-vocab-size", type=cli.positive_int, help="translate: source BPE size (default 512)")
+    data.add_argument("--target-vocab-size", type=cli.positive_int, help="translate: target BPE size (default 512)")
     data.add_argument("--bleu-tokenize", choices=list(TOKENIZE), help="translate: BLEU over words (13a) or characters "
                       "(char); default 13a, but char for en-de numbers, each of which German writes as one word")
     model = p.add_argument_group("model")
@@ -115,6 +125,19 @@ def parse_args(argv=None):
                        "averaging gradients with DistributedDataParallel; the same results, 1/N of the memory")
     train.add_argument("--time-limit", type=cli.non_negative_float,
                        help="stop (with a checkpoint) after this many seconds")
+    distill = p.add_argument_group("distillation (tinylm.distill)")
+    distill.add_argument("--teacher", metavar="RUN",
+                         help="a trained run of the same task (tinylm.train's, or an int8 run of tinylm.quantize) to "
+                         "learn from: the run minimises (1 - alpha) * cross-entropy + alpha * T^2 * KL(teacher_T || "
+                         "run_T), and metrics.csv's train_loss is that objective, while val_loss stays the plain "
+                         "cross-entropy. The run reads with the teacher's tokenizer(s), since both must share one "
+                         "vocabulary: --tokenizer, --vocab-size and translate's tokenizer flags are taken from the "
+                         "teacher, and giving another value is an error")
+    distill.add_argument("--distill-alpha", type=cli.fraction,
+                         help="with --teacher: the soft term's weight alpha, in [0, 1] (default 0.5; 0 trains exactly "
+                         "as without a teacher, 1 on the teacher alone)")
+    distill.add_argument("--distill-temperature", type=cli.positive_float,
+                         help="with --teacher: the softmax temperature T of both models, > 0 (default 2.0)")
     run = p.add_argument_group("evaluation and output")
     run.add_argument("--eval-every", type=rules["eval_every"],
                      help="evaluate, sample and checkpoint every N steps (default 250)")
@@ -125,8 +148,21 @@ def parse_args(argv=None):
     run.add_argument("--out", help="a new run directory (default: runs/<date-time>); never one that holds a run")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where its checkpoint stopped")
     args = p.parse_args(argv)
+    distilling = [flag for flag, value in (("--teacher", args.teacher), ("--distill-alpha", args.distill_alpha),
+                                           ("--distill-temperature", args.distill_temperature)) if value is not None]
     if args.resume:
+        if distilling:
+            p.error(f"{distilling[0]} cannot be given with --resume: the run's config.json names its teacher and "
+                    "settings, and the resume reloads them")
         return args
+    if distilling and not args.teacher:
+        p.error(f"{distilling[0]} only applies with --teacher RUN")
+    for name, value in DISTILLATION_DEFAULTS.items():
+        if args.teacher and getattr(args, name) is None:
+            setattr(args, name, value)
+    for name, value in TOKENIZER_DEFAULTS.items():
+        if not args.teacher and getattr(args, name) is None:  # a teacher's run sets them (Teacher.take_tokenizer...)
+            setattr(args, name, value)
     translating = args.task == "translate"
     for name, value in TASK_DEFAULTS[args.task].items():
         if getattr(args, name) is None and name != "steps":
@@ -148,7 +184,7 @@ def parse_args(argv=None):
     for flag, kind, size in (("--vocab-size", args.tokenizer, args.vocab_size),
                              ("--source-vocab-size", args.source_tokenizer, args.source_vocab_size),
                              ("--target-vocab-size", args.target_tokenizer, args.target_vocab_size)):
-        if kind == "bpe" and size < runs.MIN_BPE_VOCABULARY:
+        if kind == "bpe" and size is not None and size < runs.MIN_BPE_VOCABULARY:
             p.error(f"{flag} must be at least {runs.MIN_BPE_VOCABULARY} for BPE (the byte values), got {size}")
     if args.out and distributed.get_rank() == 0:  # the folder rank 0 will write
         try:
@@ -207,9 +243,11 @@ class Trainer:
     """One training run: model, optimizer, schedule, the task's data and everything a checkpoint holds."""
 
     def __init__(self, config: dict, run_dir: Path, task, model, share: BatchShare | None = None,
-                 shard_optimizer: bool = False):
+                 shard_optimizer: bool = False, teacher: Teacher | None = None):
         t = config["training"]
         self.config, self.t, self.run_dir, self.task, self.model = config, t, run_dir, task, model
+        self.teacher = teacher  # with --teacher: the trained run whose predictions this one learns from
+        self.distillation = config.get("distillation")  # its alpha and temperature
         # Data-parallel: this process's rows of each batch, and its gradients averaged with the
         # other processes' (by DistributedDataParallel, or inside the sharded optimizer).
         self.share = share or BatchShare(t["batch_size"])
@@ -224,6 +262,7 @@ class Trainer:
         self.batch_rng = np.random.default_rng([t["seed"], 1])
         self.stream = getattr(task, "stream", None)  # a language model's streams with --stateful
         self.carried = None  # the model's state carried across batches with --stateful (this rank's rows)
+        self.teacher_carried = None  # and the teacher's own, likewise
         self.step, self.elapsed, self.saved_step, self.last_lr, self.tokens = 0, 0.0, 0, t["lr"], 0
         self.interval_losses: list[float] = []
         self.metrics_rows = 0  # rows of metrics.csv written on the schedule (a stop's extra row is not one)
@@ -241,6 +280,8 @@ class Trainer:
         # Every rank takes part (a sharded optimizer gathers its moments, a carried state its
         # rows), so the checkpoint is the whole run's whatever the number of processes; rank 0 writes it.
         carried = None if self.carried is None else [self.share.gather(t.numpy(), axis=1) for t in self.carried]
+        teacher_carried = (None if self.teacher_carried is None else
+                           [self.share.gather(t.numpy(), axis=1) for t in self.teacher_carried])
         optimizer_state = self.optimizer.state_dict()
         trainer_state = {
             "step": self.step, "elapsed_s": self.elapsed, "schedule": self.schedule.state_dict(),
@@ -249,6 +290,9 @@ class Trainer:
             "interval_losses": self.interval_losses, "metrics_rows": self.metrics_rows, "tokens": self.tokens,
             "carried": None if carried is None else [c.tolist() for c in carried],  # (L, B, H) each
         }
+        if self.teacher is not None and self.stream is not None:  # the teacher's carried state, (L', B, H') each
+            trainer_state["teacher_carried"] = None if teacher_carried is None else [c.tolist()
+                                                                                    for c in teacher_carried]
         if self.writes:
             save_checkpoint(self.run_dir, self.model.state_dict(), optimizer_state, trainer_state)
         self.saved_step = self.step
@@ -268,12 +312,36 @@ class Trainer:
         dtype = next(self.model.parameters()).dtype
         self.carried = None if carried is None else tuple(
             tinylm.tensor(self.share.scatter(np.array(c, dtype=dtype), axis=1)) for c in carried)  # this rank's rows
+        if self.teacher is not None and self.stream is not None:
+            teacher_carried = self.checked_teacher_carried(trainer_state)
+            self.teacher_carried = None if teacher_carried is None else tuple(
+                tinylm.tensor(self.share.scatter(c.astype(dtype), axis=1)) for c in teacher_carried)
         self.step, self.elapsed = trainer_state["step"], trainer_state["elapsed_s"]
         # checkpoints older than the count: a language model's steps were all B x T tokens
         self.tokens = trainer_state.get("tokens", self.step * self.t["batch_size"] * self.t.get("seq_len", 0))
         self.saved_step = self.step
         self.interval_losses = list(trainer_state["interval_losses"])
         self.metrics_rows = trainer_state.get("metrics_rows")  # None in checkpoints older than it
+
+    def checked_teacher_carried(self, trainer_state: dict):
+        """The teacher's carried state in a checkpoint of a stateful distilled run, as arrays of
+        the shape its model carries, or None; a CheckpointError for anything else."""
+        path = checkpoint_dir(self.run_dir) / "trainer.json"
+        if "teacher_carried" not in trainer_state:
+            raise CheckpointError(f"{path}: teacher_carried is missing (the state a stateful run's teacher carries)")
+        carried, shape = trainer_state["teacher_carried"], self.teacher.state_shape(self.t["batch_size"])
+        if carried is None:
+            return None
+        if shape is None or not isinstance(carried, list) or len(carried) != 2:
+            raise CheckpointError(f"{path}: teacher_carried must be null, or (h, c) of an LSTM teacher")
+        try:
+            arrays = [np.array(part, dtype=np.float64) for part in carried]
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: teacher_carried holds something that is not an array of numbers") from None
+        for array in arrays:
+            if array.shape != shape:
+                raise CheckpointError(f"{path}: teacher_carried of shape {array.shape}, expected {shape}")
+        return arrays
 
     def last_good(self) -> str:
         if self.saved_step == 0:
@@ -283,16 +351,26 @@ class Trainer:
     # ---- one step
     def train_step(self) -> float:
         inputs, all_targets, state, tokens = self.task.next_batch(self.batch_rng)  # the whole batch
-        if self.stream is not None and not self.task.stream_restarted:
+        continuing = self.stream is not None and not self.task.stream_restarted
+        if continuing:
             state = self.carried  # continue the streams where the previous batch stopped
         inputs, targets, state = self.share.take(inputs, all_targets, state)  # this process's rows
+        if self.teacher is not None:  # eval mode, no graph: the same rows, and its own carried state
+            teacher_logits, teacher_state = self.teacher.forward(inputs, self.teacher_carried if continuing else state)
+            if self.stream is not None:
+                self.teacher_carried = teacher_state
         with self.share.rows():
             logits, state = self.module(inputs, state)  # (B, T, V); state: None, or a tuple of Tensors
         if self.stream is not None and state is not None:
             self.carried = tuple(s.detach() for s in state)  # the next batch continues these streams
         # The mean over the batch's (B * T) targets; a target of IGNORE (-100, translation's
-        # padding) counts for nothing.
-        loss, value = self.share.loss(logits, targets, all_targets)
+        # padding) counts for nothing. With a teacher, the distillation objective (tinylm.distill).
+        if self.teacher is None:
+            loss, value = self.share.loss(logits, targets, all_targets)
+        else:
+            d = self.distillation
+            loss, value = distillation_loss(self.share, logits, teacher_logits, targets, all_targets, d["alpha"],
+                                            d["temperature"])
         if not math.isfinite(value):
             raise RuntimeError(f"step {self.step + 1}: the loss is {value}; training stopped. " + self.last_good())
         self.optimizer.zero_grad()
@@ -348,9 +426,10 @@ def setup(args):
         if args.steps is not None:
             config["training"]["steps"] = args.steps  # extend (or shorten) the run; the cosine follows
         check_data_parallel(config, world)
+        teacher = resume_teacher(run_dir, config)
         task = make_task(config, tokenizers)
         trainer = Trainer(config, run_dir, task, model, BatchShare(config["training"]["batch_size"], world, rank),
-                          shard_optimizer=args.shard_optimizer)
+                          shard_optimizer=args.shard_optimizer, teacher=teacher)
         trainer.restore(optimizer_state, trainer_state)
         metrics = kept_metrics(run_dir / "metrics.csv", trainer.metrics_rows, trainer.step, task.metric_columns)
         trainer.metrics_rows = max(0, metrics.count(b"\n") - 1)
@@ -360,14 +439,21 @@ def setup(args):
                 write_json(run_dir / "config.json", config)
             write_atomically(run_dir / "metrics.csv", metrics)
         return trainer
+    teacher = None
+    if args.teacher:  # its tokenizers are the student's: their settings go into the config
+        teacher = Teacher.load(args.teacher)
+        teacher.take_tokenizer_settings(args)
     config = make_config(args)
+    if teacher is not None:
+        teacher.check_student(config.get("task", "language-model"), config["training"])
+        config["distillation"] = teacher.record(args.distill_alpha, args.distill_temperature)
     check_data_parallel(config, world)
     share = BatchShare(config["training"]["batch_size"], world, rank)  # refuses a batch that does not divide
-    task = make_task(config)
+    task = make_task(config, teacher.tokenizers if teacher else None)
     tinylm.manual_seed(config["training"]["seed"])  # initialisation, then dropout, from this generator
     model = build_model(config["model"], dict(**task.model_vocabulary(), **config["model_config"]))
     config["model_config"] = model.config
-    trainer = Trainer(config, None, task, model, share, shard_optimizer=args.shard_optimizer)
+    trainer = Trainer(config, None, task, model, share, shard_optimizer=args.shard_optimizer, teacher=teacher)
     if trainer.writes:
         trainer.new_folder = not (args.out and Path(args.out).exists())
         trainer.run_dir = run_dir = new_run_dir(args.out)  # made only once nothing else can fail
@@ -375,6 +461,21 @@ def setup(args):
         for stem, tokenizer in task.tokenizers.items():
             write_atomically(run_dir / f"{stem}.json", tokenizer_to_json(tokenizer))
     return trainer
+
+
+def resume_teacher(run_dir: Path, config: dict) -> Teacher | None:
+    """The teacher of a distilled run being resumed, from config.json: the same folder and,
+    by its SHA-256, the same weights; a CheckpointError if it is gone or has changed."""
+    distillation = config.get("distillation")
+    if distillation is None:
+        return None
+    folder = Path(distillation["teacher"])
+    if not folder.is_dir():
+        raise CheckpointError(f"{run_dir / 'config.json'}: the run learns from the teacher {folder}, which is "
+                              "missing; put that run back to resume")
+    teacher = Teacher.load(folder, flag="the teacher", expected_digest=distillation["teacher_sha256"])
+    teacher.check_student(config.get("task", "language-model"), config["training"])
+    return teacher
 
 
 def check_data_parallel(config: dict, world: int) -> None:
@@ -471,6 +572,12 @@ def main(argv=None) -> None:
         processes = f", {trainer.share.world} processes" if trainer.share.world > 1 else ""
         print(f"tinylm.train: {trainer.config['model']} model, {size:,} parameters, {trainer.task.describe()}, "
               f"backend {tinylm.get_backend()}{processes}, run in {trainer.run_dir}")
+        if trainer.teacher is not None:
+            d, teacher = trainer.distillation, trainer.teacher
+            teacher_size = sum(p.numel() for p in teacher.model.parameters())
+            print(f"tinylm.train: distilling from {teacher.folder} (a {teacher.config['model']} model, "
+                  f"{teacher_size:,} parameters, step {teacher.step}): alpha {d['alpha']:g}, temperature "
+                  f"{d['temperature']:g}; train_loss is (1 - alpha) * cross-entropy + alpha * T^2 * KL")
 
     interrupted = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))

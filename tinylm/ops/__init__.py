@@ -3,6 +3,7 @@
 plus a lowercase function that checks arguments and applies it."""
 
 from tinylm.ops.arithmetic import add, div, mul, neg, pow, sub
+from tinylm.ops.distill_kl import distill_kl
 from tinylm.ops.elementwise import abs, astype, clamp, exp, log, relu, sigmoid, sqrt, tanh
 from tinylm.ops.embedding import embedding
 from tinylm.ops.gelu import gelu
@@ -44,5 +45,5 @@ __all__ = [
     "reshape", "view", "flatten", "squeeze", "unsqueeze", "clone",
     "permute", "transpose", "getitem", "concat", "stack", "split",
     "eq", "ne", "lt", "le", "gt", "ge", "where", "masked_fill",
-    "softmax", "log_softmax", "embedding",
+    "softmax", "log_softmax", "embedding", "distill_kl",
 ]
