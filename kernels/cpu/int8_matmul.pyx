@@ -10,11 +10,13 @@ x @ (scale[:, None] · weight)ᵀ, as the reference. What differs, and why:
   build has them; each row's sum scaled once at the end. The reference converts the
   whole weight matrix to float first (a float32 copy, 4x the bytes) and then runs sgemv
   on it. Big products split their rows over the OpenMP threads (see ``PARALLEL_MIN_WEIGHTS``).
-- M > 1: blocks of weight rows are dequantized (s · q, float32) into a buffer of about
-  L2 size, and NumPy's sgemm multiplies x by each block into its columns of the output.
-  The dequantization costs about one matrix-vector product per call, which sgemm's
-  speed repays from a few rows of x on (measured: at M = 8, (4096, 1024), the blocked
-  sgemm took 1.6 ms and eight matrix-vector products 3.3 ms). Without NumPy's BLAS
+- M > 1: blocks of weight rows are dequantized (s · q, float32) into a 256 KB buffer
+  (it stays in L2), and NumPy's sgemm multiplies x by each block into its columns of
+  the output. The dequantization costs about one matrix-vector product per call, which
+  sgemm repays from a few rows of x on. Measured on the shared 2-core machine, (4096,
+  1024), one thread: M = 2: 0.42 ms blocked, 0.39 ms as two matrix-vector products;
+  M = 8: 0.89 ms against 1.24 ms; M = 64: 12.5 ms against 17.8 ms (the machine was
+  loaded: sgemm's own timings there varied several-fold). Without NumPy's BLAS
   (``blas.py``) each row of x takes the matrix-vector path.
 - float64 x: the reference serves (after the same checks); the sampling path is float32.
 
@@ -46,9 +48,12 @@ cdef extern from "tinylm_int8.h" nogil:
                                 Py_ssize_t rows, Py_ssize_t cols)
 
 # A product with at least this many weights splits its rows over the OpenMP threads
-# (fewer: one thread). Measured on the 2-core machine of benchmarks/NOTES.md, at M = 1:
-# two threads pay from about (512, 256) on; a (100, 256) product is faster on one.
-# ``tinylm.kernels.set_parallel_threshold(0)`` (the tests) makes every product parallel.
+# (fewer: one thread). Measured on the shared 2-core machine at M = 1 (best of many
+# short runs): (1024, 256) took 14 us on one thread and 11 us on two, (4096, 1024) 192
+# and 108 us; (100, 256) took 3.6 us on one and 5.1 us on two. The project's general
+# threshold (``tinylm.kernels.set_parallel_threshold``, 2**21 elements) is for kernels
+# that run between BLAS calls; at batch 1 the int8 products run without BLAS. Setting
+# that threshold lower (0 in the tests) lowers this one too.
 PARALLEL_MIN_WEIGHTS = 1 << 17
 
 # M > 1: bytes of dequantized float32 weights per block (about half a core's L2).
