@@ -50,6 +50,8 @@ KERNELS: dict[str, dict[str, str]] = {
     },
     "int8_matmul": {  # x @ (scale · q)ᵀ with int8 weights: quantized generation (tinylm.quantize)
         "numpy": "tinylm.reference.int8_matmul:int8_matmul",
+        "cython": "tinylm.kernels.cpu.int8_matmul:int8_matmul",
+        "cuda": "tinylm.kernels.cuda.int8_matmul:int8_matmul",
     },
     "lstm_layer_forward": {
         "numpy": "tinylm.reference.lstm:lstm_layer_forward",

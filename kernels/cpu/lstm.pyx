@@ -19,7 +19,10 @@ backward can follow either forward. What differs, and why:
 - ``keep_saved=False`` (evaluation): the gates and cells of one step are kept at a time
   (rings of one step, two for c) instead of all T.
 - ``lstm_stack_step`` (sampling): every layer's step in one call, so at batch 1 the
-  dozen NumPy calls around a few matrix-vector products are gone.
+  dozen NumPy calls around a few matrix-vector products are gone. With int8 weights
+  (scales given) each product is ``tinylm_int8.h``'s matrix-vector routine, the one
+  ``int8_matmul.pyx`` uses: a later layer's [W_ih | W_hh] rows are two int8 sums with
+  their own scales, read in place from ``stacked`` (no [x, h] copy is made).
 - The float exp is ``tinylm_math.h``'s branch-free polynomial, which GCC vectorises
   (libm's ``expf`` is a call, which it does not), and each batch row's gate loops touch
   few enough arrays for GCC to vectorise them (see ``_cell_forward_row``).
@@ -35,8 +38,14 @@ cimport cython
 include "_math.pxi"
 include "_blas.pxi"
 
+from libc.stdint cimport int8_t
+
 from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
 from tinylm.reference.lstm import check_layer_shapes
+
+cdef extern from "tinylm_int8.h" nogil:
+    void tinylm_int8_matvec(const float* x, const int8_t* q, Py_ssize_t ldq, const float* scale, float* y,
+                            Py_ssize_t rows, Py_ssize_t cols, int accumulate, int threads)
 
 
 @cython.boundscheck(False)
@@ -322,23 +331,62 @@ def _stack_step(
                                   &new_c[k, b, 0], &tanh_c[0], &new_h[k, b, 0], hidden)
 
 
-def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _stack_step_int8(
+    const float[:, ::1] gates0,         # (B, 4H) layer 0's input part of the gates
+    const float[:, :, ::1] h,           # (L, B, H)
+    const float[:, :, ::1] c,           # (L, B, H)
+    const int8_t[:, ::1] w_hh0,         # (4H, H) int8
+    const float[::1] w_hh0_scale,       # (4H,)
+    const int8_t[:, :, ::1] stacked,    # (L-1, 4H, 2H) int8: [W_ih | W_hh] of each later layer
+    const float[:, :, ::1] stacked_scale,  # (L-1, 2, 4H): [k, 0] W_ih's row scales, [k, 1] W_hh's
+    const float[:, ::1] biases,         # (L-1, 4H)
+    float[:, ::1] product,              # (B, 4H) scratch: the product part of the gates
+    float[::1] activations,             # (4H,) scratch
+    float[::1] tanh_c,                  # (H,) scratch
+    float[:, :, ::1] new_h,             # (L, B, H) out
+    float[:, :, ::1] new_c,             # (L, B, H) out
+    int threads,                        # OpenMP threads for each product's rows
+):
+    """``_stack_step`` with int8 weights: per layer and batch row, int8 matrix-vector
+    products (``tinylm_int8.h``): layer 0's s · (W_hh0 h), a later layer's
+    s_ih · (W_ih x) + s_hh · (W_hh h), the two halves of its stacked rows read in place
+    (row length 2H), so [x, h] is never copied. Needs B ≥ 1 and H ≥ 1."""
+    cdef Py_ssize_t layers = h.shape[0], batch = h.shape[1], hidden = h.shape[2], k, b
+    with nogil:
+        for b in range(batch):
+            tinylm_int8_matvec(&h[0, b, 0], &w_hh0[0, 0], hidden, &w_hh0_scale[0], &product[b, 0], 4 * hidden,
+                               hidden, 0, threads)
+            _cell_forward_row(&gates0[b, 0], &product[b, 0], &c[0, b, 0], &activations[0], &new_c[0, b, 0],
+                              &tanh_c[0], &new_h[0, b, 0], hidden)
+        for k in range(1, layers):
+            for b in range(batch):
+                tinylm_int8_matvec(&new_h[k - 1, b, 0], &stacked[k - 1, 0, 0], 2 * hidden, &stacked_scale[k - 1, 0, 0],
+                                   &product[b, 0], 4 * hidden, hidden, 0, threads)  # W_ih x: the left half
+                tinylm_int8_matvec(&h[k, b, 0], &stacked[k - 1, 0, hidden], 2 * hidden, &stacked_scale[k - 1, 1, 0],
+                                   &product[b, 0], 4 * hidden, hidden, 1, threads)  # + W_hh h: the right half
+                _cell_forward_row(&biases[k - 1, 0], &product[b, 0], &c[k, b, 0], &activations[0],
+                                  &new_c[k, b, 0], &tanh_c[0], &new_h[k, b, 0], hidden)
+
+
+def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stacked_scale=None):
     """As ``tinylm.reference.lstm.lstm_stack_step``: one step of L layers -> (new_h, new_c),
     in one call and one pass through C. At batch 1 (sampling) the step is a few
     matrix-vector products, and a dozen NumPy calls around them cost as much again; here
     the gates, cells and state copies of every layer run without Python in between.
-    Where NumPy's BLAS is not found (see ``blas.py``), the reference serves."""
+    Where NumPy's BLAS is not found (see ``blas.py``), the reference serves.
+
+    Int8 weights: with ``w_hh0_scale`` (4H,) and ``stacked_scale`` (L-1, 2, 4H), float32,
+    given together, ``w_hh0`` and ``stacked`` are int8 and the products are int8
+    matrix-vector products (``_stack_step_int8``); float32 only (float64 state: the
+    reference serves, after the same checks)."""
+    if w_hh0_scale is not None or stacked_scale is not None:
+        return _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale)
     dtype = float_dtype("lstm_stack_step", "gates0", np.asarray(gates0))
     gates0, h, c, w_hh0, stacked, biases = contiguous_arrays(
         "lstm_stack_step", np, dtype, gates0=gates0, h=h, c=c, w_hh0=w_hh0, stacked=stacked, biases=biases)
-    if h.ndim != 3 or c.shape != h.shape or h.shape[0] < 1:
-        raise ValueError(f"lstm_stack_step: h {h.shape} and c {c.shape} must both be (L, B, H) with L >= 1")
-    layers, batch, hidden = h.shape
-    expected = dict(gates0=(batch, 4 * hidden), w_hh0=(4 * hidden, hidden),
-                    stacked=(layers - 1, 4 * hidden, 2 * hidden), biases=(layers - 1, 4 * hidden))
-    for key, value in (("gates0", gates0), ("w_hh0", w_hh0), ("stacked", stacked), ("biases", biases)):
-        if value.shape != expected[key]:
-            raise ValueError(f"lstm_stack_step: {key} {value.shape} must be {expected[key]} for h (L, B, H) = {h.shape}")
+    layers, batch, hidden = _check_stack_shapes(gates0, h, c, w_hh0, stacked, biases)
     if not (batch and hidden and _blas_ready(4 * hidden * max(batch, 2 * hidden))):
         from tinylm.reference.lstm import lstm_stack_step as reference
 
@@ -347,4 +395,45 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases):
     product, x_and_h = np.empty((batch, 4 * hidden), dtype), np.empty((batch, 2 * hidden), dtype)
     activations, tanh_c = np.empty(4 * hidden, dtype), np.empty(hidden, dtype)
     _stack_step(gates0, h, c, w_hh0, stacked, biases, product, x_and_h, activations, tanh_c, new_h, new_c)
+    return new_h, new_c
+
+
+def _check_stack_shapes(gates0, h, c, w_hh0, stacked, biases):
+    """(L, B, H) from h; a ValueError naming the first array whose shape does not fit them."""
+    if h.ndim != 3 or c.shape != h.shape or h.shape[0] < 1:
+        raise ValueError(f"lstm_stack_step: h {h.shape} and c {c.shape} must both be (L, B, H) with L >= 1")
+    layers, batch, hidden = h.shape
+    expected = dict(gates0=(batch, 4 * hidden), w_hh0=(4 * hidden, hidden),
+                    stacked=(layers - 1, 4 * hidden, 2 * hidden), biases=(layers - 1, 4 * hidden))
+    for key, value in (("gates0", gates0), ("w_hh0", w_hh0), ("stacked", stacked), ("biases", biases)):
+        if value.shape != expected[key]:
+            raise ValueError(f"lstm_stack_step: {key} {value.shape} must be {expected[key]} for h (L, B, H) = {h.shape}")
+    return layers, batch, hidden
+
+
+def _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale):
+    """``lstm_stack_step`` with int8 weights: the float arrays checked as in the float path,
+    the int8 ones and their scales as ``int8_matmul`` checks its own."""
+    from tinylm.kernels.cpu.int8_matmul import check_int8_weight, check_scale, threads_for_weights
+
+    op = "lstm_stack_step"
+    if w_hh0_scale is None or stacked_scale is None:
+        raise ValueError(f"{op}: int8 weights need both w_hh0_scale and stacked_scale (the other is None)")
+    dtype = float_dtype(op, "gates0", np.asarray(gates0))
+    gates0, h, c, biases = contiguous_arrays(op, np, dtype, gates0=gates0, h=h, c=c, biases=biases)
+    w_hh0, stacked = np.asarray(w_hh0), np.asarray(stacked)
+    layers, batch, hidden = _check_stack_shapes(gates0, h, c, w_hh0, stacked, biases)
+    w_hh0 = check_int8_weight(op, "w_hh0", w_hh0, (4 * hidden, hidden))
+    stacked = check_int8_weight(op, "stacked", stacked, (layers - 1, 4 * hidden, 2 * hidden))
+    w_hh0_scale = check_scale(op, "w_hh0_scale", w_hh0_scale, (4 * hidden,))
+    stacked_scale = check_scale(op, "stacked_scale", stacked_scale, (layers - 1, 2, 4 * hidden))
+    if dtype != np.float32 or not (batch and hidden):
+        from tinylm.reference.lstm import lstm_stack_step as reference
+
+        return reference(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale)
+    new_h, new_c = np.empty_like(h), np.empty_like(c)
+    product = np.empty((batch, 4 * hidden), dtype)
+    activations, tanh_c = np.empty(4 * hidden, dtype), np.empty(hidden, dtype)
+    _stack_step_int8(gates0, h, c, w_hh0, w_hh0_scale, stacked, stacked_scale, biases, product, activations, tanh_c,
+                     new_h, new_c, threads_for_weights(4 * hidden * hidden))
     return new_h, new_c

@@ -143,6 +143,30 @@ def _stack_step_torch(args):
     return run
 
 
+def _int8_matmul_args(size, rng):
+    from tinylm.reference.int8_matmul import quantize_per_channel
+
+    batch, rows, cols = size
+    weight = rng.standard_normal((rows, cols)).astype(np.float32) / np.sqrt(cols)
+    return (rng.standard_normal((batch, cols)).astype(np.float32), *quantize_per_channel(weight))
+
+
+def _int8_matmul_bytes(size):
+    batch, rows, cols = size  # the int8 weights dominate at batch 1; + their scales, x and y
+    return 1.0 * rows * cols + 4.0 * (rows + batch * cols + batch * rows), "byte"
+
+
+def _float_product_torch(args):
+    """The float32 product on the same shapes, x @ Wᵀ with W = scale · q dequantized once
+    beforehand: what the int8 kernel replaces (4x the weight bytes)."""
+    import torch
+
+    from tinylm.reference.int8_matmul import dequantize
+
+    x, weight = torch.from_numpy(args[0]), torch.from_numpy(dequantize(args[1], args[2]))
+    return lambda: (x @ weight.T,)
+
+
 def _attention_args(size, rng):
     heads, steps, head_size = size
     q, k, v = (rng.standard_normal((heads, steps, head_size)).astype(np.float32) for _ in range(3))
@@ -350,6 +374,11 @@ CASES = {
         "lstm_stack_step", "layers x batch x hidden",
         {"tiny": (1, 1, 8), "small": (2, 1, 64), "medium": (2, 1, 256), "large": (3, 1, 512)},
         _stack_step_args, _stack_step_bytes, lambda result, args: list(result), _stack_step_torch),
+    "int8_matmul": Case(
+        "int8_matmul", "batch x out x in (int8 weights; torch: the float32 product)",
+        {"tiny": (1, 24, 40), "small": (1, 1024, 256), "medium": (1, 1024, 512), "large": (1, 4096, 1024)},
+        _int8_matmul_args, _int8_matmul_bytes, lambda result, args: [result], _float_product_torch,
+        rtol=1e-4, atol=1e-4),
     "causal_attention_forward": Case(
         "causal_attention_forward", "heads x steps x head size",
         {"tiny": (2, 8, 4), "small": (32, 64, 32), "medium": (128, 64, 32), "large": (128, 256, 64)},
