@@ -116,7 +116,7 @@ def quantize_run(source, out, evaluate: bool = True, report=print) -> dict:
             float_scores = validation_scores(config, tokenizer, model, val_ids)
             _, _, int8_model, _, _ = load_run(temporary)  # the files just written, read back as any caller will
             int8_scores = validation_scores(config, tokenizer, int8_model, val_ids)
-            change = int8_scores["loss"] - float_scores["loss"]
+            change = round(int8_scores["loss"] - float_scores["loss"], 4) + 0.0  # + 0.0: -0.0 prints as +0.0000
             block["validation_loss"] = {"float32": float_scores["loss"], "int8": int8_scores["loss"],
                                         "unit": float_scores["unit"]}
             report(f"validation loss: {float_scores['loss']:.4f} -> {int8_scores['loss']:.4f} "
