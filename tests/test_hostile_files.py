@@ -321,3 +321,84 @@ def test_a_setting_that_names_a_choice_must_have_its_type_too(good_translation_r
     config["model_config"]["norm_first"] = 1
     with pytest.raises(CheckpointError, match="norm_first must be one of True, False, got 1"):
         check_config(config)
+
+
+# ---- int8 runs (python -m tinylm.quantize): int8 matrices, their row scales, the rest float32
+
+
+@pytest.fixture(scope="module")
+def good_int8_run(good_run, tmp_path_factory):
+    from tinylm.quantize import quantize_run
+
+    run = tmp_path_factory.mktemp("good-int8") / "run-int8"
+    quantize_run(good_run, run, evaluate=False, report=lambda line: None)
+    return run
+
+
+def scale_of(value):
+    """A damage of fc.weight's row scales: the first one set to ``value``."""
+    def change(arrays):
+        arrays["fc.weight.scale"][0] = value
+
+    return lambda p: rewrite_safetensors(p, change)
+
+
+INT8_DAMAGES = {
+    "a zero scale": (MODEL, scale_of(0.0)),
+    "a negative scale": (MODEL, scale_of(-0.5)),
+    "a NaN scale": (MODEL, scale_of(np.nan)),
+    "an infinite scale": (MODEL, scale_of(np.inf)),
+    "a scale of the wrong shape": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"fc.weight.scale": np.ascontiguousarray(a["fc.weight.scale"][:-1])}))),
+    "a scale of the wrong dtype": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"fc.weight.scale": a["fc.weight.scale"].astype(np.float64)}))),
+    "a matrix stored as float32": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"lstm.weight_hh_l0": a["lstm.weight_hh_l0"].astype(np.float32)}))),
+    "a bias stored as int8": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"fc.bias": a["fc.bias"].astype(np.int8)}))),
+    "an int8 matrix of the wrong shape": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"fc.weight": np.ascontiguousarray(a["fc.weight"][:, :-1])}))),
+    "an int8 value of -128": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a["embedding.weight"].__setitem__((0, 0), -128))),
+    "a missing scale": (MODEL, lambda p: rewrite_safetensors(p, lambda a: a.pop("lstm.weight_ih_l0.scale"))),
+    "a missing int8 matrix": (MODEL, lambda p: rewrite_safetensors(p, lambda a: a.pop("lstm.weight_hh_l0"))),
+    "an extra tensor": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: a.update({"fc.weight.zero_point": np.zeros(3, np.int8)}))),
+    "a float32 file where the int8 one belongs": (MODEL, lambda p: rewrite_safetensors(
+        p, lambda a: [a.update({name: a[name].astype(np.float32) * a.pop(name + ".scale")[:, None]})
+                      for name in [n for n in a if n + ".scale" in a]])),
+    "a quantization of an unknown scheme": ("config.json", config_with(
+        lambda c: c["quantization"].update(scheme="int4"))),
+    "a quantization that is not an object": ("config.json", config_with(lambda c: c.update(quantization=[8]))),
+    "a trainer step other than the quantization's": (TRAINER, lambda p: json_file(p, lambda t: {"step": 11})),
+    "an int8 run's trainer.json not JSON": (TRAINER, lambda p: p.write_text("step: 10")),
+}
+
+
+@pytest.mark.parametrize("damage", list(INT8_DAMAGES))
+def test_a_damaged_int8_run_is_refused_in_one_line_and_left_unchanged(tmp_path, good_int8_run, capsys, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_int8_run, run)
+    name, damage_file = INT8_DAMAGES[damage]
+    damage_file(run / name)
+    before = fingerprint(run)
+    for command, (main, argv) in COMMANDS.items():
+        status = cli.run(main, argv(run), prog=command)
+        err = capsys.readouterr().err
+        assert status == 2, (command, err)
+        assert err.count("\n") == 1 and name.split("/")[-1] in err, (command, err)
+        assert fingerprint(run) == before, command
+
+
+def test_generate_exits_2_with_no_traceback_on_an_int8_run_with_a_zero_scale(tmp_path, good_int8_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_int8_run, run)
+    scale_of(0.0)(run / MODEL)
+    result = subprocess.run([sys.executable, "-m", "tinylm.generate", "--checkpoint", str(run)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "fc.weight.scale holds 0.0" in result.stderr, result.stderr

@@ -5,6 +5,21 @@ is trusted. ``load_run`` checks every file against the rules the command line us
 the same values and against the model the config describes, and turns anything wrong
 into a one-line ``CheckpointError`` naming the file and the problem, before any caller
 has written anything.
+
+A run comes in two kinds. A training run (``tinylm.train``) holds float32 parameters
+and the optimizer's state. An int8 run (``python -m tinylm.quantize``) is for inference
+only: its config.json carries a ``"quantization"`` block, its ``model.safetensors``
+holds every 2-D parameter as int8 values ``NAME`` (rows, cols) with one float32 scale
+per row ``NAME.scale`` (rows,), W ≈ scale[:, None] · q (``tinylm.reference.int8_matmul``),
+and every other parameter float32; it has no optimizer file. ``load_run`` loads
+the dequantized weights into the model, so everything that reads the model (``forward``,
+evaluation, beam search) runs unchanged on exactly the values the int8 weights stand
+for, and attaches the int8 arrays themselves for the steppers' int8 kernels:
+
+    model.int8_weights: dict[str, tuple[q, scale]]   # parameter name -> (int8 (N, K), float32 (N,))
+
+A float model has no such attribute; a stepper that finds it multiplies by the int8
+matrices (``LSTMStepper``, ``TransformerStepper``).
 """
 
 from __future__ import annotations
@@ -15,9 +30,10 @@ import numpy as np
 
 from tinylm import backends, cli, optim
 from tinylm.bleu import TOKENIZE
-from tinylm.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, read_json
+from tinylm.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, read_json, read_safetensors
 from tinylm.models import MODELS
 from tinylm.parallel_corpus import CORPORA, PAIRS, SPECIAL_TOKENS
+from tinylm.reference.int8_matmul import dequantize
 from tinylm.tasks import MODELS_OF_TASK, TASKS, TokenizerPair
 from tinylm.tokenizers import TOKENIZERS, tokenizer_from_json
 
@@ -60,6 +76,17 @@ LANGUAGE_MODEL_TRAINING_RULES = {"seq_len": cli.positive_int, "sample_tokens": c
 MIN_BPE_VOCABULARY = 256  # the byte values
 # A distilled run's "distillation" block (tinylm.distill): its numbers, with the rules of their flags.
 DISTILLATION_RULES = {"alpha": cli.fraction, "temperature": cli.positive_float, "teacher_step": cli.non_negative_int}
+
+# An int8 run (see the module docstring): the scheme its config.json names, and the suffix of
+# the tensor holding a quantized parameter's row scales.
+QUANTIZATION_SCHEME = "int8-per-channel"
+SCALE_SUFFIX = ".scale"
+
+
+def is_quantized(shape: tuple[int, ...]) -> bool:
+    """Whether a parameter of this shape is stored as int8 in an int8 run: every matrix
+    (embeddings, LSTM and linear weights, attention's projections, the output layer)."""
+    return len(shape) == 2
 
 
 def build_model(kind: str, model_config: dict):
@@ -203,6 +230,70 @@ def check_model_state(state: dict, config: dict, dtype, path) -> None:
             raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {np.dtype(dtype)}")
 
 
+def check_int8_model_state(state: dict, config: dict, path) -> None:
+    """The model file of an int8 run: every 2-D parameter the config describes as int8
+    of its shape in -127..127 with its ``.scale`` float32 (rows,), finite and > 0; every
+    other parameter float32 of its shape; nothing missing, nothing else. Checked before
+    the model is built."""
+    shapes = MODELS[config["model"]].parameter_shapes(**config["model_config"])
+    expected = {}
+    for name, shape in shapes.items():
+        if is_quantized(shape):
+            expected[name], expected[name + SCALE_SUFFIX] = (shape, np.int8), (shape[:1], np.float32)
+        else:
+            expected[name] = (shape, np.float32)
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: " + "; ".join(
+            part for part in (f"missing {', '.join(missing)}" if missing else "",
+                              f"unexpected {', '.join(unexpected)}" if unexpected else "") if part)
+            + " (for the int8 model config.json describes)")
+    for name, (shape, dtype) in expected.items():
+        value = state[name]
+        if value.shape != shape:
+            raise CheckpointError(f"{path}: {name} has shape {value.shape}, but config.json describes {shape}")
+        if value.dtype != dtype:
+            raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {np.dtype(dtype)}")
+        if name.endswith(SCALE_SUFFIX) and not (np.isfinite(value).all() and (value > 0).all()):
+            bad = value[~(np.isfinite(value) & (value > 0))][0]
+            raise CheckpointError(f"{path}: {name} holds {bad}; every row scale must be finite and > 0")
+        if dtype == np.int8 and value.size and value.min() < -127:
+            raise CheckpointError(f"{path}: {name} holds -128, outside the symmetric -127..127 of the int8 scheme")
+
+
+def check_quantization(config: dict, trainer: dict, path, trainer_path) -> None:
+    """The ``"quantization"`` block of an int8 run's config.json (``path``) and the step of
+    its trainer.json (``trainer_path``)."""
+    block = config["quantization"]
+    if not isinstance(block, dict):
+        raise CheckpointError(f"{path}: 'quantization' must be an object, got {type(block).__name__}")
+    if block.get("scheme") != QUANTIZATION_SCHEME:
+        raise CheckpointError(f"{path}: quantization.scheme must be {QUANTIZATION_SCHEME!r}, "
+                              f"got {block.get('scheme')!r}"[:300])
+    if not isinstance(block.get("source"), str):
+        raise CheckpointError(f"{path}: quantization.source must be the source run's path, got {block.get('source')!r}"
+                              [:300])
+    if not cli.non_negative_int.accepts(block.get("step")):
+        raise CheckpointError(f"{path}: quantization.step must be {cli.non_negative_int.description}, "
+                              f"got {block.get('step')!r}"[:300])
+    if not (isinstance(trainer, dict) and cli.non_negative_int.accepts(trainer.get("step"))
+            and trainer["step"] == block["step"]):
+        step = trainer.get("step") if isinstance(trainer, dict) else trainer
+        raise CheckpointError(f"{trainer_path}: step {step!r}, but config.json's "
+                              f"quantization names step {block['step']}")
+
+
+def dequantized_state(state: dict) -> tuple[dict, dict]:
+    """An int8 run's checked model file -> (float32 state for ``load_state_dict``, the
+    int8 arrays {name: (q (N, K) int8, scale (N,) float32)})."""
+    int8 = {name: (q, state[name + SCALE_SUFFIX]) for name, q in state.items() if q.dtype == np.int8}
+    scales = {name + SCALE_SUFFIX for name in int8}
+    weights = {name: dequantize(*int8[name]) if name in int8 else value
+               for name, value in state.items() if name not in scales}
+    return weights, int8
+
+
 def check_optimizer_state(state: dict, optimizer, step: int, folder: Path) -> None:
     """One entry per parameter the optimizer holds: moments of its shape and dtype and a
     step count; settings for each of its parameter groups."""
@@ -313,7 +404,9 @@ def load_tokenizer(run_dir: Path, config: dict, side: str = ""):
 def load_run(run_dir):
     """(config, tokenizer, model with the checkpoint's weights, optimizer state, trainer state),
     every part checked (see the module docstring). For a translation run the tokenizer is a
-    ``TokenizerPair`` (source, target)."""
+    ``TokenizerPair`` (source, target). For an int8 run the model holds the dequantized
+    weights and ``model.int8_weights``, the optimizer state is None and the trainer state
+    is trainer.json's ``{"step": ...}``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"--checkpoint: {run_dir} is not a directory")
@@ -322,6 +415,8 @@ def load_run(run_dir):
         tokenizer = TokenizerPair(*(load_tokenizer(run_dir, config, side) for side in ("source_", "target_")))
     else:
         tokenizer = load_tokenizer(run_dir, config)
+    if "quantization" in config:
+        return (config, tokenizer, *load_int8_checkpoint(run_dir, config))
     model_state, optimizer_state, trainer_state = load_checkpoint(run_dir)
     folder = checkpoint_dir(run_dir)
     check_model_state(model_state, config, np.float32, folder / "model.safetensors")
@@ -331,3 +426,17 @@ def load_run(run_dir):
     check_trainer_state(trainer_state, config, optimizer, folder / "trainer.json")
     check_optimizer_state(optimizer_state, optimizer, trainer_state["step"], folder)
     return config, tokenizer, model, optimizer_state, trainer_state
+
+
+def load_int8_checkpoint(run_dir: Path, config: dict):
+    """(model, None, trainer state) of an int8 run, its files checked first."""
+    folder = checkpoint_dir(run_dir)
+    trainer_state = read_json(folder / "trainer.json")
+    check_quantization(config, trainer_state, run_dir / "config.json", folder / "trainer.json")
+    model_state = read_safetensors(folder / "model.safetensors")
+    check_int8_model_state(model_state, config, folder / "model.safetensors")
+    weights, int8 = dequantized_state(model_state)
+    model = build_model(config["model"], config["model_config"])
+    model.load_state_dict(weights)
+    model.int8_weights = int8  # see the module docstring
+    return model, None, trainer_state

@@ -418,6 +418,9 @@ def setup(args):
     if args.resume:
         run_dir = Path(args.resume)
         config, tokenizers, model, optimizer_state, trainer_state = load_run(run_dir)
+        if "quantization" in config:  # int8 weights and no optimizer state: for inference only
+            raise ValueError(f"--resume: {run_dir} is an int8 run made by python -m tinylm.quantize, for inference "
+                             f"only; resume its source run instead: --resume {config['quantization']['source']}")
         trained_on = config["training"].get("backend")
         if not args.backend and trained_on:
             tinylm.set_backend(trained_on)  # the same kernels round the same way: an exact resume

@@ -68,6 +68,15 @@ class LSTMStepper:
       one product of twice the size, which OpenBLAS splits over two threads (one of
       1024 x 256 it runs on one).
 
+    Int8 weights: a model loaded from an int8 run (``python -m tinylm.quantize``) carries
+    ``model.int8_weights`` (``tinylm.runs``). The stepper then keeps W_hh0 and each later
+    layer's [q_ih | q_hh] as int8 with their own row scales, w_hh0_scale (4H,) and
+    stacked_scale (L-1, 2, 4H) ([k, 0] of W_ih's rows, [k, 1] of W_hh's), for
+    ``lstm_stack_step``'s int8 path, and multiplies by the output layer through the
+    ``int8_matmul`` kernel: a quarter of the bytes read a step. The token table is made in
+    float32 from the dequantized weights (the model's own), which hold exactly the values the
+    int8 ones stand for, so the logits are ``forward``'s up to float32 rounding.
+
     The table and the stacked weights are computed when the stepper is made (well under a
     millisecond for the default model) and not updated after: make a new stepper after
     the model changes.
@@ -95,11 +104,26 @@ class LSTMStepper:
         self.w_ih0, self.w_hh0 = weights[0]  # (4H, E), (4H, H)
         self.token_gates = self.embedding @ self.w_ih0.T + self.biases[0] if vocab <= 4 * embedding_dim else None
         hidden, dtype = lstm.hidden_size, self.w_hh0.dtype
-        self.stacked = xp.empty((len(weights) - 1, 4 * hidden, 2 * hidden), dtype)  # (L-1, 4H, 2H)
-        self.later_biases = xp.empty((len(weights) - 1, 4 * hidden), dtype)  # (L-1, 4H)
-        for k, (w_ih, w_hh) in enumerate(weights[1:]):
-            self.stacked[k, :, :hidden], self.stacked[k, :, hidden:] = w_ih, w_hh
+        int8 = getattr(model, "int8_weights", None)  # {name: (q, scale)} of an int8 run, see tinylm.runs
+        later = len(weights) - 1
+        stacked_dtype = xp.int8 if int8 is not None else dtype
+        self.stacked = xp.empty((later, 4 * hidden, 2 * hidden), stacked_dtype)  # (L-1, 4H, 2H)
+        self.later_biases = xp.empty((later, 4 * hidden), dtype)  # (L-1, 4H)
+        self.w_hh0_scale = self.stacked_scale = self.fc_int8 = None
+        for k in range(later):
             self.later_biases[k] = self.biases[k + 1]
+        if int8 is None:
+            for k, (w_ih, w_hh) in enumerate(weights[1:]):
+                self.stacked[k, :, :hidden], self.stacked[k, :, hidden:] = w_ih, w_hh
+        else:  # int8 W_hh0 and stacked [q_ih | q_hh], each matrix with its own row scales
+            self.w_hh0, self.w_hh0_scale = (xp.asarray(a) for a in int8["lstm.weight_hh_l0"])  # (4H, H), (4H,)
+            self.stacked_scale = xp.empty((later, 2, 4 * hidden), xp.float32)  # (L-1, 2, 4H)
+            for k in range(later):
+                for half, kind in enumerate(("ih", "hh")):  # [k, 0]: W_ih's rows, [k, 1]: W_hh's
+                    q, scale = int8[f"lstm.weight_{kind}_l{k + 1}"]  # (4H, H), (4H,)
+                    self.stacked[k, :, half * hidden:(half + 1) * hidden] = xp.asarray(q)
+                    self.stacked_scale[k, half] = xp.asarray(scale)
+            self.fc_int8 = tuple(xp.asarray(a) for a in int8["fc.weight"])  # (V, H) int8, (V,)
         self.fc_weight = model.fc.weight.data  # (V, H)
         self.fc_bias = model.fc.bias.data if model.fc.bias is not None else 0
         self.hidden = lstm.hidden_size
@@ -135,5 +159,9 @@ class LSTMStepper:
             gates0 = self.token_gates[ids]  # (B, 4H)
         else:
             gates0 = self.embedding[ids] @ self.w_ih0.T + self.biases[0]
-        h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases)
-        return h[-1] @ self.fc_weight.T + self.fc_bias, (h, c)
+        if self.fc_int8 is None:
+            h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases)
+            return h[-1] @ self.fc_weight.T + self.fc_bias, (h, c)
+        h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases,
+                                                  self.w_hh0_scale, self.stacked_scale)
+        return backends.kernel("int8_matmul")(h[-1], *self.fc_int8) + self.fc_bias, (h, c)

@@ -146,6 +146,13 @@ class TransformerStepper:
     The cache holds eval-mode keys and values (no dropout): in training mode with
     dropout the stepper refuses rather than compute something ``forward`` would not.
 
+    Int8 weights: a model loaded from an int8 run (``python -m tinylm.quantize``) carries
+    ``model.int8_weights`` (``tinylm.runs``); every product with a weight that has an int8
+    version (the attention projections, the MLP, the output layer) then goes through the
+    ``int8_matmul`` kernel, which reads a quarter of the bytes. The embedding lookup reads
+    the model's dequantized table, the same values. Logits are ``forward``'s (on the
+    dequantized weights the model holds) up to float32 rounding.
+
         stepper = model.stepper()
         logits, state = stepper.start(np.array([prompt]))            # logits (1, V)
         logits, state = stepper.step(np.array([next_token]), state)  # one position more
@@ -158,6 +165,11 @@ class TransformerStepper:
         self.n_layers, self.n_heads = config["n_layers"], config["n_heads"]
         self.head_size = config["d_model"] // config["n_heads"]  # hs
         self.scale = 1.0 / math.sqrt(self.head_size)
+        # id(parameter) -> its int8 (q (N, K), scale (N,)), for the weights an int8 run holds as int8
+        int8 = getattr(model, "int8_weights", None) or {}
+        xp = self._xp()
+        self.int8 = {id(parameter): tuple(xp.asarray(a) for a in int8[name])
+                     for name, parameter in model.named_parameters() if name in int8}
 
     def start(self, prompt_ids, state=None):
         """prompt_ids (B, T >= 1) -> (logits (B, V) after the prompt's last token, the
@@ -214,6 +226,16 @@ class TransformerStepper:
         positions = model.position.table[first_position:first_position + length].astype(weight.dtype)  # (T, d)
         return embedding_forward(weight, ids) + xp.asarray(positions)  # (B, T, d_model)
 
+    def _linear(self, x, weight, bias):
+        """x (..., k) @ weight (m, k)ᵀ + bias (m,) -> (..., m): through ``int8_matmul`` when the
+        weight has an int8 version, else ``_linear``'s float product."""
+        int8 = self.int8.get(id(weight))
+        if int8 is None:
+            return _linear(x, weight, bias)
+        rows = self._xp().ascontiguousarray(x.reshape(-1, x.shape[-1]))  # (N, k)
+        y = backends.kernel("int8_matmul")(rows, *int8).reshape(*x.shape[:-1], -1)  # (..., m)
+        return y + bias.data if bias is not None else y
+
     def _heads(self, x):
         """(B, T, d_model) -> (B, nh, T, hs)."""
         batch, length = x.shape[0], x.shape[1]
@@ -223,7 +245,7 @@ class TransformerStepper:
         """x (B, T, d_model) -> q, k, v, each (B, nh, T, hs): LN, then one product with the
         packed projection (3 d_model, d_model), split in three."""
         normed = _layer_norm(x, block.ln_1)  # (B, T, d_model)
-        projected = _linear(normed, block.attn.in_proj_weight, block.attn.in_proj_bias)  # (B, T, 3 d_model)
+        projected = self._linear(normed, block.attn.in_proj_weight, block.attn.in_proj_bias)  # (B, T, 3 d_model)
         q, k, v = (self._heads(part) for part in self._xp().split(projected, 3, axis=-1))
         return q, k, v
 
@@ -232,15 +254,15 @@ class TransformerStepper:
         output: x + out_proj(heads merged), then x + MLP(LN(x))."""
         batch, length, width = x.shape
         merged = attended.transpose(0, 2, 1, 3).reshape(batch, length, width)  # (B, T, d_model)
-        x = x + _linear(merged, block.attn.out_proj.weight, block.attn.out_proj.bias)
-        hidden = _linear(_layer_norm(x, block.ln_2), block.mlp_in.weight, block.mlp_in.bias)  # (B, T, 4 d_model)
+        x = x + self._linear(merged, block.attn.out_proj.weight, block.attn.out_proj.bias)
+        hidden = self._linear(_layer_norm(x, block.ln_2), block.mlp_in.weight, block.mlp_in.bias)  # (B, T, 4 d_model)
         hidden = _gelu(hidden, block.gelu_approximate)
-        return x + _linear(hidden, block.mlp_out.weight, block.mlp_out.bias)
+        return x + self._linear(hidden, block.mlp_out.weight, block.mlp_out.bias)
 
     def _logits(self, x):
         """The last positions' x (B, d_model) -> logits (B, V): final LayerNorm, output layer."""
         model = self.model
-        return _linear(_layer_norm(x, model.ln_f), model.fc.weight, model.fc.bias)
+        return self._linear(_layer_norm(x, model.ln_f), model.fc.weight, model.fc.bias)
 
     def _read(self, context):
         """Run the whole context (B, T <= max_len), positions 0.., through the blocks:
