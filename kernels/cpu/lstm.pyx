@@ -46,6 +46,10 @@ from tinylm.reference.lstm import check_layer_shapes
 cdef extern from "tinylm_int8.h" nogil:
     void tinylm_int8_matvec(const float* x, const int8_t* q, Py_ssize_t ldq, const float* scale, float* y,
                             Py_ssize_t rows, Py_ssize_t cols, int accumulate, int threads)
+    void tinylm_int8_lstm_stack_step(const float* gates0, const float* h, const float* c, const int8_t* w_hh0,
+                                     const float* w_hh0_scale, const int8_t* stacked, const float* stacked_scale,
+                                     const float* biases, float* new_h, float* new_c, float* pre, Py_ssize_t layers,
+                                     Py_ssize_t batch, Py_ssize_t hidden, int threads)
 
 
 @cython.boundscheck(False)
@@ -342,32 +346,24 @@ def _stack_step_int8(
     const int8_t[:, :, ::1] stacked,    # (L-1, 4H, 2H) int8: [W_ih | W_hh] of each later layer
     const float[:, :, ::1] stacked_scale,  # (L-1, 2, 4H): [k, 0] W_ih's row scales, [k, 1] W_hh's
     const float[:, ::1] biases,         # (L-1, 4H)
-    float[:, ::1] product,              # (B, 4H) scratch: the product part of the gates
-    float[::1] activations,             # (4H,) scratch
-    float[::1] tanh_c,                  # (H,) scratch
+    float[:, ::1] pre,                  # (B, 4H) scratch: the gates' pre-activations
     float[:, :, ::1] new_h,             # (L, B, H) out
     float[:, :, ::1] new_c,             # (L, B, H) out
-    int threads,                        # OpenMP threads for each product's rows
+    int threads,                        # OpenMP threads, each owning a block of hidden units
 ):
-    """``_stack_step`` with int8 weights: per layer and batch row, int8 matrix-vector
-    products (``tinylm_int8.h``): layer 0's s · (W_hh0 h), a later layer's
-    s_ih · (W_ih x) + s_hh · (W_hh h), the two halves of its stacked rows read in place
-    (row length 2H), so [x, h] is never copied. Needs B ≥ 1 and H ≥ 1."""
-    cdef Py_ssize_t layers = h.shape[0], batch = h.shape[1], hidden = h.shape[2], k, b
+    """``_stack_step`` with int8 weights: ``tinylm_int8_lstm_stack_step`` (``tinylm_int8.h``),
+    every layer in one OpenMP region, each thread the gate rows and cells of its own
+    hidden units; a later layer's s_ih · (W_ih x) + s_hh · (W_hh h) reads the two halves
+    of its stacked rows in place (row length 2H), so [x, h] is never copied. Needs
+    B ≥ 1 and H ≥ 1. (L - 1 may be 0: ``stacked`` is then empty and never read.)"""
+    cdef Py_ssize_t layers = h.shape[0], batch = h.shape[1], hidden = h.shape[2]
+    cdef const int8_t* stacked_data = &stacked[0, 0, 0] if layers > 1 else NULL
+    cdef const float* stacked_scale_data = &stacked_scale[0, 0, 0] if layers > 1 else NULL
+    cdef const float* biases_data = &biases[0, 0] if layers > 1 else NULL
     with nogil:
-        for b in range(batch):
-            tinylm_int8_matvec(&h[0, b, 0], &w_hh0[0, 0], hidden, &w_hh0_scale[0], &product[b, 0], 4 * hidden,
-                               hidden, 0, threads)
-            _cell_forward_row(&gates0[b, 0], &product[b, 0], &c[0, b, 0], &activations[0], &new_c[0, b, 0],
-                              &tanh_c[0], &new_h[0, b, 0], hidden)
-        for k in range(1, layers):
-            for b in range(batch):
-                tinylm_int8_matvec(&new_h[k - 1, b, 0], &stacked[k - 1, 0, 0], 2 * hidden, &stacked_scale[k - 1, 0, 0],
-                                   &product[b, 0], 4 * hidden, hidden, 0, threads)  # W_ih x: the left half
-                tinylm_int8_matvec(&h[k, b, 0], &stacked[k - 1, 0, hidden], 2 * hidden, &stacked_scale[k - 1, 1, 0],
-                                   &product[b, 0], 4 * hidden, hidden, 1, threads)  # + W_hh h: the right half
-                _cell_forward_row(&biases[k - 1, 0], &product[b, 0], &c[k, b, 0], &activations[0],
-                                  &new_c[k, b, 0], &tanh_c[0], &new_h[k, b, 0], hidden)
+        tinylm_int8_lstm_stack_step(&gates0[0, 0], &h[0, 0, 0], &c[0, 0, 0], &w_hh0[0, 0], &w_hh0_scale[0],
+                                    stacked_data, stacked_scale_data, biases_data, &new_h[0, 0, 0],
+                                    &new_c[0, 0, 0], &pre[0, 0], layers, batch, hidden, threads)
 
 
 def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stacked_scale=None):
@@ -432,8 +428,7 @@ def _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, sta
 
         return reference(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale)
     new_h, new_c = np.empty_like(h), np.empty_like(c)
-    product = np.empty((batch, 4 * hidden), dtype)
-    activations, tanh_c = np.empty(4 * hidden, dtype), np.empty(hidden, dtype)
-    _stack_step_int8(gates0, h, c, w_hh0, w_hh0_scale, stacked, stacked_scale, biases, product, activations, tanh_c,
-                     new_h, new_c, threads_for_weights(4 * hidden * hidden))
+    pre = np.empty((batch, 4 * hidden), dtype)
+    _stack_step_int8(gates0, h, c, w_hh0, w_hh0_scale, stacked, stacked_scale, biases, pre, new_h, new_c,
+                     threads_for_weights(4 * hidden * hidden))
     return new_h, new_c

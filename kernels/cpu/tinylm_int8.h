@@ -38,6 +38,10 @@
 #define TINYLM_INT8_H
 #include <stddef.h>
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "tinylm_math.h"
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
@@ -225,6 +229,81 @@ static inline void tinylm_int8_matvec(const float* x, const int8_t* q, ptrdiff_t
         const ptrdiff_t begin = (ptrdiff_t)t * block;
         const ptrdiff_t end = begin + block < rows ? begin + block : rows;
         if (begin < end) tinylm_int8_rows(x, q, ldq, scale, y, begin, end, cols, accumulate);
+    }
+}
+
+/* ------------------------------------------------- a whole LSTM step */
+
+static inline float tinylm_int8_sigmoid(float x) { return 1.0f / (1.0f + tinylm_expf(-x)); }
+static inline float tinylm_int8_tanh(float x) { return 2.0f / (1.0f + tinylm_expf(-2.0f * x)) - 1.0f; }
+
+/* One time step of an L-layer LSTM stack with int8 weights, for batch-1 sampling
+ * (tinylm/reference/lstm.py's lstm_stack_step; shapes as there, arrays C-contiguous):
+ *
+ *   gates0 (B, 4H)   layer 0's input part, bias included;   h, c (L, B, H) the state
+ *   w_hh0 (4H, H) int8, w_hh0_scale (4H,)
+ *   stacked (L-1, 4H, 2H) int8: [W_ih | W_hh] of each later layer, stacked_scale (L-1, 2, 4H)
+ *   biases (L-1, 4H);   new_h, new_c (L, B, H) out;   pre (B, 4H) scratch
+ *
+ * All layers run inside one OpenMP region. Thread t owns the hidden units [j0, j1) of
+ * every layer: it computes the four gate rows of its units (rows g·H + j, g = i, f, g, o),
+ * which is all a unit's cell needs, so the cell follows at once with no barrier; the
+ * one barrier per layer is there because the next layer reads the whole new h. A thread
+ * reads the same weight rows at every step, so its quarter-megabyte share of the default
+ * model's int8 weights stays in its core's L2 from one token to the next (the float32
+ * weights, four times the size, do not fit). Each unit block is a multiple of 4 rows
+ * long, the dot4 grouping, so a row's sum does not depend on the thread count when H is
+ * a multiple of 4. */
+static inline void tinylm_int8_lstm_stack_step(
+        const float* gates0, const float* h, const float* c, const int8_t* w_hh0, const float* w_hh0_scale,
+        const int8_t* stacked, const float* stacked_scale, const float* biases, float* new_h, float* new_c,
+        float* pre, ptrdiff_t layers, ptrdiff_t batch, ptrdiff_t hidden, int threads) {
+    const ptrdiff_t four = 4 * hidden;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int t = 0, team = 1;
+#endif
+        const ptrdiff_t chunk = ((hidden + team - 1) / team + 3) / 4 * 4;
+        const ptrdiff_t j0 = (ptrdiff_t)t * chunk < hidden ? (ptrdiff_t)t * chunk : hidden;
+        const ptrdiff_t j1 = j0 + chunk < hidden ? j0 + chunk : hidden;
+        for (ptrdiff_t k = 0; k < layers; k++) {
+            for (ptrdiff_t b = 0; b < batch && j0 < j1; b++) {
+                float* p = pre + b * four;
+                const float* h_k = h + (k * batch + b) * hidden;
+                for (ptrdiff_t g = 0; g < 4; g++) {
+                    const ptrdiff_t r0 = g * hidden + j0, r1 = g * hidden + j1;
+                    if (k == 0) {
+                        tinylm_int8_rows(h_k, w_hh0, hidden, w_hh0_scale, p, r0, r1, hidden, 0);
+                        for (ptrdiff_t r = r0; r < r1; r++) p[r] += gates0[b * four + r];
+                    } else {
+                        const int8_t* w = stacked + (k - 1) * four * 2 * hidden;  /* (4H, 2H) */
+                        const float* s = stacked_scale + (k - 1) * 2 * four;     /* (2, 4H) */
+                        const float* x = new_h + ((k - 1) * batch + b) * hidden;  /* the layer below, this step */
+                        tinylm_int8_rows(x, w, 2 * hidden, s, p, r0, r1, hidden, 0);                 /* W_ih x */
+                        tinylm_int8_rows(h_k, w + hidden, 2 * hidden, s + four, p, r0, r1, hidden, 1);  /* + W_hh h */
+                        for (ptrdiff_t r = r0; r < r1; r++) p[r] += biases[(k - 1) * four + r];
+                    }
+                }
+                const float* c_k = c + (k * batch + b) * hidden;
+                float* h_out = new_h + (k * batch + b) * hidden;
+                float* c_out = new_c + (k * batch + b) * hidden;
+                for (ptrdiff_t j = j0; j < j1; j++) {  /* the cell of this thread's units */
+                    const float i = tinylm_int8_sigmoid(p[j]), f = tinylm_int8_sigmoid(p[hidden + j]);
+                    const float cand = tinylm_int8_tanh(p[2 * hidden + j]), o = tinylm_int8_sigmoid(p[3 * hidden + j]);
+                    const float cell = f * c_k[j] + i * cand;
+                    c_out[j] = cell;
+                    h_out[j] = o * tinylm_int8_tanh(cell);
+                }
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
     }
 }
 
