@@ -239,10 +239,10 @@ def test_a_broken_solution_fails_the_docs_test(tmp_path, monkeypatch):
     from test_docs import run_markdown
 
     text = EXERCISES.read_text(encoding="utf-8")
-    right = "return G * w, sum_to(G * X, w.shape)"
+    right = "return gY * w, sum_to(gY * X, w.shape)"
     assert right in text
     broken = tmp_path / "exercises.md"
-    broken.write_text(text.replace(right, "return 2 * G * w, sum_to(G * X, w.shape)"), encoding="utf-8")
+    broken.write_text(text.replace(right, "return 2 * gY * w, sum_to(gY * X, w.shape)"), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AssertionError):
         run_markdown(broken)
