@@ -111,7 +111,8 @@ def _constant_ratio_hint(c: float, count: int, shapes: dict) -> str:
 
 
 def _hints(analytic, numeric, atol: float, rtol: float, shapes: dict) -> list:
-    """What the pattern of a mismatch suggests: backward all zero, a constant ratio to the
+    """What the pattern of a mismatch suggests: finite differences all below atol (fn flat
+    at these inputs, or independent of this one), backward all zero, a constant ratio to the
     finite differences (a missing 1/N, a flipped sign), a transpose, zeros or sign flips
     at some elements only. ``shapes`` names the inputs' and outputs' shapes, to name an N."""
     a, n = analytic.reshape(-1), numeric.reshape(-1)
@@ -186,7 +187,8 @@ def gradcheck(
     input, the ops in fn's graph (output first: a wrong backward is among them), the
     largest error, where it is, both values there, and hints read off the mismatch:
     backward a constant multiple of the finite differences (``4 ×``: a missing 1/N; ``-1 ×``:
-    a sign), zero where they are not, transposed, or a kink in fn at that element (relu at 0),
+    a sign), zero where they are not, transposed, finite differences all below atol (fn flat
+    there: a saturated sigmoid; move the inputs), or a kink in fn at that element (relu at 0),
     where the central difference averages two slopes and no backward can agree.
 
     What it cannot see: a wrong *forward*. Both sides differentiate the forward it is
