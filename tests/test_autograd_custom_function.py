@@ -210,6 +210,23 @@ def test_a_backward_taking_too_few_gradients_is_told_to_take_one_per_output(use_
     assert isinstance(caught.value.__cause__, TypeError)
 
 
+def test_the_docstrings_recipe_builds_zeros_from_output_specs():
+    """Function's docstring: ``gy = xp.zeros(shape, dtype) if gy is None else gy`` with
+    ``(shape, dtype) = self.output_specs[i]``."""
+    class ZerosFromSpecs(MinMax):
+        def backward(self, g_min, g_max):
+            specs = self.output_specs
+            g_min = np.zeros(specs[0][0], specs[0][1]) if g_min is None else g_min
+            g_max = np.zeros(specs[1][0], specs[1][1]) if g_max is None else g_max
+            return super().backward(g_min, g_max)
+
+    x = distinct_matrix(np.float32)
+    low, high = ZerosFromSpecs()(x)
+    high.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), x.numpy() == x.numpy().max(axis=-1, keepdims=True))
+    assert x.grad.dtype == np.float32
+
+
 def test_materialize_grads_passes_zeros_of_the_outputs_shape_and_dtype():
     x = distinct_matrix(np.float32)
     op = MaterializedMinMax()
