@@ -133,6 +133,100 @@ def test_a_type_error_with_every_gradient_present_is_left_as_it_was():
     assert caught.value.__cause__ is None
 
 
+class TwoOutputs(Function):
+    """x -> (2x, 3x); ``body(g1, g2)`` is its backward, so a test can write one that trips on None."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def forward(self, x):
+        return 2 * x, 3 * x
+
+    def backward(self, g1, g2):
+        return self.body(g1, g2)
+
+
+@pytest.mark.parametrize("body, kind, quoted", [
+    (lambda g1, g2: 2 * g1 + 3 * g2.reshape(g1.shape), AttributeError, "has no attribute 'reshape'"),
+    (lambda g1, g2: 2 * g1 + 3 * g2.T, AttributeError, "has no attribute 'T'"),
+    (lambda g1, g2: 2 * g1 + 3 * np.where(g1 > 0, g2, 0), TypeError, "NoneType"),
+])
+def test_a_method_or_function_called_on_the_none_gradient_gets_the_same_explanation(body, kind, quoted):
+    x = tinylm.tensor(np.ones((2, 2)), requires_grad=True)
+    first, second = TwoOutputs(body)(x)
+    with pytest.raises(kind) as caught:
+        first.sum().backward()
+    message = str(caught.value)
+    assert message.startswith("TwoOutputs.backward: output 1 (shape (2, 2)) of 2 did not reach the loss"), message
+    assert quoted in message and "materialize_grads = True on TwoOutputs" in message
+    assert type(caught.value.__cause__) is kind and "TwoOutputs" not in str(caught.value.__cause__)
+
+
+def test_an_error_that_does_not_name_none_is_left_as_it_was_with_a_note_naming_the_none_gradient():
+    """np.einsum on None complains about subscripts: the engine cannot tell it came from
+    the None, so the error stays as it was, and a note says which gradient was None."""
+    x = tinylm.tensor(np.ones((2, 2)), requires_grad=True)
+    first, second = TwoOutputs(lambda g1, g2: 2 * g1 + 3 * np.einsum("ij->ij", g2))(x)
+    with pytest.raises(ValueError, match="subscripts") as caught:
+        first.sum().backward()
+    assert not str(caught.value).startswith("TwoOutputs")
+    assert caught.value.__cause__ is None
+    (note,) = caught.value.__notes__
+    assert note.startswith("note: TwoOutputs.backward: output 1 (shape (2, 2)) of 2 did not reach the loss")
+    assert "materialize_grads = True on TwoOutputs" in note
+
+
+def test_an_attribute_error_not_about_none_is_not_blamed_on_the_none_gradient():
+    def body(g1, g2):
+        return g1.no_such_method()
+
+    x = tinylm.tensor(np.ones((2, 2)), requires_grad=True)
+    first, second = TwoOutputs(body)(x)
+    with pytest.raises(AttributeError, match="no_such_method") as caught:
+        first.sum().backward()
+    assert "'numpy.ndarray' object" in str(caught.value) and caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize("use_both", [False, True])
+def test_a_backward_taking_too_few_gradients_is_told_to_take_one_per_output(use_both):
+    class Polar(Function):
+        def forward(self, x, y):
+            r = np.hypot(x, y)
+            self.save_for_backward(x, y, r)
+            return r, np.arctan2(y, x)
+
+        def backward(self, g_r):  # the gradient of the second output is forgotten
+            x, y, r = self.saved
+            return g_r * x / r, g_r * y / r
+
+    px = tinylm.tensor(np.ones(3), requires_grad=True)
+    py = tinylm.tensor(np.ones(3), requires_grad=True)
+    r, theta = Polar()(px, py)
+    with pytest.raises(TypeError) as caught:
+        (r + theta if use_both else r).sum().backward()
+    message = str(caught.value)
+    assert message.startswith("Polar.backward must take one gradient per output of forward (2): "), message
+    assert "did not reach the loss" not in message and "materialize_grads" not in message
+    assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_the_docstrings_recipe_builds_zeros_from_output_specs():
+    """Function's docstring: ``gy = xp.zeros(shape, dtype) if gy is None else gy`` with
+    ``(shape, dtype) = self.output_specs[i]``."""
+    class ZerosFromSpecs(MinMax):
+        def backward(self, g_min, g_max):
+            specs = self.output_specs
+            g_min = np.zeros(specs[0][0], specs[0][1]) if g_min is None else g_min
+            g_max = np.zeros(specs[1][0], specs[1][1]) if g_max is None else g_max
+            return super().backward(g_min, g_max)
+
+    x = distinct_matrix(np.float32)
+    low, high = ZerosFromSpecs()(x)
+    high.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), x.numpy() == x.numpy().max(axis=-1, keepdims=True))
+    assert x.grad.dtype == np.float32
+
+
 def test_materialize_grads_passes_zeros_of_the_outputs_shape_and_dtype():
     x = distinct_matrix(np.float32)
     op = MaterializedMinMax()

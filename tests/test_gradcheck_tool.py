@@ -131,6 +131,39 @@ def test_a_forgotten_one_over_n_is_named_with_the_axis_it_belongs_to():
         in message
 
 
+def test_a_forgotten_one_over_n_names_every_axis_of_that_size():
+    # A row mean of a square input: the numbers cannot tell axis 0 from axis 1, so both are named.
+    x = leaf(np.random.default_rng(0).standard_normal((3, 3)))
+    message = failure(lambda t: RowMeanWithoutOneOverN()(t), x)
+    assert "a missing 1/3 (3 is the size of axes 0 and 1 of input 0)?" in message, message
+
+
+class SigmoidWithSigmaAsSlope(tinylm.Function):
+    """y = σ(x), backward written as gy·σ(x) instead of gy·σ(x)(1 - σ(x))."""
+
+    def forward(self, x):
+        s = 1 / (1 + np.exp(-x))
+        self.save_for_backward(s)
+        return s
+
+    def backward(self, gy):
+        (s,) = self.saved
+        return gy * s
+
+
+def test_finite_differences_below_atol_are_reported_as_measured_not_as_zero():
+    # σ saturates at x = 12..14: its slope is below 1e-5, so the finite differences fall under atol.
+    x = leaf([12.0, 13.0, 14.0])
+    message = failure(lambda t: SigmoidWithSigmaAsSlope()(t), x)
+    measured = re.search(r"hint: finite differences are at most (\S+) here, below atol=1e-05, but backward is not: "
+                         r"fn is flat at these inputs \(saturated\? move the inputs", message)
+    assert measured, message
+    assert 0 < float(measured.group(1)) < 1e-5
+    assert "zero everywhere" not in message
+    # Moved to where σ has a slope, the same bug is no longer called flat.
+    assert "flat" not in failure(lambda t: SigmoidWithSigmaAsSlope()(t), leaf([-1.0, 0.5, 2.0]))
+
+
 class RowSumTakenAsMean(tinylm.Function):
     """y = the sum of each row of x (B, N), with a mean's 1/N put into the backward."""
 

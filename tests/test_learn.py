@@ -116,6 +116,19 @@ def test_a_forgotten_sum_over_broadcast_axes_is_recognised(ref):
     assert "sum over the axes broadcasting added?" in compare("db", ref, np.ones(4))
 
 
+def test_a_lost_or_extra_keepdims_is_called_a_reshape_not_a_sum(ref):
+    line = compare("db", ref.sum(axis=0, keepdims=True), ref.sum(axis=0))
+    assert line.endswith("shape (1, 4) vs (4,); reshaped to (4,) it equals the reference: keepdims?"), line
+    assert "sum yours" not in line
+    assert compare("db", ref.sum(axis=0), ref.sum(axis=0, keepdims=True)).endswith(
+        "reshaped to (1, 4) it equals the reference: keepdims?")
+
+
+def test_a_ratio_that_is_no_count_ratio_names_no_counts(ref):
+    line = compare("g", ref * 0.7, ref)
+    assert "belongs" not in line and "1/10" not in line and "1/7" not in line
+
+
 def test_a_reshape_is_recognised_and_unrelated_shapes_are_just_wrong(ref):
     assert "reshaped to (3, 4) it equals the reference" in compare("x", ref.reshape(2, 6), ref)
     assert compare("x", np.ones(5), ref) == "x: WRONG: shape (5,) vs (3, 4)"
@@ -135,7 +148,11 @@ def test_another_dtype_is_wrong_saying_whether_the_values_agree(ref):
 @pytest.mark.parametrize("factor, hint", [
     (-1.0, "sign flipped: yours = -reference"),
     (0.25, "yours = 1/4 × reference: divided by 4 once too often?"),
-    (2 / 3, "yours = 2/3 × reference: a 1/3 where 1/2 belongs (divided by the wrong count)?"),
+    (2 / 3, "yours = 2/3 × reference: divided by a count 3/2 × the right one?"),
+    (4 / 6, "yours = 2/3 × reference: divided by a count 3/2 × the right one?"),  # 6 rows where 4 belong
+    (0.7, "yours = 7/10 × reference: divided by a count 10/7 × the right one?"),
+    (-1.5, "yours = -3/2 × reference: sign flipped and divided by a count 2/3 × the right one?"),
+    (37 / 64, "yours = 37/64 × reference: a constant factor is wrong"),
     (-2.0, "yours = -2 × reference: sign flipped and a missing 1/2?"),
     (1.2378, "yours = 1.238 × reference"),
 ])
@@ -222,10 +239,10 @@ def test_a_broken_solution_fails_the_docs_test(tmp_path, monkeypatch):
     from test_docs import run_markdown
 
     text = EXERCISES.read_text(encoding="utf-8")
-    right = "return G * w, sum_to(G * X, w.shape)"
+    right = "return gY * w, sum_to(gY * X, w.shape)"
     assert right in text
     broken = tmp_path / "exercises.md"
-    broken.write_text(text.replace(right, "return 2 * G * w, sum_to(G * X, w.shape)"), encoding="utf-8")
+    broken.write_text(text.replace(right, "return 2 * gY * w, sum_to(gY * X, w.shape)"), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AssertionError):
         run_markdown(broken)

@@ -5,6 +5,7 @@ import os
 import re
 import stat
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -292,6 +293,59 @@ def test_barycenter_ordering_uncrosses_arrows():
     placed = layout.nodes
     assert (placed["a1"].x < placed["a2"].x) == (placed["b1"].x < placed["b2"].x)  # listed crossed, drawn straight
     assert placed["a1"].layer == placed["a2"].layer == 0 and placed["c"].layer == 2
+
+
+def brute_force_crossings(layers, up):
+    """Pairs of arrows between consecutive layers that cross, counted pair by pair."""
+    total = 0
+    for k in range(1, len(layers)):
+        place = {p: i for i, p in enumerate(layers[k - 1])}
+        pairs = [(place[q], i) for i, p in enumerate(layers[k]) for q in up[p]]
+        total += sum(1 for a, b in pairs for c, d in pairs if a < c and b > d)
+    return total
+
+
+def test_ordering_never_ends_with_more_crossings_than_it_started_with():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        layers = [[f"n{k}_{i}" for i in range(rng.integers(2, 7))] for k in range(4)]
+        up = {p: [] for p in layers[0]}
+        for k in range(1, len(layers)):
+            for p in layers[k]:  # one to three neighbours in the layer before, repeats allowed
+                up[p] = list(rng.choice(layers[k - 1], size=rng.integers(1, 4)))
+        ordered = viz.order_layers(layers, up)
+        assert [sorted(lay) for lay in ordered] == [sorted(lay) for lay in layers]
+        assert brute_force_crossings(ordered, up) <= brute_force_crossings(layers, up)
+    crossed = [["a", "b"], ["x", "y"]]
+    assert brute_force_crossings(viz.order_layers(crossed, {"a": [], "b": [], "x": ["b"], "y": ["a"]}),
+                                 {"a": [], "b": [], "x": ["b"], "y": ["a"]}) == 0
+
+
+def test_text_size_is_the_fonts_advance_width_of_the_widest_line():
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    font = FontProperties(family=viz.FONT, size=viz.FONT_SIZE)
+    widths = [TextToPath().get_text_width_height_descent(line, font, ismath=False)[0]
+              for line in ("gX", "(3, 4) float64", "|g| 1.25")]
+    width, height = viz.text_size("gX\n(3, 4) float64\n|g| 1.25")
+    assert width == pytest.approx(max(widths), rel=1e-9) and widths[1] == max(widths)
+    assert height == 3 * viz.FONT_SIZE * 1.25
+    assert viz.text_size("") == (pytest.approx(viz.text_size(" ")[0]), viz.FONT_SIZE * 1.25)
+
+
+def test_a_graph_beyond_a_few_hundred_nodes_is_laid_out_with_a_warning():
+    def chain(count):
+        nodes = [viz.Node(f"n{i}", f"node {i}", "box", "tensor") for i in range(count)]
+        return nodes, [(f"n{i}", f"n{i + 1}") for i in range(count - 1)]
+
+    with pytest.warns(UserWarning, match=rf"viz.layered_layout: {viz.LARGE_GRAPH + 1} nodes; the layout without "
+                                         r"Graphviz is meant for lesson-sized graphs .* install Graphviz"):
+        layout = viz.layered_layout(*chain(viz.LARGE_GRAPH + 1))
+    assert layout.nodes[f"n{viz.LARGE_GRAPH}"].layer == viz.LARGE_GRAPH
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        viz.layered_layout(*chain(20))
 
 
 def test_a_cycle_or_an_unknown_node_is_a_clear_error():

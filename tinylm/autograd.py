@@ -446,14 +446,22 @@ class Function:
     it. At least one entry is always an array. Two ways to handle this:
 
     - test for it in ``backward``: ``gy = xp.zeros(shape, dtype) if gy is None else gy``,
-      or skip that output's term (tinylm's own ops, e.g. ``Split`` and ``LSTMLayer``);
+      with the output's shape and dtype from ``self.output_specs[i]`` (``(shape, dtype)``
+      for output ``i``, recorded by ``__call__``), or skip that output's term (tinylm's
+      own ops, e.g. ``Split`` and ``LSTMLayer``);
     - or set the class attribute ``materialize_grads = True``: the engine then passes
       zeros of the output's shape and dtype instead of ``None`` (torch's
       ``ctx.set_materialize_grads``, whose default is the other way round).
 
-    A ``backward`` that raises a ``TypeError`` while some of its ``grad_outputs`` were
-    ``None`` (``None * x``) gets it re-raised as a ``TypeError`` that names the op and
-    the unused outputs and gives these two ways out; the original error is chained.
+    When some ``grad_outputs`` were ``None`` and ``backward`` raises a ``TypeError``,
+    ``AttributeError`` or ``ValueError`` whose message names ``NoneType`` (``None * x``,
+    ``None.reshape``, ``None.T``), the engine re-raises it as an error of the same class
+    that names the op and the unused outputs and gives these two ways out; the original
+    error is chained. Any other error raised while a gradient was ``None`` (``np.einsum``
+    on ``None`` raises a ``ValueError`` about subscripts) is re-raised unchanged, with a
+    note that names the ``None`` gradients: the engine cannot tell whether the ``None``
+    caused it. A ``backward`` whose signature does not take one gradient per output gets
+    a ``TypeError`` that says so.
     """
 
     materialize_grads: bool = False  # True: the gradient of an unused output arrives as zeros, not None
@@ -580,7 +588,8 @@ def _run_backward(root: Tensor, root_grad, retain_graph: bool) -> None:
 
 def _call_backward(function: Function, grad_outputs: list):
     """``function.backward(*grad_outputs)``, with the rule for unused outputs applied
-    (``None``, or zeros under ``materialize_grads``; see ``Function``'s docstring)."""
+    (``None``, or zeros under ``materialize_grads``; see ``Function``'s docstring) and its
+    errors explained where the engine can tell what went wrong."""
     unused = [i for i, gy in enumerate(grad_outputs) if gy is None]
     if unused and function.materialize_grads:
         xp = backends.get_array_module(next(gy for gy in grad_outputs if gy is not None))
@@ -589,18 +598,34 @@ def _call_backward(function: Function, grad_outputs: list):
         unused = []
     try:
         return function.backward(*grad_outputs)
-    except TypeError as error:
+    except Exception as error:
+        name = type(function).__name__
+        if isinstance(error, TypeError) and error.__traceback__.tb_next is None:
+            # No frame of backward on the traceback: the call itself failed, so backward's
+            # signature does not take the gradients it was handed (one per output).
+            raise TypeError(
+                f"{name}.backward must take one gradient per output of forward ({len(grad_outputs)}): {error}"
+            ) from error
         if not unused:
             raise
-        name = type(function).__name__
         which = ", ".join(f"{i} (shape {function.output_specs[i][0]})" for i in unused)
         outputs, gradients, was = ("outputs", "gradients", "were") if len(unused) > 1 else ("output", "gradient", "was")
-        raise TypeError(
-            f"{name}.backward: {outputs} {which} of {len(grad_outputs)} did not reach the loss, so the {gradients} "
-            f"passed in {was} None, and backward raised TypeError ({error}), probably on that None; "
-            f"handle None in {name}.backward (treat it as zeros) or set materialize_grads = True on {name} "
-            "to receive zeros instead"
-        ) from error
+        what = (f"{outputs} {which} of {len(grad_outputs)} did not reach the loss, "
+                f"so the {gradients} passed in {was} None")
+        ways_out = (f"handle None in {name}.backward (treat it as zeros) or set materialize_grads = True on {name} "
+                    "to receive zeros instead")
+        if type(error) in (TypeError, AttributeError, ValueError) and "NoneType" in str(error):
+            raise type(error)(
+                f"{name}.backward: {what}, and backward raised {type(error).__name__} ({error}), "
+                f"probably on that None; {ways_out}"
+            ) from error
+        # Nothing in the error points at None: leave it as it is, and say what else was odd.
+        note = f"note: {name}.backward: {what}; if this error comes from a None, {ways_out}"
+        if hasattr(error, "add_note"):  # Python 3.11+ prints it under the error's message
+            error.add_note(note)
+        else:  # Python 3.10 keeps it where 3.11 would, unprinted
+            error.__notes__ = [*getattr(error, "__notes__", []), note]
+        raise
 
 
 def _count_edges_to_hooked_leaves(root: Tensor) -> dict:

@@ -75,14 +75,18 @@ def _factor(c: float) -> str:
 
 def _size_named(k: int, shapes: dict) -> str:
     """``" (4 is the size of axis 1 of input 0)"`` when ``k`` is an axis or total size of
-    an input or output: the N of a missing 1/N."""
+    an input (or, failing that, of an output): the N of a missing 1/N. Every axis of that
+    size is named (``"axes 0 and 1 of input 0"``): the numbers cannot tell which one it is."""
+    places = {"input": [], "output": []}
     for name, shape in shapes.items():
-        for axis, size in enumerate(shape):
-            if size == k:
-                return f" ({k} is the size of axis {axis} of {name})"
-        if len(shape) > 1 and int(np.prod(shape)) == k:
-            return f" ({k} is the number of elements of {name})"
-    return ""
+        axes = [str(axis) for axis, size in enumerate(shape) if size == k]
+        if axes:
+            which = f"axis {axes[0]}" if len(axes) == 1 else f"axes {', '.join(axes[:-1])} and {axes[-1]}"
+            places[name.split()[0]].append(f"the size of {which} of {name}")
+        elif len(shape) > 1 and int(np.prod(shape)) == k:
+            places[name.split()[0]].append(f"the number of elements of {name}")
+    named = places["input"] or places["output"]
+    return f" ({k} is {' and '.join(named)})" if named else ""
 
 
 def _constant_ratio_hint(c: float, count: int, shapes: dict) -> str:
@@ -107,7 +111,8 @@ def _constant_ratio_hint(c: float, count: int, shapes: dict) -> str:
 
 
 def _hints(analytic, numeric, atol: float, rtol: float, shapes: dict) -> list:
-    """What the pattern of a mismatch suggests: backward all zero, a constant ratio to the
+    """What the pattern of a mismatch suggests: finite differences all below atol (fn flat
+    at these inputs, or independent of this one), backward all zero, a constant ratio to the
     finite differences (a missing 1/N, a flipped sign), a transpose, zeros or sign flips
     at some elements only. ``shapes`` names the inputs' and outputs' shapes, to name an N."""
     a, n = analytic.reshape(-1), numeric.reshape(-1)
@@ -116,8 +121,9 @@ def _hints(analytic, numeric, atol: float, rtol: float, shapes: dict) -> list:
     wrong = ~_close(a, n, atol, rtol)
     biggest = float(np.abs(n).max()) if n.size else 0.0
     if biggest <= atol:
-        return ["finite differences are zero everywhere (fn does not depend on this input here), "
-                "but backward is not: a gradient sent to the wrong input?"]
+        return [f"finite differences are at most {biggest:.2g} here, below atol={atol:g}, but backward is not: "
+                "fn is flat at these inputs (saturated? move the inputs to where fn has a slope) "
+                "or does not depend on this input (a gradient sent to the wrong input?)"]
     if not a.any():
         return ["backward is zero everywhere: the gradient never reaches this input (returned None, or detached)?"]
     significant = np.abs(n) >= min(max(10 * atol, 1e-3 * biggest), biggest)  # where a ratio means something
@@ -181,7 +187,8 @@ def gradcheck(
     input, the ops in fn's graph (output first: a wrong backward is among them), the
     largest error, where it is, both values there, and hints read off the mismatch:
     backward a constant multiple of the finite differences (``4 ×``: a missing 1/N; ``-1 ×``:
-    a sign), zero where they are not, transposed, or a kink in fn at that element (relu at 0),
+    a sign), zero where they are not, transposed, finite differences all below atol (fn flat
+    there: a saturated sigmoid; move the inputs), or a kink in fn at that element (relu at 0),
     where the central difference averages two slopes and no backward can agree.
 
     What it cannot see: a wrong *forward*. Both sides differentiate the forward it is

@@ -43,6 +43,7 @@ from tinylm.autograd import Tensor
 _RTOL_BY_FLOAT_SIZE = {2: 1e-2, 4: 1e-4, 8: 1e-7}
 _FEW_ROWS = 8  # list the wrong rows by number when at most this many are wrong
 _SMALL_DENOMINATOR = 64  # a ratio such as 2/3 is named as a fraction up to this denominator
+_SMALL_COUNT = 16  # a ratio p/q with p, q at most this may be a divisor off by q/p ("divided by the wrong count")
 
 
 class Verdict(str):
@@ -239,7 +240,10 @@ def _rows_wrong(offset: np.ndarray, tol: tuple[float, float]) -> int:
 
 
 def _ratio_hint(ratio: float) -> str:
-    """Name a constant ratio yours/reference: -1, a whole number, its inverse, or a small fraction."""
+    """Name a constant ratio yours/reference: -1, a whole number k (a missing 1/k), its
+    inverse 1/k (a 1/k too many), or a small fraction p/q, which is only named: it can say
+    that a divisor was q/p times the right one, not which counts were used (2/3 is 4 over
+    6 rows as well as 2 over 3)."""
     if abs(ratio + 1) < 1e-6:
         return "sign flipped: yours = -reference"
     sign = "sign flipped and " if ratio < 0 else ""
@@ -252,8 +256,9 @@ def _ratio_hint(ratio: float) -> str:
         return f"yours = {shown} × reference: {sign}a missing 1/{fraction.numerator}?"
     if fraction.numerator == 1:
         return f"yours = {shown} × reference: {sign}divided by {fraction.denominator} once too often?"
-    return (f"yours = {shown} × reference: {sign}a 1/{fraction.denominator} where 1/{fraction.numerator} "
-            "belongs (divided by the wrong count)?")
+    if max(fraction.numerator, fraction.denominator) <= _SMALL_COUNT:
+        return f"yours = {shown} × reference: {sign}divided by a count {1 / fraction} × the right one?"
+    return f"yours = {shown} × reference: {sign}a constant factor is wrong"
 
 
 def _sum_to(array: np.ndarray, shape: tuple) -> np.ndarray:
@@ -273,10 +278,11 @@ def _shape_hints(mine: np.ndarray, ref: np.ndarray, tol: tuple[float, float]) ->
         broadcast = False
     if swapped is not None and _close(swapped, ref, tol):
         return ["yours transposed equals the reference: transposed?"]
+    if mine.size == ref.size and _close(mine.reshape(ref.shape), ref, tol):  # before the sum: (1, 4) vs (4,)
+        without_ones = [n for n in mine.shape if n != 1] == [n for n in ref.shape if n != 1]
+        return [f"reshaped to {ref.shape} it equals the reference" + (": keepdims?" if without_ones else "")]
     if broadcast and _close(_sum_to(mine, ref.shape), ref, tol):
         return [f"summed over the axes broadcasting added it equals the reference: sum yours to {ref.shape}"]
-    if mine.size == ref.size and _close(mine.reshape(ref.shape), ref, tol):
-        return [f"reshaped to {ref.shape} it equals the reference"]
     if swapped is not None and swapped.shape == ref.shape:
         return ["the last two axes are swapped: transposed?"]
     if broadcast:

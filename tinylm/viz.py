@@ -18,7 +18,7 @@ outputs, so gradients flow against them. Blue boxes are leaves that require grad
 Names: ``names`` labels any tensor of the graph, intermediate ones included
 (``{"e": e, "d": d}``). The intermediates of a function you call are its local
 variables; ``locals_of(fn, *args)`` calls ``fn`` and hands them back, named, so that
-``trace(h, names=named)`` shows ``i``, ``f``, ``g``, ``o``, ``c`` inside an LSTM step.
+``trace(h, names=named)`` shows ``i``, ``f``, ``c_tilde``, ``o``, ``c`` inside an LSTM step.
 
 Rendering: ``render`` hands the DOT text to Graphviz's ``dot`` when it is installed.
 Without it (or with ``engine="matplotlib"``) it lays the graph out itself and draws it
@@ -38,9 +38,13 @@ with matplotlib, the layered layout Graphviz also uses (Sugiyama's), in four ste
 
 from __future__ import annotations
 
+import bisect
+import functools
 import shutil
 import subprocess
 import sys
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +57,7 @@ ENGINES = ("dot", "matplotlib")
 RANKDIRS = ("TB", "BT", "LR", "RL")
 FONT = "DejaVu Sans"  # shipped with matplotlib: the same glyph widths on every machine
 FONT_SIZE = 10.0      # points, as in the DOT text
+LARGE_GRAPH = 300     # more nodes than this: layered_layout warns that it is slow and crowded
 COLOURS = {"root": "#fff2b3", "parameter": "#cfe2ff", "constant": "#eeeeee", "tensor": "#ffffff", "op": "#e8e0f8"}
 
 
@@ -212,7 +217,7 @@ def dot_available() -> bool:
 def locals_of(fn, *args, **kwargs) -> tuple[object, dict[str, Tensor]]:
     """Call ``fn(*args, **kwargs)``; return its result and its local Tensor variables, by name.
 
-    The names a function gives its intermediates (``i, f, g, o = ...``) vanish when it
+    The names a function gives its intermediates (``i, f, c_tilde, o = ...``) vanish when it
     returns; this keeps them, to label the graph: ``(h, c), named = locals_of(step, x, h0, c0)``
     then ``trace(h, names=named)``. It works by ``sys.setprofile``, which lets Python
     show us ``fn``'s frame as it returns (the first to return, for a recursive ``fn``);
@@ -264,14 +269,22 @@ class Layout:
 
 
 def text_size(label: str) -> tuple[float, float]:
-    """(width, height) in points of ``label``'s lines in FONT at FONT_SIZE."""
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextPath
-
-    font = FontProperties(family=FONT, size=FONT_SIZE)
+    """(width, height) in points of ``label``'s lines in FONT at FONT_SIZE: the widest
+    line's advance width (from the font's metrics, no glyph outlines built), and
+    1.25 × FONT_SIZE per line."""
+    measure, font = _text_measurer()
     lines = label.split("\n")
-    width = max(TextPath((0, 0), line or " ", prop=font).get_extents().width for line in lines)
+    width = max(measure.get_text_width_height_descent(line or " ", font, ismath=False)[0] for line in lines)
     return float(width), len(lines) * FONT_SIZE * 1.25
+
+
+@functools.cache
+def _text_measurer():
+    """matplotlib's TextToPath and FONT's properties, made once (the font file is read on first use)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    return TextToPath(), FontProperties(family=FONT, size=FONT_SIZE)
 
 
 def layered_layout(nodes: list[Node], edges: list[tuple[str, str]], rankdir: str = "TB",
@@ -282,9 +295,15 @@ def layered_layout(nodes: list[Node], edges: list[tuple[str, str]], rankdir: str
 
     The four steps of the module docstring, one function each. A sketch, not Graphviz:
     straight segments, no spline routing, and an ordering that is good for the few dozen
-    nodes of a lesson's graph.
+    nodes of a lesson's graph. A transformer's graph of a few hundred nodes takes about a
+    second; beyond LARGE_GRAPH nodes it warns (the picture gets crowded; Graphviz does better).
     """
     _check_rankdir(rankdir)
+    if len(nodes) > LARGE_GRAPH:
+        warnings.warn(f"viz.layered_layout: {len(nodes)} nodes; the layout without Graphviz is meant for "
+                      f"lesson-sized graphs (up to about {LARGE_GRAPH}), so expect a slow layout and a "
+                      "crowded picture: install Graphviz (dot), or trace a smaller part of the model",
+                      stacklevel=2)
     by_id = {n.id: n for n in nodes}
     for a, b in edges:
         if a not in by_id or b not in by_id:
@@ -329,8 +348,11 @@ def assign_layers(ids: list[str], edges: list[tuple[str, str]]) -> dict[str, int
     """Step 1: {node: layer}, each node one layer past its furthest input (the longest path
     from a node without inputs, in Kahn's topological order); then each node without inputs
     moves to just before its first consumer, so a weight used late is drawn late."""
-    preds = {n: [a for a, b in edges if b == n] for n in ids}
-    succs = {n: [b for a, b in edges if a == n] for n in ids}
+    preds: dict[str, list[str]] = {n: [] for n in ids}
+    succs: dict[str, list[str]] = {n: [] for n in ids}
+    for a, b in edges:  # one pass over the edges
+        succs[a].append(b)
+        preds[b].append(a)
     waiting = {n: len(preds[n]) for n in ids}
     ready = [n for n in ids if waiting[n] == 0]
     layer = {n: 0 for n in ready}
@@ -383,11 +405,22 @@ def order_layers(layers: list[list[str]], up: dict[str, list[str]], sweeps: int 
             down[q].append(p)
 
     def crossings(order):
+        """Pairs of arrows that cross: between two layers, arrows (a, b) and (c, d) (places
+        in the upper and the lower layer) cross when a < c and b > d. Counted with the
+        arrows sorted by a: for each, how many arrows of a smaller a end right of its b."""
         total = 0
         for k in range(1, len(order)):
             place = {p: i for i, p in enumerate(order[k - 1])}
-            pairs = [(place[q], i) for i, p in enumerate(order[k]) for q in up[p]]
-            total += sum(1 for p, q in pairs for r, s in pairs if p < r and q > s)
+            pairs = sorted((place[q], i) for i, p in enumerate(order[k]) for q in up[p])
+            ends: list[int] = []  # the lower places of the arrows of smaller upper place, sorted
+            start = 0
+            for j in range(len(pairs) + 1):
+                if j == len(pairs) or pairs[j][0] != pairs[start][0]:  # a run of one upper place ends
+                    for _, b in pairs[start:j]:
+                        bisect.insort(ends, b)
+                    start = j
+                if j < len(pairs):
+                    total += len(ends) - bisect.bisect_right(ends, pairs[j][1])
         return total
 
     layers = [list(lay) for lay in layers]
@@ -478,8 +511,9 @@ def draw(layout: Layout, path) -> Path:
             axes.text(n.x, n.y, n.label, ha="center", va="center", fontsize=FONT_SIZE, family=FONT,
                       linespacing=1.25)
         seen: dict[tuple[str, str], int] = {}
+        count = Counter((a, b) for a, b, _ in layout.arrows)
         for a, b, points in layout.arrows:
-            copies = sum(1 for x, y, _ in layout.arrows if (x, y) == (a, b))
+            copies = count[(a, b)]
             k = seen[(a, b)] = seen.get((a, b), -1) + 1
             points = _bend(points, (k - (copies - 1) / 2) * 14.0) if copies > 1 else list(points)
             points[0] = _boundary(layout.nodes[a], points[1])
