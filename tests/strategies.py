@@ -100,6 +100,7 @@ KERNEL_ARITY = {
     "lstm_layer_forward": 4, "lstm_stack_step": 6, "gelu_forward": 1, "gelu_backward": 2,
     "causal_attention_forward": 4, "causal_attention_backward": 7,
     "gru_layer_forward": 4, "gru_layer_backward": 6, "rnn_layer_forward": 4, "rnn_layer_backward": 6,
+    "gemm": 2,
 }
 
 
