@@ -78,6 +78,9 @@ typedef __m256 tinylm_vec;
 
 #define TINYLM_GEMM_KC 256 /* k per slice: an MR-panel slice (8 KiB) and an NR-panel slice (16-32 KiB) */
 #define TINYLM_GEMM_MC 96  /* rows of A per packed block: 96 x 256 floats = 96 KiB, in L2 */
+#ifndef TINYLM_GEMM_NC
+#define TINYLM_GEMM_NC 256 /* columns of B per sweep over A: a KC x NC slice of it (256 KiB) stays in L2 */
+#endif
 #define TINYLM_GEMM_ALIGN 64
 
 static inline int64_t tinylm_gemm_min(int64_t x, int64_t y) { return x < y ? x : y; }
@@ -170,6 +173,7 @@ static inline void tinylm_gemm_micro(int64_t kc, const float *restrict a, const 
 static int tinylm_sgemm_packed(int64_t m, int64_t n, int64_t k, const float *a, int64_t rsa, int64_t csa,
                                const float *packed_b, float *c, int64_t ldc, int accumulate, int threads) {
     const int64_t MR = TINYLM_GEMM_MR, NR = TINYLM_GEMM_NR, KC = TINYLM_GEMM_KC, MC = TINYLM_GEMM_MC;
+    const int64_t NC = TINYLM_GEMM_NC;
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0) { /* an empty sum: C = 0, or C unchanged */
         if (!accumulate)
@@ -198,13 +202,15 @@ static int tinylm_sgemm_packed(int64_t m, int64_t n, int64_t k, const float *a, 
         float *block = first < last ? (float *)aligned_alloc(TINYLM_GEMM_ALIGN, block_bytes) : NULL;
         float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
         if (first < last && block == NULL) failed = 1;
-        for (int64_t p0 = 0; block != NULL && p0 < k; p0 += KC) {
+        for (int64_t q0 = first; block != NULL && q0 < last; q0 += NC / NR) { /* NC columns at a time */
+          const int64_t q1 = tinylm_gemm_min(last, q0 + NC / NR);
+          for (int64_t p0 = 0; p0 < k; p0 += KC) {
             const int64_t kc = tinylm_gemm_min(KC, k - p0);
             const int add = accumulate || p0 > 0; /* later slices of k add to what the first wrote */
             for (int64_t i0 = 0; i0 < m; i0 += MC) {
                 const int64_t mc = tinylm_gemm_min(MC, m - i0);
                 tinylm_gemm_pack_a(mc, kc, a + i0 * rsa + p0 * csa, rsa, csa, block);
-                for (int64_t q = first; q < last; q++) {
+                for (int64_t q = q0; q < q1; q++) {
                     const float *panel = packed_b + (q * k + p0) * NR;
                     const int64_t j0 = q * NR, width = tinylm_gemm_min(NR, n - j0);
                     for (int64_t i = 0; i < mc; i += MR) {
@@ -221,6 +227,7 @@ static int tinylm_sgemm_packed(int64_t m, int64_t n, int64_t k, const float *a, 
                     }
                 }
             }
+          }
         }
         free(block);
     }
