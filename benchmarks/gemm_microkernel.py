@@ -14,7 +14,8 @@ as tinylm's kernels call it today, with the layouts of the products above (a tra
 of W_hh in the forward step), into preallocated outputs. The peak: the micro-kernel's FMAs
 without its loads (``fma_probe``), timed on one core, times the cores; the clock it implies
 assumes two 256-bit FMA pipes a core (32 float32 flop a cycle: Zen 2-4, Haswell and later;
-on AVX-512 machines with two 512-bit pipes the implied clock reads twice the real one).
+on AVX-512 machines with two 512-bit pipes the implied clock reads twice the real one); the
+clock is also measured with a dependent chain of scalar FMAs, one per FMA latency (4 cycles).
 
 The machine may be shared: every figure is the best of many calls, the implementations are
 interleaved round by round, and the load average is recorded before and after.
@@ -140,6 +141,33 @@ PATH_FLAGS = {"portable": ["-DTINYLM_GEMM_PORTABLE"], "avx2+fma": ["-mavx2", "-m
               "avx512": ["-mavx2", "-mfma", "-mavx512f"]}
 
 
+CHAIN = r"""
+#include <math.h>
+#include <stdint.h>
+/* one dependent chain of scalar FMAs: each waits for the last, so it runs at one per FMA latency */
+float chain(int64_t n) { float x = 1.0f; for (int64_t i = 0; i < n; i++) x = fmaf(x, 0.999999f, 1e-7f); return x; }
+"""
+FMA_LATENCY = 4  # cycles, on Zen 2-4 and on Intel cores since Skylake
+
+
+def clock_from_chain(rounds: int) -> float | None:
+    """GHz from a dependent FMA chain (compiled with cc -mfma) assuming its latency of 4
+    cycles; None without a compiler or FMA."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or "fma" not in Path("/proc/cpuinfo").read_text():
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "chain.c").write_text(CHAIN)
+        library = Path(folder) / "chain.so"
+        subprocess.run([compiler, "-O2", "-mfma", "-shared", "-fPIC", str(Path(folder) / "chain.c"), "-o",
+                        str(library)], check=True)
+        lib = ctypes.CDLL(str(library))
+        lib.chain.argtypes, lib.chain.restype = [ctypes.c_int64], ctypes.c_float
+        iterations = 1_000_000
+        seconds = min(best_seconds(lambda: lib.chain(iterations), 20) for _ in range(rounds))
+        return FMA_LATENCY * iterations / seconds / 1e9
+
+
 def isa_paths(calls: int, rounds: int) -> dict:
     """GFLOP/s of the forward step on one thread for each path this CPU and compiler can build."""
     compiler = shutil.which("cc") or shutil.which("gcc")
@@ -218,6 +246,7 @@ def main(argv=None) -> dict:
         "peak_one_core_gflops": peak_core, "peak_gflops": peak, "implied_clock_ghz": peak_core / FLOP_PER_CYCLE,
         "rounds": args.rounds, "calls": args.calls, "rows": rows,
     }
+    report["clock_ghz_from_dependent_fma"] = clock_from_chain(args.rounds)
     if args.isa_paths:
         report["forward_step_one_thread_by_isa"] = isa_paths(args.calls, args.rounds)
 
@@ -226,6 +255,9 @@ def main(argv=None) -> dict:
           f"KC {info['kc']}, MC {info['mc']}; {report['blas']}")
     print(f"peak: {peak_core:.1f} GFLOP/s a core (FMAs alone, implies {report['implied_clock_ghz']:.2f} GHz "
           f"at {FLOP_PER_CYCLE} flop/cycle), {peak:.1f} for {cores} cores")
+    if report["clock_ghz_from_dependent_fma"]:
+        print(f"clock from a dependent FMA chain (latency {FMA_LATENCY} cycles assumed): "
+              f"{report['clock_ghz_from_dependent_fma']:.2f} GHz")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 minute)\n")
     print("| product | M x K x N | flop/byte | " + " | ".join(columns) + " | best of peak |")
     print("|---|---|---:|" + "---:|" * (len(columns) + 1))

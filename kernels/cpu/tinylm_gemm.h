@@ -20,15 +20,17 @@
  *    through a small buffer (tile), never past C's end.
  * 3. Blocking: k in slices of KC (one slice of an MR-panel and an NR-panel stay in L1
  *    while the tile is computed), m in blocks of MC rows (the packed MC x KC block of A
- *    stays in L2), and n split between threads by whole panels, so each core reads only
- *    its own share of the packed B (the LSTM's 1 MiB weight: 512 KiB a core, in its L2)
- *    and each element of C is computed by one thread in one order: the result does not
- *    depend on the thread count.
+ *    stays in L2), n in chunks of NC columns (a KC x NC slice of B stays in L2 while every
+ *    block of A passes), and n split between threads by whole panels, so each core reads
+ *    only its own share of the packed B (the LSTM's 1 MiB weight: 512 KiB a core, in its
+ *    L2) and each element of C is computed by one thread in one order: the result does
+ *    not depend on the thread count.
  *
  * The instruction set is chosen at build time (setup.py compiles with -march=native):
  *   AVX-512F            8 x 32 tile, 16 zmm accumulators (of 32 registers)
  *   AVX2 + FMA          6 x 16 tile, 12 ymm accumulators (of 16), as BLIS's Haswell sgemm
- *   anything else       4 x 16 tile in plain C, which the compiler vectorises as it can
+ *   anything else       4 x 8 tile in plain C, which the compiler vectorises as it can (8
+ *                       accumulators fit SSE2's 16 registers: 4 x 16 spilled, at a quarter the speed)
  * Define TINYLM_GEMM_NO_AVX512 (or TINYLM_GEMM_PORTABLE) to take a narrower path on a
  * wider machine; tests/test_kernel_gemm.py builds every path this CPU can run that way.
  */
@@ -73,7 +75,7 @@ typedef __m256 tinylm_vec;
 #define TINYLM_GEMM_ISA "portable"
 #define TINYLM_GEMM_VECTORS 0
 #define TINYLM_GEMM_MR 4
-#define TINYLM_GEMM_NR 16
+#define TINYLM_GEMM_NR 8
 #endif
 
 #define TINYLM_GEMM_KC 256 /* k per slice: an MR-panel slice (8 KiB) and an NR-panel slice (16-32 KiB) */
