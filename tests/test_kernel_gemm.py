@@ -123,6 +123,14 @@ def test_packing_keeps_every_value_and_pads_with_zeros():
         assert packed.data.ctypes.data % 64 == 0
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_empty_weights_pack_and_unpack(shape, dtype):
+    packed = compiled.pack_weight(np.zeros(shape, dtype))
+    assert packed.shape == shape and packed.unpack().shape == shape and packed.unpack().dtype == dtype
+    np.testing.assert_array_equal(compiled.gemm_packed(np.ones((3, shape[0]), dtype), packed), np.zeros((3, shape[1])))
+
+
 def test_the_packed_weight_is_a_copy():
     w = np.ones((4, 6), np.float32)
     packed = compiled.pack_weight(w)

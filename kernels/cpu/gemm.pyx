@@ -75,6 +75,8 @@ cdef class PackedWeight:
         """B (K, N) back from the panels (for tests and for reading the layout)."""
         if self.dtype == np.float64:
             return self.data.copy()
+        if self.k == 0 or self.n == 0:
+            return np.zeros((self.k, self.n), np.float32)
         nr = TINYLM_GEMM_NR
         panels = self.data.reshape(-1, self.k, nr)           # (N / NR, K, NR)
         return np.ascontiguousarray(panels.transpose(1, 0, 2).reshape(self.k, -1)[:, :self.n])

@@ -18,8 +18,8 @@
  *    and the ragged edges (m, n not multiples of MR, NR) are zeros in the packed copies,
  *    so the kernel itself never branches on a size; a partial tile of C is written
  *    through a small buffer (tile), never past C's end.
- * 3. Blocking: k in slices of KC (one slice of an MR-panel and an NR-panel stay in L1
- *    while the tile is computed), m in blocks of MC rows (the packed MC x KC block of A
+ * 3. Blocking: k in slices of KC (one slice of an MR-panel and of an NR-panel stay in L1,
+ *    or just past it in L2, while the tiles that use them are computed), m in blocks of MC rows (the packed MC x KC block of A
  *    stays in L2), n in chunks of NC columns (a KC x NC slice of B stays in L2 while every
  *    block of A passes), and n split between threads by whole panels, so each core reads
  *    only its own share of the packed B (the LSTM's 1 MiB weight: 512 KiB a core, in its
