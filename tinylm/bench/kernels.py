@@ -327,7 +327,9 @@ def _gelu_backward_args(size, rng):
 
 
 def _gemm_args(size, rng):
-    m, k, n = size  # h (m, k) @ W_hhᵀ with W_hh stored (n, k): the LSTM's per-step product at (32, 256, 1024)
+    # h (m, k) @ W_hhᵀ with W_hh stored (n, k): the LSTM's per-step product at (32, 256, 1024). gemm packs
+    # W_hh on every call, as a BLAS does; benchmarks/gemm_microkernel.py times it packed once (gemm_packed).
+    m, k, n = size
     return (rng.standard_normal((m, k)).astype(np.float32),
             (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32), None, False, False, True)
 
