@@ -102,7 +102,6 @@ KERNEL_ARITY = {
     "gru_layer_forward": 4, "gru_layer_backward": 6, "rnn_layer_forward": 4, "rnn_layer_backward": 6,
     "distill_kl_forward": 4, "distill_kl_backward": 7,
     "int8_matmul": 3,
-    "gemm": 2,
 }
 
 

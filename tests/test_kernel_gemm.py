@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import run_with_threads, seeds
 
-from tinylm import backends, kernels
+from tinylm import kernels
 from tinylm.kernels.cpu import gemm as compiled
 from tinylm.reference import gemm as reference
 
@@ -181,11 +181,6 @@ def test_one_and_two_threads_agree_exactly():
     one = run_with_threads(1, compiled.gemm_packed, a, packed)
     np.testing.assert_array_equal(one, run_with_threads(2, compiled.gemm_packed, a, packed))
     assert_close(one, a, w.T)
-
-
-def test_registered_as_the_cython_gemm():
-    assert backends.kernel_for("gemm", "cython") is compiled.gemm
-    assert backends.kernel_for("gemm", "numpy") is reference.gemm
 
 
 def test_reference_packed_path_is_the_plain_product():

@@ -48,10 +48,6 @@ KERNELS: dict[str, dict[str, str]] = {
         "numpy": "tinylm.reference.lstm:lstm_stack_step",
         "cython": "tinylm.kernels.cpu.lstm:lstm_stack_step",
     },
-    "gemm": {  # op(a) @ op(b), C = or C +=, float32 on the packed micro-kernel (kernels/cpu/tinylm_gemm.h)
-        "numpy": "tinylm.reference.gemm:gemm",
-        "cython": "tinylm.kernels.cpu.gemm:gemm",
-    },
     "int8_matmul": {  # x @ (scale · q)ᵀ with int8 weights: quantized generation (tinylm.quantize)
         "numpy": "tinylm.reference.int8_matmul:int8_matmul",
         "cython": "tinylm.kernels.cpu.int8_matmul:int8_matmul",

@@ -350,21 +350,6 @@ def _gelu_backward_args(size, rng):
     return rng.standard_normal(count).astype(np.float32), rng.standard_normal(count).astype(np.float32)
 
 
-def _gemm_args(size, rng):
-    # h (m, k) @ W_hhᵀ with W_hh stored (n, k): the LSTM's per-step product at (32, 256, 1024). gemm packs
-    # W_hh on every call, as a BLAS does; benchmarks/gemm_microkernel.py times it packed once (gemm_packed).
-    m, k, n = size
-    return (rng.standard_normal((m, k)).astype(np.float32),
-            (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32), None, False, False, True)
-
-
-def _gemm_torch(args):
-    import torch
-
-    a, b = torch.from_numpy(args[0]), torch.from_numpy(args[1])
-    return lambda: (a @ b.T,)
-
-
 ROWS_BY_CLASSES = {"tiny": (16, 7), "small": (2048, 96), "medium": (2048, 8192), "large": (2048, 32768)}
 ROWS_BY_WIDTH = {"tiny": (16, 8), "small": (2048, 128), "medium": (8192, 512), "large": (32768, 1024)}
 
@@ -453,11 +438,6 @@ CASES = {
         "gelu_backward", "elements",
         {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
         _gelu_backward_args, lambda s: (12.0 * s[0], "byte"), lambda result, args: [result], None),
-    "gemm": Case(
-        "gemm", "m x k x n",
-        {"tiny": (5, 7, 9), "small": (32, 256, 1024), "medium": (32, 1024, 256), "large": (1024, 1024, 1024)},
-        _gemm_args, lambda s: (2.0 * s[0] * s[1] * s[2], "flop"), lambda result, args: [result], _gemm_torch,
-        atol=1e-4),
     "adam_update": Case(
         "adam_update", "parameters",
         {"tiny": (1000,), "small": (65536,), "medium": (1 << 20,), "large": (1 << 24,)},
