@@ -6,7 +6,8 @@
 The model is the default ``LSTMLanguageModel`` (embedding 128, hidden 256, 2 layers, a
 100-character vocabulary unless --checkpoint gives a trained run), and the default-size
 ``TransformerLanguageModel`` (d_model 128, 2 layers, 4 heads). Each is sampled at batch 1
-through its ``stepper()`` twice, in one process, interleaved round by round:
+through its ``stepper()`` twice, in one process, interleaved round by round (the LSTM also
+without sampling: its stepper alone on a fixed token sequence):
 
 - float32: the model as trained (the LSTM's ``lstm_stack_step`` kernel with float32
   weights, then the output layer's product through NumPy's BLAS);
@@ -113,11 +114,26 @@ def torch_sample(modules, prompt: list[int], tokens: int, rng) -> list[int]:
     return out
 
 
+def stepper_loop(model, prompt: list[int], tokens: list[int]):
+    """The stepper alone, no sampling: ``start`` on the prompt, then one ``step`` per token
+    of a fixed sequence (what the float32 and int8 steppers differ in)."""
+    def run():
+        with tinylm.no_grad():
+            stepper = model.stepper()
+            logits, state = stepper.start(np.array([prompt]))
+            for token in tokens:
+                logits, state = stepper.step(np.array([token]), state)
+        return [int(np.argmax(logits))]
+    return run
+
+
 def interleaved(loops: dict, rounds: int, tokens: int) -> tuple[dict, dict]:
-    """Each loop once per round, in turn; the fastest of its runs counts."""
+    """Each loop once per round, in turn, after 0.3 s of quiet (a BLAS thread pool that just
+    worked spins for about 0.1 s on the cores the next loop needs); the fastest run counts."""
     best, samples = {name: math.inf for name in loops}, {}
     for _ in range(rounds):
         for name, run in loops.items():
+            time.sleep(0.3)
             started = time.perf_counter()
             samples[name] = run()
             best[name] = min(best[name], time.perf_counter() - started)
@@ -149,8 +165,11 @@ def main(argv=None) -> dict:
     def tinylm_loop(model):
         return lambda: list(sample_tokens(model, prompt, args.tokens, seeded()))
 
-    lstm_loops = {"tinylm float32": tinylm_loop(lstm),
-                  "tinylm int8": tinylm_loop(int8_twin(lstm, "lstm", lstm.config))}
+    lstm_int8 = int8_twin(lstm, "lstm", lstm.config)
+    fixed = [int(i) for i in np.random.default_rng(3).integers(0, vocab, args.tokens)]
+    stepper_loops = {"tinylm float32 stepper": stepper_loop(lstm, prompt, fixed),
+                     "tinylm int8 stepper": stepper_loop(lstm_int8, prompt, fixed)}
+    lstm_loops = {"tinylm float32": tinylm_loop(lstm), "tinylm int8": tinylm_loop(lstm_int8)}
     try:
         import torch  # noqa: F401
 
@@ -170,7 +189,9 @@ def main(argv=None) -> dict:
     print(json.dumps(machine, indent=1))
     print(f"backend {tinylm.get_backend()}, {args.threads} threads; {args.tokens} tokens after a {args.prompt}-token "
           f"prompt, batch 1, the fastest of {args.rounds} interleaved rounds")
+    stepper_results, _ = interleaved(stepper_loops, args.rounds, args.tokens)
     lstm_results, lstm_samples = interleaved(lstm_loops, args.rounds, args.tokens)
+    report_table(f"LSTM steppers alone, {args.tokens} steps", stepper_results)
     transformer_results, transformer_samples = interleaved(transformer_loops, args.rounds, args.tokens)
     report_table(f"LSTM {lstm.config}", lstm_results)
     report_table(f"transformer {TRANSFORMER_CONFIG}", transformer_results)
@@ -178,7 +199,9 @@ def main(argv=None) -> dict:
     def rate(results, name):
         return results[name]["tokens_per_s"]
 
-    ratios = {"LSTM: tinylm int8 / tinylm float32": rate(lstm_results, "tinylm int8") /
+    ratios = {"LSTM stepper: int8 / float32": rate(stepper_results, "tinylm int8 stepper") /
+              rate(stepper_results, "tinylm float32 stepper"),
+              "LSTM sampling: tinylm int8 / tinylm float32": rate(lstm_results, "tinylm int8") /
               rate(lstm_results, "tinylm float32"),
               "transformer: tinylm int8 / tinylm float32": rate(transformer_results, "tinylm int8") /
               rate(transformer_results, "tinylm float32")}
@@ -196,7 +219,8 @@ def main(argv=None) -> dict:
           f"transformer {'yes' if same['transformer'] else 'no'}")
     report = dict(machine=machine, backend=tinylm.get_backend(), threads=args.threads, tokens=args.tokens,
                   prompt=args.prompt, checkpoint=str(args.checkpoint) if args.checkpoint else None,
-                  lstm_config=lstm.config, transformer_config=TRANSFORMER_CONFIG, lstm=lstm_results,
+                  lstm_config=lstm.config, transformer_config=TRANSFORMER_CONFIG, lstm_steppers=stepper_results,
+                  lstm=lstm_results,
                   transformer=transformer_results, ratios=ratios, same_tokens=same)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

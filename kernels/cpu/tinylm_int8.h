@@ -237,6 +237,23 @@ static inline void tinylm_int8_matvec(const float* x, const int8_t* q, ptrdiff_t
 static inline float tinylm_int8_sigmoid(float x) { return 1.0f / (1.0f + tinylm_expf(-x)); }
 static inline float tinylm_int8_tanh(float x) { return 2.0f / (1.0f + tinylm_expf(-2.0f * x)) - 1.0f; }
 
+/* The cell of units [j0, j1) from the gates' pre-activations p (4H,), i, f, c̃, o blocks of
+ * H, activated in place. Short loops over one or two arrays each, so GCC vectorises them
+ * (tinylm_expf is branch-free). */
+static inline void tinylm_int8_cell(float* p, const float* c_prev, float* c_out, float* h_out, ptrdiff_t hidden,
+                                    ptrdiff_t j0, ptrdiff_t j1) {
+    float* restrict i = p;
+    float* restrict f = p + hidden;
+    float* restrict cand = p + 2 * hidden;
+    float* restrict o = p + 3 * hidden;
+    for (ptrdiff_t j = j0; j < j1; j++) i[j] = tinylm_int8_sigmoid(i[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) f[j] = tinylm_int8_sigmoid(f[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) cand[j] = tinylm_int8_tanh(cand[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) o[j] = tinylm_int8_sigmoid(o[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) c_out[j] = f[j] * c_prev[j] + i[j] * cand[j];
+    for (ptrdiff_t j = j0; j < j1; j++) h_out[j] = o[j] * tinylm_int8_tanh(c_out[j]);
+}
+
 /* One time step of an L-layer LSTM stack with int8 weights, for batch-1 sampling
  * (tinylm/reference/lstm.py's lstm_stack_step; shapes as there, arrays C-contiguous):
  *
@@ -292,13 +309,7 @@ static inline void tinylm_int8_lstm_stack_step(
                 const float* c_k = c + (k * batch + b) * hidden;
                 float* h_out = new_h + (k * batch + b) * hidden;
                 float* c_out = new_c + (k * batch + b) * hidden;
-                for (ptrdiff_t j = j0; j < j1; j++) {  /* the cell of this thread's units */
-                    const float i = tinylm_int8_sigmoid(p[j]), f = tinylm_int8_sigmoid(p[hidden + j]);
-                    const float cand = tinylm_int8_tanh(p[2 * hidden + j]), o = tinylm_int8_sigmoid(p[3 * hidden + j]);
-                    const float cell = f * c_k[j] + i * cand;
-                    c_out[j] = cell;
-                    h_out[j] = o * tinylm_int8_tanh(cell);
-                }
+                tinylm_int8_cell(p, c_k, c_out, h_out, hidden, j0, j1);
             }
 #ifdef _OPENMP
 #pragma omp barrier

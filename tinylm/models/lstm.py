@@ -102,9 +102,16 @@ class LSTMStepper:
                        else xp.zeros(w_ih.shape[0], dtype=w_ih.dtype) for k, (w_ih, _) in enumerate(weights)]
         vocab, embedding_dim = self.embedding.shape
         self.w_ih0, self.w_hh0 = weights[0]  # (4H, E), (4H, H)
-        self.token_gates = self.embedding @ self.w_ih0.T + self.biases[0] if vocab <= 4 * embedding_dim else None
-        hidden, dtype = lstm.hidden_size, self.w_hh0.dtype
         int8 = getattr(model, "int8_weights", None)  # {name: (q, scale)} of an int8 run, see tinylm.runs
+        if vocab > 4 * embedding_dim:
+            self.token_gates = None
+        elif int8 is None:
+            self.token_gates = self.embedding @ self.w_ih0.T + self.biases[0]
+        else:  # row by row through the int8 matrix-vector kernel: no BLAS call (see ``start``)
+            product = backends.kernel("int8_matmul")
+            self.token_gates = xp.concatenate([product(self.embedding[v:v + 1], *int8["lstm.weight_ih_l0"])
+                                               for v in range(vocab)]) + self.biases[0]
+        hidden, dtype = lstm.hidden_size, self.w_hh0.dtype
         later = len(weights) - 1
         stacked_dtype = xp.int8 if int8 is not None else dtype
         self.stacked = xp.empty((later, 4 * hidden, 2 * hidden), stacked_dtype)  # (L-1, 4H, 2H)
@@ -136,7 +143,19 @@ class LSTMStepper:
     def start(self, prompt_ids, state=None):
         """prompt_ids (B, T) -> logits (B, V) at the prompt's last position and the state
         after it, ((L, B, H), (L, B, H)) raw arrays, through the model's ``forward``
-        (from ``state``, forward's (h, c), or zeros)."""
+        (from ``state``, forward's (h, c), or zeros).
+
+        An int8 model reads the prompt one token at a time through ``step``'s int8 kernels
+        instead: forward would multiply by the dequantized weights through NumPy's BLAS,
+        whose threads keep spinning for a while after a call (about 0.1 s) and then
+        take a core from the int8 kernels' OpenMP team at every step that follows (batch-1
+        steps took 100-150 µs instead of 45, benchmarks/NOTES.md)."""
+        if self.fc_int8 is not None and prompt_ids.shape[1] > 0:
+            if state is not None:
+                state = tuple(getattr(part, "data", part) for part in state)  # forward's (h, c) Tensors or arrays
+            for t in range(prompt_ids.shape[1]):
+                logits, state = self.step(prompt_ids[:, t], state)
+            return logits, state
         with no_grad():
             logits, (h, c) = self.model(prompt_ids, state)  # (B, T, V), ((L, B, H), (L, B, H))
         return logits.data[:, -1], (h.data, c.data)
