@@ -41,6 +41,7 @@ include "_blas.pxi"
 from libc.stdint cimport int8_t
 
 from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
+from tinylm.kernels.cpu.int8_matmul import check_int8_weight, check_scale, threads_for_weights
 from tinylm.reference.lstm import check_layer_shapes
 
 cdef extern from "tinylm_int8.h" nogil:
@@ -410,8 +411,6 @@ def _check_stack_shapes(gates0, h, c, w_hh0, stacked, biases):
 def _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale):
     """``lstm_stack_step`` with int8 weights: the float arrays checked as in the float path,
     the int8 ones and their scales as ``int8_matmul`` checks its own."""
-    from tinylm.kernels.cpu.int8_matmul import check_int8_weight, check_scale, threads_for_weights
-
     op = "lstm_stack_step"
     if w_hh0_scale is None or stacked_scale is None:
         raise ValueError(f"{op}: int8 weights need both w_hh0_scale and stacked_scale (the other is None)")
