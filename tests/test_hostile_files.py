@@ -348,6 +348,7 @@ INT8_DAMAGES = {
     "a negative scale": (MODEL, scale_of(-0.5)),
     "a NaN scale": (MODEL, scale_of(np.nan)),
     "an infinite scale": (MODEL, scale_of(np.inf)),
+    "a scale whose 127 x scale overflows float32": (MODEL, scale_of(3e38)),
     "a scale of the wrong shape": (MODEL, lambda p: rewrite_safetensors(
         p, lambda a: a.update({"fc.weight.scale": np.ascontiguousarray(a["fc.weight.scale"][:-1])}))),
     "a scale of the wrong dtype": (MODEL, lambda p: rewrite_safetensors(

@@ -3,6 +3,7 @@ it, the commands on it, and the steppers' int8 kernels against ``forward``."""
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -309,3 +310,49 @@ def test_the_stepper_uses_the_int8_matmul_kernel(monkeypatch):
             _, state = stepper.start(np.array([[1, 2, 3]]))
             stepper.step(np.array([4]), state)
             assert "int8_matmul" in calls, kind
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("name", [n for n in STEPPER_MODELS if n.startswith("lstm")])
+def test_the_int8_stepper_starts_from_a_given_state_as_the_float_one_does(name, backend):
+    """``start(prompt, state)`` takes the (h, c) arrays ``step`` returns and forward's
+    Tensors alike (an int8 stepper steps through the prompt, a float one runs forward)."""
+    if backend == "cython":
+        pytest.importorskip("tinylm.kernels.cpu.lstm", reason="the Cython kernels are not built here")
+    kind, config = STEPPER_MODELS[name]
+    with backends.use_backend(backend):
+        model = int8_model(kind, config)
+        ids = np.random.default_rng(5).integers(0, config["vocab_size"], size=(2, 7))
+        expected = forward_logits(model, ids)[:, -1]  # (B, V) after all seven tokens
+        stepper = model.stepper()
+        _, arrays = stepper.start(ids[:, :3])
+        logits, _ = stepper.start(ids[:, 3:], arrays)  # the state as step returns it: arrays
+        np.testing.assert_allclose(backends.to_device(logits, "cpu"), expected, rtol=1e-4, atol=1e-5)
+        with tinylm.no_grad():
+            _, tensors = model(ids[:, :3])  # forward's state: Tensors
+        logits, _ = stepper.start(ids[:, 3:], tensors)
+        np.testing.assert_allclose(backends.to_device(logits, "cpu"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_without_a_token_table_the_int8_stepper_multiplies_layer_0_by_int8_weights_too():
+    """V > 4E: no token table, so each step multiplies the embedding row by W_ih0: through
+    int8_matmul on the int8 values (halving their scales halves that product's share)."""
+    kind, config = STEPPER_MODELS["lstm, 3 layers, no table"]
+    with backends.use_backend("numpy"):
+        model = int8_model(kind, config)
+        stepper = model.stepper()
+        assert stepper.token_gates is None
+        ids = np.array([3, 7])
+        state = stepper.initial_state(2)
+        first, _ = stepper.step(ids, state)
+        q, scale = model.int8_weights["lstm.weight_ih_l0"]
+        model.int8_weights = {**model.int8_weights, "lstm.weight_ih_l0": (q, scale / 2)}
+        second, _ = model.stepper().step(ids, state)
+        assert np.abs(first - second).max() > 1e-4  # the float W_ih0 (unchanged) would give the same logits
+
+
+def test_the_int8_run_folder_has_the_permissions_of_any_new_folder(lstm_run, tmp_path):
+    out, _ = quantized(lstm_run, tmp_path, "--no-eval")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == (0o777 & ~umask)  # mkdtemp's 0700 would hide it from others

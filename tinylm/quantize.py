@@ -128,6 +128,9 @@ def quantize_run(source, out, evaluate: bool = True, report=print) -> dict:
         _fsync_dir(temporary)
         if out.exists() or out.is_symlink():  # made while we worked
             raise ValueError(f"--out {out} appeared while quantizing; nothing was written over it")
+        umask = os.umask(0)  # read the umask (there is no other way) and put it back
+        os.umask(umask)
+        os.chmod(temporary, 0o777 & ~umask)  # mkdtemp's folder is private (0700); a run folder is not
         os.rename(temporary, out)
         _fsync_dir(out.parent)
     except BaseException:

@@ -83,6 +83,9 @@ QUANTIZATION_SCHEME = "int8-per-channel"
 SCALE_SUFFIX = ".scale"
 
 
+LARGEST_SCALE = float(np.finfo(np.float32).max) / 127  # the largest scale whose 127 x scale is finite
+
+
 def is_quantized(shape: tuple[int, ...]) -> bool:
     """Whether a parameter of this shape is stored as int8 in an int8 run: every matrix
     (embeddings, LSTM and linear weights, attention's projections, the output layer)."""
@@ -232,7 +235,7 @@ def check_model_state(state: dict, config: dict, dtype, path) -> None:
 
 def check_int8_model_state(state: dict, config: dict, path) -> None:
     """The model file of an int8 run: every 2-D parameter the config describes as int8
-    of its shape in -127..127 with its ``.scale`` float32 (rows,), finite and > 0; every
+    of its shape in -127..127 with its ``.scale`` float32 (rows,), > 0 and ≤ LARGEST_SCALE; every
     other parameter float32 of its shape; nothing missing, nothing else. Checked before
     the model is built."""
     shapes = MODELS[config["model"]].parameter_shapes(**config["model_config"])
@@ -255,9 +258,11 @@ def check_int8_model_state(state: dict, config: dict, path) -> None:
             raise CheckpointError(f"{path}: {name} has shape {value.shape}, but config.json describes {shape}")
         if value.dtype != dtype:
             raise CheckpointError(f"{path}: {name} is {value.dtype}, expected {np.dtype(dtype)}")
-        if name.endswith(SCALE_SUFFIX) and not (np.isfinite(value).all() and (value > 0).all()):
-            bad = value[~(np.isfinite(value) & (value > 0))][0]
-            raise CheckpointError(f"{path}: {name} holds {bad}; every row scale must be finite and > 0")
+        # 127 · scale must stay finite in float32, or the dequantized weights are inf.
+        if name.endswith(SCALE_SUFFIX) and not ((value > 0) & (value <= LARGEST_SCALE)).all():
+            bad = value[~((value > 0) & (value <= LARGEST_SCALE))][0]
+            raise CheckpointError(f"{path}: {name} holds {bad}; every row scale must be > 0 and at most "
+                                  f"{LARGEST_SCALE:.4g} (so that 127 x scale is a finite float32)")
         if dtype == np.int8 and value.size and value.min() < -127:
             raise CheckpointError(f"{path}: {name} holds -128, outside the symmetric -127..127 of the int8 scheme")
 

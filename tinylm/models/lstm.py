@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tinylm import backends, nn
-from tinylm.autograd import no_grad
+from tinylm.autograd import Tensor, no_grad
 from tinylm.models.language_model import LanguageModel
 
 
@@ -73,16 +73,21 @@ class LSTMStepper:
     layer's [q_ih | q_hh] as int8 with their own row scales, w_hh0_scale (4H,) and
     stacked_scale (L-1, 2, 4H) ([k, 0] of W_ih's rows, [k, 1] of W_hh's), for
     ``lstm_stack_step``'s int8 path, and multiplies by the output layer through the
-    ``int8_matmul`` kernel: a quarter of the bytes read a step. The token table is made in
-    float32 from the dequantized weights (the model's own), which hold exactly the values the
-    int8 ones stand for, so the logits are ``forward``'s up to float32 rounding.
+    ``int8_matmul`` kernel: a quarter of the bytes read a step. The token table (or, when
+    there is none, layer 0's input product at each step) goes through ``int8_matmul`` too,
+    one row at a time, and ``start`` reads the prompt token by token through ``step``: an
+    int8 stepper never calls NumPy's BLAS, whose threads would keep spinning on the core
+    the int8 kernels' second thread needs (``start``). The int8 values times their scales
+    are exactly the model's own (dequantized) weights, so the logits are ``forward``'s up
+    to float32 rounding.
 
     The table and the stacked weights are computed when the stepper is made (well under a
     millisecond for the default model) and not updated after: make a new stepper after
     the model changes.
 
     ``start`` reads a whole prompt with the model's own ``forward`` (the fused layer kernel,
-    one call for all its positions) and hands its final (h, c) on to ``step``:
+    one call for all its positions; an int8 stepper steps through it) and hands its final
+    (h, c) on to ``step``:
 
         stepper = model.stepper()                                 # LSTMStepper(model)
         logits, state = stepper.start(np.array([prompt]))         # logits (1, V)
@@ -103,13 +108,16 @@ class LSTMStepper:
         vocab, embedding_dim = self.embedding.shape
         self.w_ih0, self.w_hh0 = weights[0]  # (4H, E), (4H, H)
         int8 = getattr(model, "int8_weights", None)  # {name: (q, scale)} of an int8 run, see tinylm.runs
+        if int8 is not None:  # on the model's device, as its other arrays (the file is read into NumPy)
+            int8 = {name: tuple(xp.asarray(a) for a in pair) for name, pair in int8.items()}
+            self.ih0_int8 = int8["lstm.weight_ih_l0"]  # (4H, E) int8, (4H,)
         if vocab > 4 * embedding_dim:
             self.token_gates = None
         elif int8 is None:
             self.token_gates = self.embedding @ self.w_ih0.T + self.biases[0]
         else:  # row by row through the int8 matrix-vector kernel: no BLAS call (see ``start``)
             product = backends.kernel("int8_matmul")
-            self.token_gates = xp.concatenate([product(self.embedding[v:v + 1], *int8["lstm.weight_ih_l0"])
+            self.token_gates = xp.concatenate([product(self.embedding[v:v + 1], *self.ih0_int8)
                                                for v in range(vocab)]) + self.biases[0]
         hidden, dtype = lstm.hidden_size, self.w_hh0.dtype
         later = len(weights) - 1
@@ -152,7 +160,7 @@ class LSTMStepper:
         steps took 100-150 µs instead of 45, benchmarks/NOTES.md)."""
         if self.fc_int8 is not None and prompt_ids.shape[1] > 0:
             if state is not None:
-                state = tuple(getattr(part, "data", part) for part in state)  # forward's (h, c) Tensors or arrays
+                state = tuple(part.data if isinstance(part, Tensor) else part for part in state)  # Tensors or arrays
             for t in range(prompt_ids.shape[1]):
                 logits, state = self.step(prompt_ids[:, t], state)
             return logits, state
@@ -176,6 +184,8 @@ class LSTMStepper:
                              f"token ids in [0, {vocab})")
         if self.token_gates is not None:
             gates0 = self.token_gates[ids]  # (B, 4H)
+        elif self.fc_int8 is not None:
+            gates0 = backends.kernel("int8_matmul")(self.embedding[ids], *self.ih0_int8) + self.biases[0]
         else:
             gates0 = self.embedding[ids] @ self.w_ih0.T + self.biases[0]
         if self.fc_int8 is None:
