@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import tinylm
-from tinylm.bench.machine import header
+from tinylm.bench.machine import header, set_threads
 from tinylm.generation import next_token_distribution, sample_tokens
 from tinylm.models import LSTMLanguageModel, TransformerLanguageModel
 from tinylm.quantize import quantize_state
@@ -54,21 +54,6 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the fastest of each loop counts")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
-
-
-def set_threads(threads: int) -> None:
-    from threadpoolctl import threadpool_limits
-
-    from tinylm import kernels
-
-    kernels.set_num_threads(threads)
-    threadpool_limits(threads)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
 
 
 def int8_twin(model, kind: str, config: dict):

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import tinylm
-from tinylm.bench.machine import header
+from tinylm.bench.machine import header, set_threads
 from tinylm.generation import next_token_distribution, sample_tokens
 from tinylm.models import TransformerLanguageModel
 
@@ -50,18 +50,6 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="runs of each loop; the fastest counts")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
-
-
-def set_threads(threads: int) -> None:
-    """One thread count for tinylm's OpenMP, NumPy's BLAS and PyTorch."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    from tinylm import kernels
-
-    kernels.set_num_threads(threads)
-    threadpool_limits(threads)
-    torch.set_num_threads(threads)
 
 
 class RerunStepper:

@@ -36,22 +36,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def set_threads(threads: int) -> None:
-    """One thread count for every pool: tinylm's OpenMP, NumPy's BLAS and PyTorch."""
-    from tinylm import kernels
-
-    kernels.set_num_threads(threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(threads)  # NumPy's BLAS (and any other OpenMP/BLAS pool loaded)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
-
-
 def bench_distributed(out: Path) -> dict:
     import json
 
@@ -82,7 +66,7 @@ def main(argv=None) -> dict:
     if args.distributed:
         return bench_distributed(Path(args.out))
     if args.threads:
-        set_threads(args.threads)
+        machine.set_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     facts = machine.header()

@@ -91,3 +91,19 @@ def measure_roofs(quick: bool = False) -> dict:
     target = np.empty_like(source)
     copy = min(time_cpu(lambda: np.copyto(target, source), 1, 2 if quick else 5))
     return {"sgemm_gflops": 2 * n**3 / gemm / 1e9, "copy_gbs": 2 * size / copy / 1e9}
+
+
+def set_threads(threads: int) -> None:
+    """One thread count for every pool: tinylm's OpenMP, NumPy's BLAS and PyTorch."""
+    from tinylm import kernels
+
+    kernels.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)  # NumPy's BLAS (and any other OpenMP/BLAS pool loaded)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
