@@ -141,11 +141,16 @@ def fingerprint(run):
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_a_damaged_run_is_refused_in_one_line_and_left_unchanged(tmp_path, good_run, capsys, damage):
+    assert_refused_in_one_line_and_left_unchanged(good_run, tmp_path, capsys, *DAMAGES[damage])
+
+
+def assert_refused_in_one_line_and_left_unchanged(good, tmp_path, capsys, name, damage_file):
+    """A copy of run ``good`` with ``name`` damaged: every command exits 2 with one line
+    naming the file, and changes nothing in the folder."""
     import shutil
 
     run = tmp_path / "run"
-    shutil.copytree(good_run, run)
-    name, damage_file = DAMAGES[damage]
+    shutil.copytree(good, run)
     damage_file(run / name)
     before = fingerprint(run)
     for command, (main, argv) in COMMANDS.items():
@@ -378,19 +383,7 @@ INT8_DAMAGES = {
 
 @pytest.mark.parametrize("damage", list(INT8_DAMAGES))
 def test_a_damaged_int8_run_is_refused_in_one_line_and_left_unchanged(tmp_path, good_int8_run, capsys, damage):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(good_int8_run, run)
-    name, damage_file = INT8_DAMAGES[damage]
-    damage_file(run / name)
-    before = fingerprint(run)
-    for command, (main, argv) in COMMANDS.items():
-        status = cli.run(main, argv(run), prog=command)
-        err = capsys.readouterr().err
-        assert status == 2, (command, err)
-        assert err.count("\n") == 1 and name.split("/")[-1] in err, (command, err)
-        assert fingerprint(run) == before, command
+    assert_refused_in_one_line_and_left_unchanged(good_int8_run, tmp_path, capsys, *INT8_DAMAGES[damage])
 
 
 def test_generate_exits_2_with_no_traceback_on_an_int8_run_with_a_zero_scale(tmp_path, good_int8_run):
