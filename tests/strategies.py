@@ -147,20 +147,28 @@ def _scipy_cblas():
 # 32-bit integers (SciPy's OpenBLAS, where SciPy is installed), and NumPy's BLAS not found
 # (each kernel's Python fallback: np.matmul per step, or the reference).
 PRODUCT_PATHS = ["numpy blas in C", "32-bit cblas in C", "numpy blas not found"]
+# The LSTM layer has a fourth: its float32 loop on tinylm's packed micro-kernel
+# (kernels/cpu/tinylm_lstm.h), which the three above turn off so that they test theirs.
+LSTM_PRODUCT_PATHS = PRODUCT_PATHS + ["packed micro-kernel in C"]
 
 
 @contextlib.contextmanager
 def products_through(path):
     """Run the kernels with their products on ``path`` (one of PRODUCT_PATHS)."""
     from tinylm.kernels.cpu import blas
+    from tinylm.kernels.cpu import lstm
 
-    if path == "numpy blas in C":
-        if blas.numpy_cblas() is None:
-            pytest.skip("NumPy's BLAS is not an OpenBLAS exporting cblas_sgemm here")
+    if path == "packed micro-kernel in C":
         yield
         return
-    found = _scipy_cblas() if path == "32-bit cblas in C" else None
-    if path == "32-bit cblas in C" and found is None:
-        pytest.skip("needs SciPy's OpenBLAS, a CBLAS with 32-bit integers")
-    with mock.patch.object(blas, "numpy_cblas", lambda: found):
-        yield
+    with mock.patch.object(lstm, "_packed_loop_serves", lambda *sizes: False):
+        if path == "numpy blas in C":
+            if blas.numpy_cblas() is None:
+                pytest.skip("NumPy's BLAS is not an OpenBLAS exporting cblas_sgemm here")
+            yield
+            return
+        found = _scipy_cblas() if path == "32-bit cblas in C" else None
+        if path == "32-bit cblas in C" and found is None:
+            pytest.skip("needs SciPy's OpenBLAS, a CBLAS with 32-bit integers")
+        with mock.patch.object(blas, "numpy_cblas", lambda: found):
+            yield

@@ -14,15 +14,17 @@ through the CPU emulation and on a GPU when one is usable, and their launch wrap
 refusal of bad input.
 """
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from cuda_support import EXAMPLES, devices, geometries
 from cuda_support import close as cuda_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import PRODUCT_PATHS, lstm_problems, products_through, seeds
+from strategies import LSTM_PRODUCT_PATHS, PRODUCT_PATHS, lstm_problems, products_through, seeds
 
-from tinylm.kernels.cpu import blas
+from tinylm.kernels.cpu import blas, gemm
 from tinylm.kernels.cpu import lstm as compiled
 from tinylm.kernels.cuda import lstm as cuda_lstm
 from tinylm.reference import lstm as ref_lstm
@@ -43,7 +45,7 @@ def test_numpy_s_own_blas_is_found_where_numpy_uses_openblas():
     assert compiled._blas_ready(1)
 
 
-@pytest.mark.parametrize("path", PRODUCT_PATHS)
+@pytest.mark.parametrize("path", LSTM_PRODUCT_PATHS)
 @given(problem=lstm_problems())
 def test_forward_matches_reference(path, problem):
     x_proj, w_hh, h0, c0, _ = problem
@@ -58,7 +60,7 @@ def test_forward_matches_reference(path, problem):
         np.testing.assert_allclose(got, expected, **tolerance)
 
 
-@pytest.mark.parametrize("path", PRODUCT_PATHS)
+@pytest.mark.parametrize("path", LSTM_PRODUCT_PATHS)
 @given(problem=lstm_problems(), forward_from=st.sampled_from(["compiled", "reference"]))
 def test_backward_matches_reference_after_either_forward(path, problem, forward_from):
     x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n) = problem
@@ -100,7 +102,7 @@ def test_backward_refuses_non_float_saved_arrays():
         compiled.lstm_layer_backward(np.zeros((2, 3, 2), np.int64), h, h, w, h, h, saved)
 
 
-@pytest.mark.parametrize("path", PRODUCT_PATHS)
+@pytest.mark.parametrize("path", LSTM_PRODUCT_PATHS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_layer_of_training_size_matches_reference(path, dtype):
     """Sizes where OpenBLAS blocks and threads its products (B = 33, H = 70, T = 6)."""
@@ -122,6 +124,43 @@ def test_a_layer_of_training_size_matches_reference(path, dtype):
     for name, a, b in zip(("d_x_proj", "d_w_hh", "d_h0", "d_c0"), got, expected):
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a, b, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale, err_msg=name)
+
+
+@st.composite
+def packed_loop_problems(draw):
+    """float32 layers the packed loop serves: T ≥ 2, B from half a register tile (MR) to
+    past three tiles, H across the NR-panel edges and past KC (256) in the backward's 4H."""
+    mr = gemm.kernel_info()["mr"]
+    steps, batch, hidden = draw(st.integers(2, 5)), draw(st.integers(-(-mr // 2), 3 * mr + 1)), draw(st.integers(1, 80))
+    scale = draw(st.sampled_from([1.0, 30.0]))
+    rng = np.random.default_rng(draw(seeds))
+    x_proj = (scale * rng.standard_normal((steps, batch, 4 * hidden))).astype(np.float32)
+    w_hh = (rng.standard_normal((4 * hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    h0, c0, d_h_n, d_c_n = (rng.standard_normal((batch, hidden)).astype(np.float32) for _ in range(4))
+    d_hs = rng.standard_normal((steps, batch, hidden)).astype(np.float32)
+    return x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem=packed_loop_problems())
+def test_the_packed_loop_matches_reference_and_not_the_thread_count(problem):
+    """The loop on the packed micro-kernel (``tinylm_lstm.h``): forward and backward equal
+    the reference to float32 rounding, and are the same bits on one thread as on two (each
+    sum is one thread's, in one order)."""
+    x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n) = problem
+    assert compiled._packed_loop_serves(np.float32, *x_proj.shape[:2], w_hh.shape[1])
+    runs = []
+    for threads in (1, 2):
+        with mock.patch.object(compiled, "_loop_threads", lambda batch, hidden, n=threads: n):
+            hs, c_n, saved = compiled.lstm_layer_forward(x_proj, w_hh, h0, c0)
+            runs.append((hs, c_n) + compiled.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved))
+    for one, two in zip(*runs):
+        np.testing.assert_array_equal(one, two)
+    expected_hs, expected_c, saved = reference.lstm_layer_forward(x_proj, w_hh, h0, c0)
+    expected = (expected_hs, expected_c) + reference.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
+    for name, a, b in zip(("hs", "c_n", "d_x_proj", "d_w_hh", "d_h0", "d_c0"), runs[0], expected):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * scale, err_msg=name)
 
 
 @st.composite
@@ -165,7 +204,7 @@ def test_the_stack_step_refuses_mismatched_shapes():
         compiled.lstm_stack_step(**{**good, "biases": np.zeros((1, 12))})
 
 
-@pytest.mark.parametrize("path", PRODUCT_PATHS)
+@pytest.mark.parametrize("path", LSTM_PRODUCT_PATHS)
 @given(problem=lstm_problems())
 def test_a_forward_that_keeps_nothing_gives_the_same_outputs(path, problem):
     """keep_saved=False (evaluation): the same hs and c_n as a forward that keeps its gates

@@ -168,6 +168,43 @@ static inline void tinylm_gemm_micro(int64_t kc, const float *restrict a, const 
 #endif
 }
 
+/* The height x width tile of C at out (at most MR x NR) from one packed MR-panel slice a
+ * and NR-panel slice b: the micro-kernel straight into C for a whole tile; an edge tile
+ * is computed whole into `tile` (MR·NR floats) and only its valid part written, so
+ * nothing past C's edge is touched. */
+static inline void tinylm_gemm_tile(int64_t kc, const float *a, const float *b, float *out, int64_t ldc,
+                                    int64_t height, int64_t width, int add, float *tile) {
+    const int64_t MR = TINYLM_GEMM_MR, NR = TINYLM_GEMM_NR;
+    if (height == MR && width == NR) {
+        tinylm_gemm_micro(kc, a, b, out, ldc, add);
+        return;
+    }
+    tinylm_gemm_micro(kc, a, b, tile, NR, 0);
+    for (int64_t r = 0; r < height; r++)
+        for (int64_t j = 0; j < width; j++) out[r * ldc + j] = add ? out[r * ldc + j] + tile[r * NR + j] : tile[r * NR + j];
+}
+
+/* One thread's share of C (m, n) = A·B (or += when accumulate): the columns of B's
+ * packed panels [q0, q1), for an A packed whole by tinylm_gemm_pack_a(m, k, ...) (row
+ * panel r at packed_a + r·MR·k, so the slice of k from p0 starts at + p0·MR). For
+ * callers that run their own OpenMP region and share one packed A among its threads
+ * (the LSTM's loop over time, tinylm_lstm.h); `tile` is MR·NR floats of scratch. */
+static void tinylm_gemm_panels(int64_t m, int64_t n, int64_t k, const float *packed_a, const float *packed_b,
+                               int64_t q0, int64_t q1, float *c, int64_t ldc, int accumulate, float *tile) {
+    const int64_t MR = TINYLM_GEMM_MR, NR = TINYLM_GEMM_NR, KC = TINYLM_GEMM_KC;
+    for (int64_t p0 = 0; p0 < k; p0 += KC) {
+        const int64_t kc = tinylm_gemm_min(KC, k - p0);
+        const int add = accumulate || p0 > 0;
+        for (int64_t q = q0; q < q1; q++) {
+            const float *panel = packed_b + (q * k + p0) * NR;
+            const int64_t j0 = q * NR, width = tinylm_gemm_min(NR, n - j0);
+            for (int64_t i = 0; i < m; i += MR)
+                tinylm_gemm_tile(kc, packed_a + i * k + p0 * MR, panel, c + i * ldc + j0, ldc,
+                                 tinylm_gemm_min(MR, m - i), width, add, tile);
+        }
+    }
+}
+
 /* C (m, n) = A (m, k) · B (k, n), or C += A·B when accumulate, with B packed by
  * tinylm_gemm_pack_b(k, n, ...), on up to `threads` OpenMP threads (one without OpenMP).
  * Returns 0, or -1 when a thread could not allocate its packing buffer (C is then
@@ -215,18 +252,9 @@ static int tinylm_sgemm_packed(int64_t m, int64_t n, int64_t k, const float *a, 
                 for (int64_t q = q0; q < q1; q++) {
                     const float *panel = packed_b + (q * k + p0) * NR;
                     const int64_t j0 = q * NR, width = tinylm_gemm_min(NR, n - j0);
-                    for (int64_t i = 0; i < mc; i += MR) {
-                        const int64_t height = tinylm_gemm_min(MR, mc - i);
-                        float *out = c + (i0 + i) * ldc + j0;
-                        if (height == MR && width == NR) {
-                            tinylm_gemm_micro(kc, block + i * kc, panel, out, ldc, add);
-                        } else { /* an edge tile: computed whole into `tile`, only its valid part written */
-                            tinylm_gemm_micro(kc, block + i * kc, panel, tile, NR, 0);
-                            for (int64_t r = 0; r < height; r++)
-                                for (int64_t j = 0; j < width; j++)
-                                    out[r * ldc + j] = add ? out[r * ldc + j] + tile[r * NR + j] : tile[r * NR + j];
-                        }
-                    }
+                    for (int64_t i = 0; i < mc; i += MR)
+                        tinylm_gemm_tile(kc, block + i * kc, panel, c + (i0 + i) * ldc + j0, ldc,
+                                         tinylm_gemm_min(MR, mc - i), width, add, tile);
                 }
             }
           }

@@ -234,9 +234,6 @@ static inline void tinylm_int8_matvec(const float* x, const int8_t* q, ptrdiff_t
 
 /* ------------------------------------------------- a whole LSTM step */
 
-static inline float tinylm_int8_sigmoid(float x) { return 1.0f / (1.0f + tinylm_expf(-x)); }
-static inline float tinylm_int8_tanh(float x) { return 2.0f / (1.0f + tinylm_expf(-2.0f * x)) - 1.0f; }
-
 /* The cell of units [j0, j1) from the gates' pre-activations p (4H,), i, f, c̃, o blocks of
  * H, activated in place. Short loops over one or two arrays each, so GCC vectorises them
  * (tinylm_expf is branch-free). */
@@ -246,12 +243,12 @@ static inline void tinylm_int8_cell(float* p, const float* c_prev, float* c_out,
     float* restrict f = p + hidden;
     float* restrict cand = p + 2 * hidden;
     float* restrict o = p + 3 * hidden;
-    for (ptrdiff_t j = j0; j < j1; j++) i[j] = tinylm_int8_sigmoid(i[j]);
-    for (ptrdiff_t j = j0; j < j1; j++) f[j] = tinylm_int8_sigmoid(f[j]);
-    for (ptrdiff_t j = j0; j < j1; j++) cand[j] = tinylm_int8_tanh(cand[j]);
-    for (ptrdiff_t j = j0; j < j1; j++) o[j] = tinylm_int8_sigmoid(o[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) i[j] = tinylm_sigmoidf(i[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) f[j] = tinylm_sigmoidf(f[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) cand[j] = tinylm_tanhf(cand[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) o[j] = tinylm_sigmoidf(o[j]);
     for (ptrdiff_t j = j0; j < j1; j++) c_out[j] = f[j] * c_prev[j] + i[j] * cand[j];
-    for (ptrdiff_t j = j0; j < j1; j++) h_out[j] = o[j] * tinylm_int8_tanh(c_out[j]);
+    for (ptrdiff_t j = j0; j < j1; j++) h_out[j] = o[j] * tinylm_tanhf(c_out[j]);
 }
 
 /* One time step of an L-layer LSTM stack with int8 weights, for batch-1 sampling

@@ -40,6 +40,12 @@ static inline float tinylm_expf(float x) {
     return x > 88.0f ? __builtin_inff() : result;
 }
 
+/* The LSTM's gate nonlinearities on that exp, as _math.pxi's _sigmoid and _tanh compute
+ * them in float32 (the C kernels and the Cython ones give the same bits):
+ * σ(x) = 1 / (1 + e^-x), and tanh x = 2 σ(2x) - 1 with one exp. */
+static inline float tinylm_sigmoidf(float x) { return 1.0f / (1.0f + tinylm_expf(-x)); }
+static inline float tinylm_tanhf(float x) { return 2.0f / (1.0f + tinylm_expf(-2.0f * x)) - 1.0f; }
+
 /* Dropout's random bits (see tinylm/reference/dropout.py): the top 24 bits of
  * SplitMix64's output at counter k, a pure function of (seed, k), so every thread
  * order and every backend draws the same mask. Unsigned arithmetic wraps mod 2^64. */

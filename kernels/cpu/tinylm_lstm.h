@@ -1,0 +1,194 @@
+/* An LSTM layer's loop over time in float32, forward and backward, in one OpenMP region
+ * each, with the recurrent products on the packed micro-kernel of tinylm_gemm.h.
+ * The maths is tinylm/reference/lstm.py's; kernels/cpu/lstm.pyx calls these for float32
+ * batches of at least half a register tile (smaller batches and float64 keep its
+ * OpenBLAS loop).
+ *
+ * Why one region, and who does what:
+ *
+ *   Thread t owns the hidden units of its share of NR-wide panels, [u0, u1). In the
+ *   forward step it computes the four gate columns of its units (i, f, c̃, o: columns
+ *   g·H + j of h_{t-1} W_hhᵀ) with its share of the packed W_hhᵀ, which is all its
+ *   units' cells need, so the cell follows at once; the one barrier per step is there
+ *   because the next product reads the whole new h. Its share of the weights (the
+ *   default model's 1 MiB W_hh: 512 KiB a core) is the same at every step and stays in
+ *   its core's L2, and W_hh is packed once per sequence, not once per product as
+ *   OpenBLAS does.
+ *
+ *   Backward, step t: the thread computes the gate gradients of its units (the cell's
+ *   backward), a barrier (the product reads every unit's), then its units' columns of
+ *   dL/dh_{t-1} = dgates_t W_hh, which only its own cell reads next: one barrier a step.
+ *
+ *   The product's left operand is packed as the micro-kernel reads it (MR-row panels,
+ *   tinylm_gemm_pack_a's layout over the whole k), and the cells write it there
+ *   themselves, h_t (forward) or dgates_t (backward), next to the plain arrays; two
+ *   packed buffers alternate, so a thread writing step t's never races one still
+ *   reading step t-1's (a barrier lies between any two uses of one buffer). The packed
+ *   buffers' rows past B (the last panel's padding) are zeros from the caller and never
+ *   written; the tiles they meet are edge tiles, of which only the valid rows are stored.
+ *
+ * Every sum is done by one thread in one order, so results do not depend on the number
+ * of threads. Sizes and strides are the caller's to check: nothing is checked here. */
+#ifndef TINYLM_LSTM_H
+#define TINYLM_LSTM_H
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "tinylm_gemm.h"
+#include "tinylm_math.h"
+
+/* Floats in a packed left operand of m rows and k columns (rows padded to MR). */
+static inline int64_t tinylm_lstm_packed_rows(int64_t m, int64_t k) {
+    return (m + TINYLM_GEMM_MR - 1) / TINYLM_GEMM_MR * TINYLM_GEMM_MR * k;
+}
+
+/* Where element (row, col) of an m x k left operand lives in its packed copy. */
+static inline int64_t tinylm_lstm_packed_at(int64_t row, int64_t col, int64_t k) {
+    return (row / TINYLM_GEMM_MR) * TINYLM_GEMM_MR * k + col * TINYLM_GEMM_MR + row % TINYLM_GEMM_MR;
+}
+
+/* W_hh (4H, H) -> the forward's right operands: W_hhᵀ's four gate blocks (H, H), each
+ * packed by tinylm_gemm_pack_b, one after another (gate g at + g·tinylm_gemm_packed_size(H, H)).
+ * Packing each gate apart keeps a panel inside one gate when H is not a multiple of NR. */
+static void tinylm_lstm_pack_forward(int64_t hidden, const float *w_hh, float *packed) {
+    const int64_t size = tinylm_gemm_packed_size(hidden, hidden);
+    for (int64_t g = 0; g < 4; g++)  /* W_hhᵀ[p, gH + j] = W_hh[gH + j, p]: row stride 1, column stride H */
+        tinylm_gemm_pack_b(hidden, hidden, w_hh + g * hidden * hidden, 1, hidden, packed + g * size);
+}
+
+/* W_hh (4H, H) -> the backward's right operand: W_hh itself, k = 4H, n = H. */
+static void tinylm_lstm_pack_backward(int64_t hidden, const float *w_hh, float *packed) {
+    tinylm_gemm_pack_b(4 * hidden, hidden, w_hh, hidden, 1, packed);
+}
+
+/* This thread's units [u0, u1): whole NR-panels of the H units, split as evenly as the team allows. */
+static inline void tinylm_lstm_my_units(int64_t hidden, int64_t *q0, int64_t *q1, int64_t *u0, int64_t *u1) {
+#ifdef _OPENMP
+    const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int64_t t = 0, team = 1;
+#endif
+    const int64_t panels = (hidden + TINYLM_GEMM_NR - 1) / TINYLM_GEMM_NR;
+    *q0 = panels * t / team;
+    *q1 = panels * (t + 1) / team;
+    *u0 = tinylm_gemm_min(hidden, *q0 * TINYLM_GEMM_NR);
+    *u1 = tinylm_gemm_min(hidden, *q1 * TINYLM_GEMM_NR);
+}
+
+/* One row's cell forward for units [u0, u1); the same operations, in the same order, as
+ * lstm.pyx's _cell_forward_row (the build turns off FMA contraction, so the bits match).
+ * pre: x_proj's row, rec: h_{t-1} W_hhᵀ's row, act: the activations' row (i | f | c̃ | o). */
+static inline void tinylm_lstm_cell_forward(const float *restrict pre, const float *restrict rec,
+                                            const float *restrict c_prev, float *restrict act,
+                                            float *restrict c, float *restrict tanh_c, float *restrict h,
+                                            int64_t hidden, int64_t u0, int64_t u1) {
+    float *restrict i = act, *restrict f = act + hidden, *restrict g = act + 2 * hidden, *restrict o = act + 3 * hidden;
+    for (int64_t j = u0; j < u1; j++) i[j] = tinylm_sigmoidf(pre[j] + rec[j]);
+    for (int64_t j = u0; j < u1; j++) f[j] = tinylm_sigmoidf(pre[hidden + j] + rec[hidden + j]);
+    for (int64_t j = u0; j < u1; j++) g[j] = tinylm_tanhf(pre[2 * hidden + j] + rec[2 * hidden + j]);
+    for (int64_t j = u0; j < u1; j++) o[j] = tinylm_sigmoidf(pre[3 * hidden + j] + rec[3 * hidden + j]);
+    for (int64_t j = u0; j < u1; j++) c[j] = f[j] * c_prev[j] + i[j] * g[j];
+    for (int64_t j = u0; j < u1; j++) tanh_c[j] = tinylm_tanhf(c[j]);
+    for (int64_t j = u0; j < u1; j++) h[j] = o[j] * tanh_c[j];
+}
+
+/* The forward over `steps` steps (shapes of lstm.pyx's _forward_steps; step t writes
+ * ring slot t % n of activations, cs and tanh_cs): x_proj (T, B, 4H), h0 and c0 (B, H),
+ * packed_w from tinylm_lstm_pack_forward, recurrent (B, 4H) scratch, packed_h two
+ * zeroed buffers of tinylm_lstm_packed_rows(B, H) floats, the first holding h0 packed. */
+static void tinylm_lstm_forward(int64_t steps, int64_t batch, int64_t hidden, const float *x_proj,
+                                const float *packed_w, const float *h0, const float *c0, float *recurrent,
+                                float *packed_h, float *activations, int64_t n_act, float *hs, float *cs,
+                                int64_t n_c, float *tanh_cs, int64_t n_tanh, int threads) {
+    const int64_t four = 4 * hidden, gate_size = tinylm_gemm_packed_size(hidden, hidden);
+    const int64_t packed_size = tinylm_lstm_packed_rows(batch, hidden);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+        int64_t q0, q1, u0, u1;
+        tinylm_lstm_my_units(hidden, &q0, &q1, &u0, &u1);
+        float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
+        for (int64_t t = 0; t < steps; t++) {
+            const float *a = packed_h + (t % 2) * packed_size;  /* h_{t-1}, packed */
+            float *next = packed_h + ((t + 1) % 2) * packed_size;
+            for (int64_t g = 0; g < 4; g++)
+                tinylm_gemm_panels(batch, hidden, hidden, a, packed_w + g * gate_size, q0, q1, recurrent + g * hidden,
+                                   four, 0, tile);
+            const float *c_prev = t == 0 ? c0 : cs + ((t - 1) % n_c) * batch * hidden;
+            for (int64_t b = 0; b < batch; b++) {
+                float *h = hs + (t * batch + b) * hidden;
+                tinylm_lstm_cell_forward(x_proj + (t * batch + b) * four, recurrent + b * four, c_prev + b * hidden,
+                                         activations + ((t % n_act) * batch + b) * four,
+                                         cs + ((t % n_c) * batch + b) * hidden,
+                                         tanh_cs + ((t % n_tanh) * batch + b) * hidden, h, hidden, u0, u1);
+                for (int64_t j = u0; j < u1; j++) next[tinylm_lstm_packed_at(b, j, hidden)] = h[j];
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
+    }
+}
+
+/* One row's cell backward for units [u0, u1), as lstm.pyx's _cell_backward_row: dh_out
+ * (dL/dh_t from the output) + dh_next (from step t+1), dc in: dL/dc_t, out: dL/dc_{t-1};
+ * writes the gate gradients to d_gates' row and to its packed copy (k = 4H). */
+static inline void tinylm_lstm_cell_backward(const float *restrict dh_out, const float *restrict dh_next,
+                                             float *restrict dc, const float *restrict c_prev,
+                                             const float *restrict act, const float *restrict tanh_c,
+                                             float *restrict d_gates, float *restrict packed, int64_t row,
+                                             int64_t hidden, int64_t u0, int64_t u1) {
+    const float *i = act, *f = act + hidden, *g = act + 2 * hidden, *o = act + 3 * hidden;
+    float *restrict di = d_gates, *restrict df = d_gates + hidden, *restrict dg = d_gates + 2 * hidden;
+    float *restrict d_o = d_gates + 3 * hidden;
+    for (int64_t j = u0; j < u1; j++) {
+        const float dh = dh_out[j] + dh_next[j];
+        const float dc_total = dc[j] + dh * o[j] * (1 - tanh_c[j] * tanh_c[j]);
+        di[j] = dc_total * g[j] * i[j] * (1 - i[j]);
+        df[j] = dc_total * c_prev[j] * f[j] * (1 - f[j]);
+        dg[j] = dc_total * i[j] * (1 - g[j] * g[j]);
+        d_o[j] = dh * tanh_c[j] * o[j] * (1 - o[j]);
+        dc[j] = dc_total * f[j];
+    }
+    const int64_t four = 4 * hidden;
+    for (int64_t gate = 0; gate < 4; gate++)
+        for (int64_t j = u0; j < u1; j++)
+            packed[tinylm_lstm_packed_at(row, gate * hidden + j, four)] = d_gates[gate * hidden + j];
+}
+
+/* Backpropagation through time (shapes of lstm.pyx's _backward_steps): d_hs (T, B, H);
+ * d_h, d_c (B, H) in: dL/dh_T, dL/dc_T, out: dL/dh0, dL/dc0; packed_w from
+ * tinylm_lstm_pack_backward; c0 (B, H); cs, activations, tanh_cs every step's; d_gates
+ * (T, B, 4H) out; packed_dg two zeroed buffers of tinylm_lstm_packed_rows(B, 4H) floats. */
+static void tinylm_lstm_backward(int64_t steps, int64_t batch, int64_t hidden, const float *d_hs, float *d_h,
+                                 float *d_c, const float *packed_w, const float *c0, const float *cs,
+                                 const float *activations, const float *tanh_cs, float *d_gates, float *packed_dg,
+                                 int threads) {
+    const int64_t four = 4 * hidden, packed_size = tinylm_lstm_packed_rows(batch, four);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+        int64_t q0, q1, u0, u1;
+        tinylm_lstm_my_units(hidden, &q0, &q1, &u0, &u1);
+        float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
+        for (int64_t t = steps - 1; t >= 0; t--) {
+            float *packed = packed_dg + (t % 2) * packed_size;
+            const float *c_prev = t == 0 ? c0 : cs + (t - 1) * batch * hidden;
+            for (int64_t b = 0; b < batch; b++) {
+                const int64_t at = (t * batch + b);
+                tinylm_lstm_cell_backward(d_hs + at * hidden, d_h + b * hidden, d_c + b * hidden,
+                                          c_prev + b * hidden, activations + at * four, tanh_cs + at * hidden,
+                                          d_gates + at * four, packed, b, hidden, u0, u1);
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            /* d_h's columns of this thread's units, which only its own cell reads next. */
+            tinylm_gemm_panels(batch, hidden, four, packed, packed_w, q0, q1, d_h, hidden, 0, tile);
+        }
+    }
+}
+#endif
