@@ -7,15 +7,19 @@ backward can follow either forward. What differs, and why:
 - The gate nonlinearities and the cell update of a step are one fused loop over the
   (B, H) elements (``_cell_forward``, ``_cell_backward``): one pass over memory instead
   of a dozen NumPy temporaries per step.
-- The loop over time runs in C without the GIL: each step's (B, H) @ (H, 4H) product
-  calls ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy itself uses (found by
-  ``blas.py``, called through ``_blas.pxi``), between the fused cell loops, so no Python
-  runs per time step (a Python loop costs interpreter time per step and evicts the
-  weights from cache). Where NumPy's BLAS cannot be found (MKL, Accelerate) the same
-  loop runs in Python with ``np.matmul`` into preallocated buffers; the results are the
-  same. dWₕₕ is one product over all steps after the loop, as in the reference.
-- The per-step products are most of the time: OpenBLAS packs Wₕₕ again for each of
-  them. ``benchmarks/lstm_gemm_floor.py`` measures what that costs a whole training step.
+- The loop over time runs in C without the GIL, so no Python runs per time step (a
+  Python loop costs interpreter time per step and evicts the weights from cache).
+- float32, two steps or more, a batch of at least half a register tile: the whole loop,
+  forward or backward, is one OpenMP region on tinylm's packed micro-kernel
+  (``tinylm_lstm.h``): Wₕₕ packed once per call (OpenBLAS packs it again for every
+  per-step product), each thread owning a block of hidden units (their gate columns,
+  their share of Wₕₕ, which stays in its core's L2, and their cells), one barrier a step.
+- Otherwise (float64, batch 1 sampling, one step) each step's product calls
+  ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy itself uses (found by
+  ``blas.py``, called through ``_blas.pxi``) between the fused cell loops; where NumPy's
+  BLAS cannot be found (MKL, Accelerate) that loop runs in Python with ``np.matmul``
+  into preallocated buffers. The results agree to rounding on every path.
+- dWₕₕ is one product over all steps after the loop, as in the reference.
 - ``keep_saved=False`` (evaluation): the gates and cells of one step are kept at a time
   (rings of one step, two for c) instead of all T.
 - ``lstm_stack_step`` (sampling): every layer's step in one call, so at batch 1 the
@@ -26,8 +30,8 @@ backward can follow either forward. What differs, and why:
 - The float exp is ``tinylm_math.h``'s branch-free polynomial, which GCC vectorises
   (libm's ``expf`` is a call, which it does not), and each batch row's gate loops touch
   few enough arrays for GCC to vectorise them (see ``_cell_forward_row``).
-- The fused loops run on one thread: at B·H in the thousands, waking an OpenMP team
-  costs more than it saves, and it would compete with BLAS's threads for the cores.
+- Outside the packed loop the fused cell loops run on one thread: at B·H in the
+  thousands, waking an OpenMP team costs more than it saves.
 - The wrapper checks dtypes and shapes and makes every buffer contiguous first, so the
   loops index without bounds checks and never outside the arrays.
 """
