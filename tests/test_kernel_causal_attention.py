@@ -78,6 +78,27 @@ def test_forward_and_backward_match_reference(path, problem):
         close(got, want, dtype, name, cancelling if name != "dv" else 1.0)
 
 
+@given(problem=attention_problems(), threads=st.sampled_from([2, 3]))
+def test_the_heads_shared_out_over_threads_give_the_same_bits_as_one_thread(problem, threads):
+    """With every kernel parallel (threshold 0), each head is still one thread's work in
+    one order: the forward and backward are the bits of a single-threaded run."""
+    q, k, v, grad, scale = problem
+    runs = []
+    for threshold, team in ((None, 1), (0, threads)):
+        previous, previous_threads = tinylm.kernels.get_parallel_threshold(), tinylm.kernels.get_num_threads()
+        try:
+            if threshold is not None:
+                tinylm.kernels.set_parallel_threshold(threshold)
+            tinylm.kernels.set_num_threads(team)
+            out, logsumexp = compiled.causal_attention_forward(q, k, v, scale)
+            runs.append((out, logsumexp) + compiled.causal_attention_backward(grad, q, k, v, out, logsumexp, scale))
+        finally:
+            tinylm.kernels.set_parallel_threshold(previous)
+            tinylm.kernels.set_num_threads(previous_threads)
+    for one, many in zip(*runs):
+        np.testing.assert_array_equal(one, many)
+
+
 def test_a_nan_query_makes_its_row_nan_and_leaves_the_others():
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 5, 3)) for _ in range(3))

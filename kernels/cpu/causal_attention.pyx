@@ -16,8 +16,10 @@ matrix. What differs, and why:
   rescaling cost more than the pass it saves (see ``attention_softmax.pyx``). Sums in double.
 - The backward scales dL/ds before its two products (scale (dL/ds) k), where the
   reference scales after; the results agree to rounding.
-- The heads run on one thread: at T = 64 a head is a few microseconds of work, and an
-  OpenMP team would compete with BLAS's threads for the cores.
+- The heads are shared out over the kernels' OpenMP team (``threads_for``), each thread
+  with its own (T, T) scratch; a head's small products run on the calling thread (OpenBLAS
+  does not thread products this small). Each head is one thread's, so the results do not
+  depend on the thread count.
 - Where NumPy's BLAS is not found (see ``blas.py``), the reference serves.
 """
 
@@ -28,6 +30,9 @@ cimport cython
 include "_math.pxi"
 include "_blas.pxi"
 
+from cython.parallel cimport prange, threadid
+
+from tinylm.kernels import threads_for
 from tinylm.kernels.checks import float_dtype, real_scalar
 from tinylm.reference import causal_attention as reference
 
@@ -74,50 +79,66 @@ cdef inline void _softmax_rows(real* scores, Py_ssize_t steps, real scale, real*
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def _forward(const real[:, :, ::1] q, const real[:, :, ::1] k, const real[:, :, ::1] v, real scale,
-                   real[:, ::1] scores, real[:, :, ::1] out, real[:, ::1] logsumexp):
+                   real[:, :, ::1] scores, real[:, :, ::1] out, real[:, ::1] logsumexp, int threads):
+    """Each head on one thread of the team, in the (T, T) scratch of that thread."""
     cdef Py_ssize_t heads = q.shape[0], steps = q.shape[1], size = q.shape[2], n
-    with nogil:
-        for n in range(heads):
-            _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, &scores[0, 0], steps)
-            _softmax_rows(&scores[0, 0], steps, scale, &logsumexp[n, 0])
-            _gemm(False, False, steps, size, steps, &scores[0, 0], steps, &v[n, 0, 0], size, &out[n, 0, 0], size)
+    cdef real* s
+    for n in prange(heads, schedule="static", num_threads=threads, nogil=True):
+        s = &scores[threadid(), 0, 0]
+        _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, s, steps)
+        _softmax_rows(s, steps, scale, &logsumexp[n, 0])
+        _gemm(False, False, steps, size, steps, s, steps, &v[n, 0, 0], size, &out[n, 0, 0], size)
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def _backward(const real[:, :, ::1] grad_out, const real[:, :, ::1] q, const real[:, :, ::1] k,
                     const real[:, :, ::1] v, const real[:, :, ::1] out, const real[:, ::1] logsumexp, real scale,
-                    real[:, ::1] probs, real[:, ::1] grad_scores,
-                    real[:, :, ::1] grad_q, real[:, :, ::1] grad_k, real[:, :, ::1] grad_v):
-    cdef Py_ssize_t heads = q.shape[0], steps = q.shape[1], size = q.shape[2], n, i, j, c
+                    real[:, :, ::1] probs, real[:, :, ::1] grad_scores,
+                    real[:, :, ::1] grad_q, real[:, :, ::1] grad_k, real[:, :, ::1] grad_v, int threads):
+    """Each head on one thread of the team, in the two (T, T) scratch buffers of that thread."""
+    cdef Py_ssize_t heads = q.shape[0], n
+    for n in prange(heads, schedule="static", num_threads=threads, nogil=True):
+        _backward_head(n, grad_out, q, k, v, out, logsumexp, scale, &probs[threadid(), 0, 0],
+                       &grad_scores[threadid(), 0, 0], grad_q, grad_k, grad_v)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _backward_head(Py_ssize_t n, const real[:, :, ::1] grad_out, const real[:, :, ::1] q,
+                         const real[:, :, ::1] k, const real[:, :, ::1] v, const real[:, :, ::1] out,
+                         const real[:, ::1] logsumexp, real scale, real* probs, real* grad_scores,
+                         real[:, :, ::1] grad_q, real[:, :, ::1] grad_k, real[:, :, ::1] grad_v) noexcept nogil:
+    """Head n's backward; probs and grad_scores are (T, T) scratch."""
+    cdef Py_ssize_t steps = q.shape[1], size = q.shape[2], i, j, c
     cdef double inner
     cdef real* p_row
     cdef real* ds_row
-    with nogil:
-        for n in range(heads):
-            # p, rebuilt: e^(scale sᵢⱼ - ℓᵢ) for j <= i, else 0
-            _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, &probs[0, 0], steps)
-            for i in range(steps):
-                p_row = &probs[i, 0]
-                for j in range(i + 1):
-                    p_row[j] = _exp(p_row[j] * scale - logsumexp[n, i])
-                for j in range(i + 1, steps):
-                    p_row[j] = 0
-            _gemm(True, False, steps, size, steps, &probs[0, 0], steps, &grad_out[n, 0, 0], size,
-                  &grad_v[n, 0, 0], size)  # pᵀ g
-            _gemm(False, True, steps, steps, size, &grad_out[n, 0, 0], size, &v[n, 0, 0], size,
-                  &grad_scores[0, 0], steps)  # dL/dp = g vᵀ
-            for i in range(steps):
-                inner = 0  # Dᵢ = gᵢ · oᵢ
-                for c in range(size):
-                    inner += grad_out[n, i, c] * out[n, i, c]
-                p_row, ds_row = &probs[i, 0], &grad_scores[i, 0]
-                for j in range(steps):  # scale · dL/ds = scale · p (dL/dp - D)
-                    ds_row[j] = scale * (p_row[j] * (ds_row[j] - <real>inner))
-            _gemm(False, False, steps, size, steps, &grad_scores[0, 0], steps, &k[n, 0, 0], size,
-                  &grad_q[n, 0, 0], size)
-            _gemm(True, False, steps, size, steps, &grad_scores[0, 0], steps, &q[n, 0, 0], size,
-                  &grad_k[n, 0, 0], size)
+    # p, rebuilt: e^(scale sᵢⱼ - ℓᵢ) for j <= i, else 0
+    _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, probs, steps)
+    for i in range(steps):
+        p_row = probs + i * steps
+        for j in range(i + 1):
+            p_row[j] = _exp(p_row[j] * scale - logsumexp[n, i])
+        for j in range(i + 1, steps):
+            p_row[j] = 0
+    _gemm(True, False, steps, size, steps, probs, steps, &grad_out[n, 0, 0], size, &grad_v[n, 0, 0], size)  # pᵀ g
+    _gemm(False, True, steps, steps, size, &grad_out[n, 0, 0], size, &v[n, 0, 0], size, grad_scores, steps)  # g vᵀ
+    for i in range(steps):
+        inner = 0  # Dᵢ = gᵢ · oᵢ
+        for c in range(size):
+            inner += grad_out[n, i, c] * out[n, i, c]
+        p_row, ds_row = probs + i * steps, grad_scores + i * steps
+        for j in range(steps):  # scale · dL/ds = scale · p (dL/dp - D)
+            ds_row[j] = scale * (p_row[j] * (ds_row[j] - <real>inner))
+    _gemm(False, False, steps, size, steps, grad_scores, steps, &k[n, 0, 0], size, &grad_q[n, 0, 0], size)
+    _gemm(True, False, steps, size, steps, grad_scores, steps, &q[n, 0, 0], size, &grad_k[n, 0, 0], size)
+
+
+def _threads(heads, steps, size):
+    """The team for ``heads`` heads: ``threads_for`` the (T, T) scores of every head (the
+    kernels' one rule), and never more threads than heads."""
+    return max(1, min(heads, threads_for(heads * steps * max(steps, size))))
 
 
 def _contiguous(*arrays):
@@ -136,8 +157,9 @@ def causal_attention_forward(q, k, v, scale):
     q, k, v = _contiguous(q, k, v)
     out = np.empty_like(q)
     logsumexp = np.empty((heads, steps), q.dtype)
-    scores = np.empty((steps, steps), q.dtype)  # one head's (T, T), reused
-    _forward(q, k, v, scale, scores, out, logsumexp)
+    threads = _threads(heads, steps, size)
+    scores = np.empty((threads, steps, steps), q.dtype)  # one head's (T, T) per thread, reused
+    _forward(q, k, v, scale, scores, out, logsumexp, threads)
     return out, logsumexp
 
 
@@ -158,6 +180,7 @@ def causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale):
         return reference.causal_attention_backward(grad_out, q, k, v, out, logsumexp, scale)
     grad_out, q, k, v, out, logsumexp = _contiguous(grad_out, q, k, v, out, logsumexp)
     grad_q, grad_k, grad_v = np.empty_like(q), np.empty_like(q), np.empty_like(q)
-    probs, grad_scores = np.empty((steps, steps), q.dtype), np.empty((steps, steps), q.dtype)
-    _backward(grad_out, q, k, v, out, logsumexp, scale, probs, grad_scores, grad_q, grad_k, grad_v)
+    threads = _threads(heads, steps, size)
+    probs, grad_scores = np.empty((threads, steps, steps), q.dtype), np.empty((threads, steps, steps), q.dtype)
+    _backward(grad_out, q, k, v, out, logsumexp, scale, probs, grad_scores, grad_q, grad_k, grad_v, threads)
     return grad_q, grad_k, grad_v
