@@ -18,6 +18,15 @@ cuda       CuPy      raw CUDA kernels in ``kernels/cuda/*.cu`` through ``cupy.Ra
 serves each backend, written as ``"module:function"`` so nothing is imported before
 it is needed. A backend with no entry for a kernel falls back to the reference.
 ``import tinylm`` never imports CuPy.
+
+One thread pool on the CPU: while the cython backend is the one in use, NumPy's BLAS runs
+on one thread, and all parallel work, the matrix products included (``gemm``: one
+single-threaded BLAS call per thread on its block), runs on the kernels' OpenMP team.
+Two pools on the same cores fight: OpenBLAS's threads keep spinning after each call and
+take the cores an OpenMP team then needs (a transformer step took 135-187 ms instead of
+57 with both pools at two threads; benchmarks/NOTES.md, "Threads"). The limit is set when
+the cython backend becomes current and the BLAS's own thread count is restored when
+another backend does (``_share_the_cores``).
 """
 
 from __future__ import annotations
@@ -34,6 +43,10 @@ BACKENDS = ("numpy", "cython", "cupy", "cuda")
 GPU_BACKENDS = ("cupy", "cuda")
 
 KERNELS: dict[str, dict[str, str]] = {
+    "gemm": {  # op(a) @ op(b), the matrix products of Linear and MatMul
+        "numpy": "tinylm.reference.gemm:gemm",
+        "cython": "tinylm.kernels.cpu.gemm:gemm",  # OpenBLAS blocks on the kernels' OpenMP team
+    },
     "embedding_forward": {
         "numpy": "tinylm.reference.embedding:embedding_forward",
         "cython": "tinylm.kernels.cpu.embedding:embedding_forward",
@@ -160,6 +173,8 @@ KERNELS: dict[str, dict[str, str]] = {
 
 _current: str | None = None  # resolved on first use, so importing tinylm stays cheap
 _loaded: dict[tuple[str, str], Callable] = {}
+_blas_controller = None  # threadpoolctl's handle on the BLAS libraries, found once (a scan takes a millisecond)
+_blas_limit = None  # while the cython backend is current: the limit of those libraries to one thread
 
 
 # --------------------------------------------------------------------------- backends
@@ -218,11 +233,30 @@ def _default_backend() -> str:
     return "cython"
 
 
+def _share_the_cores(name: str) -> None:
+    """One thread pool (see the module docstring): NumPy's BLAS on one thread while ``name``
+    is cython, its own thread count back for any other backend. threadpoolctl's limit
+    covers the BLAS libraries loaded when it first runs, NumPy's among them (it is loaded
+    with NumPy); a switch then costs about 0.1 ms."""
+    global _blas_controller, _blas_limit
+    if name == "cython" and _blas_limit is None:
+        if _blas_controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController()
+        _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+    elif name != "cython" and _blas_limit is not None:
+        _blas_limit.restore_original_limits()
+        _blas_limit = None
+
+
 def get_backend() -> str:
     """The name of the backend in use."""
     global _current
     if _current is None:
-        _current = _default_backend()
+        name = _default_backend()
+        _share_the_cores(name)
+        _current = name
     return _current
 
 
@@ -230,6 +264,8 @@ def set_backend(name: str) -> None:
     """Use backend ``name`` from now on (see the module docstring for the choices)."""
     global _current
     _check_usable(name)
+    if name != _current:
+        _share_the_cores(name)
     _current = name
 
 

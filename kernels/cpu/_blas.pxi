@@ -59,37 +59,51 @@ cdef inline void _gemm(bint transpose_a, bint transpose_b, Py_ssize_t m, Py_ssiz
     (k, m) when ``transpose_a``, and op(b) is b (k, n), or bᵀ with b stored (n, k); lda,
     ldb, ldc are the row lengths in memory. One row of a (batch 1) goes to gemv, as in
     NumPy: c = op(b)ᵀ a, a single matrix-vector product."""
+    _gemm_beta(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, 0, c, ldc)
+
+
+cdef inline void _gemm_beta(bint transpose_a, bint transpose_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            const real* a, Py_ssize_t lda, const real* b, Py_ssize_t ldb, real beta, real* c,
+                            Py_ssize_t ldc) noexcept nogil:
+    """``_gemm``, but c = op(a) @ op(b) + beta c: beta 1 adds the product to c, beta 0
+    overwrites c without reading it."""
     if m == 1 and not transpose_a:
         # gemv's matrix is b: (n, k) for c = b a, (k, n) for c = bᵀ a
-        _gemv(not transpose_b, n if transpose_b else k, k if transpose_b else n, b, ldb, a, c)
+        _gemv_beta(not transpose_b, n if transpose_b else k, k if transpose_b else n, b, ldb, a, beta, c)
         return
     cdef int op_a = TRANS if transpose_a else NO_TRANS
     cdef int op_b = TRANS if transpose_b else NO_TRANS
     if real is float:
         if _blas_int64:
-            (<sgemm64_t>_sgemm)(ROW_MAJOR, op_a, op_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+            (<sgemm64_t>_sgemm)(ROW_MAJOR, op_a, op_b, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
         else:
             (<sgemm32_t>_sgemm)(ROW_MAJOR, op_a, op_b, <int>m, <int>n, <int>k, 1, a, <int>lda, b, <int>ldb,
-                                0, c, <int>ldc)
+                                beta, c, <int>ldc)
     else:
         if _blas_int64:
-            (<dgemm64_t>_dgemm)(ROW_MAJOR, op_a, op_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+            (<dgemm64_t>_dgemm)(ROW_MAJOR, op_a, op_b, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
         else:
             (<dgemm32_t>_dgemm)(ROW_MAJOR, op_a, op_b, <int>m, <int>n, <int>k, 1, a, <int>lda, b, <int>ldb,
-                                0, c, <int>ldc)
+                                beta, c, <int>ldc)
 
 
 cdef inline void _gemv(bint transpose, Py_ssize_t rows, Py_ssize_t cols, const real* matrix, Py_ssize_t ld,
                        const real* x, real* y) noexcept nogil:
     """y = matrix x, or matrixᵀ x when ``transpose``; matrix (rows, cols) row-major."""
+    _gemv_beta(transpose, rows, cols, matrix, ld, x, 0, y)
+
+
+cdef inline void _gemv_beta(bint transpose, Py_ssize_t rows, Py_ssize_t cols, const real* matrix, Py_ssize_t ld,
+                            const real* x, real beta, real* y) noexcept nogil:
+    """y = matrix x + beta y, or matrixᵀ x + beta y when ``transpose``."""
     cdef int op = TRANS if transpose else NO_TRANS
     if real is float:
         if _blas_int64:
-            (<sgemv64_t>_sgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, 0, y, 1)
+            (<sgemv64_t>_sgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, beta, y, 1)
         else:
-            (<sgemv32_t>_sgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, 0, y, 1)
+            (<sgemv32_t>_sgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, beta, y, 1)
     else:
         if _blas_int64:
-            (<dgemv64_t>_dgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, 0, y, 1)
+            (<dgemv64_t>_dgemv)(ROW_MAJOR, op, rows, cols, 1, matrix, ld, x, 1, beta, y, 1)
         else:
-            (<dgemv32_t>_dgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, 0, y, 1)
+            (<dgemv32_t>_dgemv)(ROW_MAJOR, op, <int>rows, <int>cols, 1, matrix, <int>ld, x, 1, beta, y, 1)

@@ -1,24 +1,48 @@
 # cython: language_level=3
-"""A packed single-precision matrix product (``tinylm_gemm.h``): the drop-ins for
-``tinylm/reference/gemm.py``, whose docstring has the meaning of every argument.
+"""Matrix products: the drop-ins for ``tinylm/reference/gemm.py``, whose docstring has the
+meaning of every argument. Two engines, one meaning:
+
+``gemm(a, b, ...)``, a product done once (a Linear layer's forward and both of its
+backward products), runs on the kernels' OpenMP team: the output is cut into one block
+of rows per thread (of columns when it has fewer rows than columns), and each thread
+multiplies its block with the single-threaded ``cblas_sgemm``/``cblas_dgemm`` of the
+OpenBLAS NumPy itself uses (``_blas.pxi``, ``blas.py``), reading a, b and their
+transposes in place through their strides. OpenBLAS reaches about the peak of one core
+on the transformer's products (~100 GFLOP/s for (2048, 128)·(128, 384) on this Zen 4)
+but does not split them well over two cores itself, and its own pthreads spin against
+the OpenMP team of the other kernels; the cython backend therefore holds NumPy's BLAS at
+one thread (``tinylm/backends.py``) and this team is the one pool that runs parallel work.
+Each output element is computed by one thread, by one sgemm, so the answer does not
+depend on the thread count beyond OpenBLAS's own blocking. Where NumPy's BLAS is not
+found, ``gemm`` calls ``np.matmul``, with the same meaning.
+
+``gemm_packed(a, pack_weight(w))``, a weight multiplied many times (the LSTM's W_hh at
+every step), runs tinylm's own packed micro-kernel (``tinylm_gemm.h``): the weight is laid
+out once into panels, and each product reuses the layout:
 
     packed = pack_weight(w_hh, transpose=True)    # B = W_hhᵀ (H, 4H), packed once
     for t in range(T):
         gemm_packed(h, packed, out=gates[t])      # gates_t = h · W_hhᵀ, no packing per step
 
-``gemm(a, b, ...)`` packs b and multiplies, for a product done once. float32 runs the
-micro-kernel (AVX-512, AVX2+FMA or portable C, fixed when the package was built: see
-``kernel_info()``); float64 falls back to NumPy's matmul, with the same meaning.
+float32 runs the micro-kernel (AVX-512, AVX2+FMA or portable C, fixed when the package was
+built: see ``kernel_info()``); float64 falls back to NumPy's matmul, with the same meaning.
 
 Every check is here, before the C code runs: dtypes, dimensions, the inner sizes, the
-output's shape, dtype, strides and writability. A strided or transposed ``a`` is read in
-place through its strides; only a stride that is not a whole number of floats (a view of
-a structured array) makes a copy, and so does an ``a`` that overlaps ``out``.
+output's shape, dtype, strides and writability. A strided or transposed operand is read in
+place through its strides; only one that BLAS or the micro-kernel cannot describe (neither
+axis of unit stride for BLAS, a stride that is not a whole number of elements, an unaligned
+view of a structured array) is copied, and so is an operand that overlaps ``out``.
 """
 
 import numpy as np
 
 from libc.stdint cimport int64_t, uintptr_t
+
+cimport cython
+from cython.parallel cimport prange
+
+include "_math.pxi"
+include "_blas.pxi"
 
 from tinylm.kernels.checks import flag, float_array, int_scalar
 
@@ -37,7 +61,7 @@ cdef extern from "tinylm_gemm.h" nogil:
 # Below this many multiply-adds per thread a product stays on fewer threads: waking an
 # OpenMP thread costs a few microseconds, what 2^17 multiply-adds take at 60 GFLOP/s.
 MIN_WORK_PER_THREAD = 1 << 17
-ALIGN = 64  # bytes: the packed panels start on a cache line
+ALIGN = 64  # bytes: the packed panels start on a cache line, and so do the team's blocks
 
 
 def kernel_info():
@@ -201,17 +225,125 @@ def gemm_packed(a, packed, out=None, accumulate=False, transpose_a=False):
 
 def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False):
     """op(a) (M, K) @ op(b) (K, N) -> (M, N), op(x) = xᵀ when transpose_x; into ``out`` when
-    given, added to it with ``accumulate``. Packs b on every call: for a weight used many
-    times, ``pack_weight`` once and ``gemm_packed``."""
+    given, added to it with ``accumulate``. On the OpenMP team through NumPy's BLAS (see
+    the module docstring); for a weight multiplied many times, ``pack_weight`` it once and
+    call ``gemm_packed``, the micro-kernel."""
     a = _matrix("gemm", "a", a)
     b = _matrix("gemm", "b", b)
     if a.dtype != b.dtype:
         raise TypeError(f"gemm: a is {a.dtype} but b is {b.dtype}")
+    transpose_a = flag("gemm", "transpose_a", transpose_a)
     transpose_b = flag("gemm", "transpose_b", transpose_b)
-    a_cols = a.shape[0] if flag("gemm", "transpose_a", transpose_a) else a.shape[1]
-    b_rows = b.shape[1] if transpose_b else b.shape[0]
-    if a_cols != b_rows:
-        a_shape = a.shape[::-1] if transpose_a else a.shape
-        b_shape = b.shape[::-1] if transpose_b else b.shape
-        raise ValueError(f"gemm: {a_shape} @ {b_shape}: inner sizes differ")
-    return _product("gemm", a, pack_weight(b, transpose_b), out, accumulate, transpose_a)
+    accumulate = flag("gemm", "accumulate", accumulate)
+    a_op = a.T if transpose_a else a  # (M, K)
+    b_op = b.T if transpose_b else b  # (K, N)
+    if a_op.shape[1] != b_op.shape[0]:
+        raise ValueError(f"gemm: {a_op.shape} @ {b_op.shape}: inner sizes differ")
+    cdef Py_ssize_t m = a_op.shape[0], k = a_op.shape[1], n = b_op.shape[1]
+    out = _output("gemm", out, accumulate, m, n, a.dtype)
+    if m == 0 or n == 0:
+        return out
+    if k == 0:  # a sum of no terms
+        if not accumulate:
+            out.fill(0)
+        return out
+    if np.may_share_memory(a, out):
+        a_op = a_op.copy()
+    if np.may_share_memory(b, out):
+        b_op = b_op.copy()
+    a_stored, flip_a, lda = _blas_operand(a_op)
+    b_stored, flip_b, ldb = _blas_operand(b_op)
+    ldc = out.strides[0] // out.itemsize if m > 1 else n
+    if not out.flags.aligned or not _blas_ready(max(m, n, k, lda, ldb, ldc)):
+        if accumulate:
+            out += a_op @ b_op
+        else:
+            np.matmul(a_op, b_op, out=out)
+        return out
+    _team_product(a_stored, flip_a, lda, b_stored, flip_b, ldb, out, ldc, m, n, k, accumulate)
+    return out
+
+
+def _blas_operand(x):
+    """The matrix x (R, C) as CBLAS reads it: (stored, transposed, ld), where x = stored, or
+    storedᵀ when ``transposed``, and ``stored`` is row-major with rows ``ld`` elements apart.
+    A view of x where one of its axes has unit stride (a transpose or a slice is read in
+    place); a copy otherwise."""
+    rows, cols = x.shape
+    item = x.itemsize
+    s0, s1 = x.strides
+    if x.flags.aligned:
+        if (cols == 1 or s1 == item) and (rows == 1 or (s0 % item == 0 and s0 >= cols * item)):
+            return x, False, (s0 // item if rows > 1 else cols)
+        if (rows == 1 or s0 == item) and (cols == 1 or (s1 % item == 0 and s1 >= rows * item)):
+            return x.T, True, (s1 // item if cols > 1 else rows)
+    return np.ascontiguousarray(x), False, cols
+
+
+def _team_product(a, bint flip_a, Py_ssize_t lda, b, bint flip_b, Py_ssize_t ldb, out, Py_ssize_t ldc,
+                  Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate):
+    """Cut the output into blocks, one per thread, and run the team (sizes already checked)."""
+    cdef bint split_rows = m >= n  # each thread packs all of the other operand: the smaller one
+    cdef Py_ssize_t cut = m if split_rows else n
+    cdef Py_ssize_t grain = max(1, ALIGN // out.itemsize)  # a block starts on a cache line
+    cdef Py_ssize_t threads = min(_threads(m, n, k), (cut + grain - 1) // grain)
+    cdef Py_ssize_t per_thread = (cut + threads - 1) // threads
+    cdef Py_ssize_t block = (per_thread + grain - 1) // grain * grain
+    cdef Py_ssize_t blocks = (cut + block - 1) // block  # <= threads
+    if out.dtype == np.float32:
+        _team_sgemm(a, flip_a, lda, b, flip_b, ldb, out, ldc, m, n, k, accumulate, split_rows, block, blocks)
+    else:
+        _team_dgemm(a, flip_a, lda, b, flip_b, ldb, out, ldc, m, n, k, accumulate, split_rows, block, blocks)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _blocks(bint flip_a, bint flip_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                  const real* a, Py_ssize_t lda, const real* b, Py_ssize_t ldb, real beta, real* c, Py_ssize_t ldc,
+                  bint split_rows, Py_ssize_t block, Py_ssize_t blocks) noexcept nogil:
+    """C = op(A) op(B) + beta C, block i of rows (or columns) [i block, (i + 1) block) on
+    thread i. A block of rows of C takes the same rows of op(A): a row offset in A, or a
+    column offset when A is stored transposed; a block of columns takes the same columns of
+    op(B) likewise."""
+    cdef Py_ssize_t i, start, size
+    if blocks == 1:
+        _gemm_beta(flip_a, flip_b, m, n, k, a, lda, b, ldb, beta, c, ldc)
+        return
+    for i in prange(blocks, num_threads=blocks, schedule="static"):
+        start = i * block
+        if split_rows:
+            size = min(block, m - start)
+            _gemm_beta(flip_a, flip_b, size, n, k, a + (start if flip_a else start * lda), lda, b, ldb, beta,
+                       c + start * ldc, ldc)
+        else:
+            size = min(block, n - start)
+            _gemm_beta(flip_a, flip_b, m, size, k, a, lda, b + (start * ldb if flip_b else start), ldb, beta,
+                       c + start, ldc)
+
+
+def _team_sgemm(a, bint flip_a, Py_ssize_t lda, b, bint flip_b, Py_ssize_t ldb, out, Py_ssize_t ldc,
+                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate, bint split_rows, Py_ssize_t block,
+                Py_ssize_t blocks):
+    cdef const float[:, :] a_view = a
+    cdef const float[:, :] b_view = b
+    cdef float[:, :] c_view = out
+    cdef const float* a_ptr = &a_view[0, 0]
+    cdef const float* b_ptr = &b_view[0, 0]
+    cdef float* c_ptr = &c_view[0, 0]
+    cdef float beta = 1 if accumulate else 0
+    with nogil:
+        _blocks(flip_a, flip_b, m, n, k, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc, split_rows, block, blocks)
+
+
+def _team_dgemm(a, bint flip_a, Py_ssize_t lda, b, bint flip_b, Py_ssize_t ldb, out, Py_ssize_t ldc,
+                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate, bint split_rows, Py_ssize_t block,
+                Py_ssize_t blocks):
+    cdef const double[:, :] a_view = a
+    cdef const double[:, :] b_view = b
+    cdef double[:, :] c_view = out
+    cdef const double* a_ptr = &a_view[0, 0]
+    cdef const double* b_ptr = &b_view[0, 0]
+    cdef double* c_ptr = &c_view[0, 0]
+    cdef double beta = 1 if accumulate else 0
+    with nogil:
+        _blocks(flip_a, flip_b, m, n, k, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc, split_rows, block, blocks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from tinylm import backends
 from tinylm.autograd import Function
 
 
@@ -18,11 +19,15 @@ class Linear(Function):
 
     One op instead of a MatMul and an Add: the bias goes into the product's output in
     place, so no (N, m) temporary is made for it, and its gradient is one column sum.
+
+    The three products go through the ``gemm`` kernel with its transpose flags, so Wᵀ and
+    gyᵀ are read in place, never copied: NumPy's ``@`` on the numpy and GPU backends, the
+    kernels' OpenMP team on the cython backend (``kernels/cpu/gemm.pyx``).
     """
 
     def forward(self, x, weight, bias=None):
         rows = math.prod(x.shape[:-1])
-        y = x.reshape(rows, x.shape[-1]) @ weight.T  # (N, m)
+        y = backends.kernel("gemm")(x.reshape(rows, x.shape[-1]), weight, transpose_b=True)  # (N, m)
         if bias is not None:
             y += bias
         self.save_for_backward(x, weight)
@@ -31,8 +36,10 @@ class Linear(Function):
     def backward(self, gy):
         x, weight = self.saved
         rows = math.prod(x.shape[:-1])
+        gemm = backends.kernel("gemm")
         gy_rows = gy.reshape(rows, gy.shape[-1])  # (N, m)
-        grad_x = (gy_rows @ weight).reshape(x.shape) if self.needs_input_grad[0] else None
-        grad_weight = gy_rows.T @ x.reshape(rows, x.shape[-1]) if self.needs_input_grad[1] else None
+        grad_x = gemm(gy_rows, weight).reshape(x.shape) if self.needs_input_grad[0] else None
+        grad_weight = (gemm(gy_rows, x.reshape(rows, x.shape[-1]), transpose_a=True)  # (m, k)
+                       if self.needs_input_grad[1] else None)
         grad_bias = gy_rows.sum(axis=0) if len(self.needs_input_grad) > 2 and self.needs_input_grad[2] else None
         return (grad_x, grad_weight) + ((grad_bias,) if len(self.needs_input_grad) > 2 else ())

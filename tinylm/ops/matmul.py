@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from tinylm import backends
 from tinylm.autograd import Function
 from tinylm.ops.broadcasting import as_operands, broadcast_shape, sum_to
 
@@ -18,6 +19,10 @@ class MatMul(Function):
 
     The leading (batch) axes broadcast like any binary op, so both results are summed
     back to their input's shape with ``sum_to``.
+
+    When b is one matrix (a 2-D b, a itself 2-D or with batch axes folded into its rows)
+    the products go through the ``gemm`` kernel, whose transpose flags read bᵀ and aᵀ in
+    place (the kernels' OpenMP team on the cython backend); a batch of b's through ``@``.
     """
 
     def forward(self, a, b):
@@ -25,22 +30,30 @@ class MatMul(Function):
             raise ValueError(f"matmul: {tuple(a.shape)} @ {tuple(b.shape)}: inner sizes differ")
         broadcast_shape("matmul (batch axes)", a.shape[:-2], b.shape[:-2])
         self.save_for_backward(a, b)
-        if b.ndim == 2 and a.ndim > 2:  # (..., n, k) @ (k, m): one large product, not one per batch entry
+        if _one_matrix(a, b):  # (..., n, k) @ (k, m): one large product, not one per batch entry
             rows = math.prod(a.shape[:-1])
-            return (a.reshape(rows, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+            y = backends.kernel("gemm")(a.reshape(rows, a.shape[-1]), b)  # (N, m)
+            return y.reshape(a.shape[:-1] + (b.shape[-1],))
         return a @ b
 
     def backward(self, gy):
         a, b = self.saved
-        if b.ndim == 2 and a.ndim > 2:  # a weight shared by every row: the same formulas on (rows, k)
+        if _one_matrix(a, b) and gy.dtype == a.dtype:  # a weight shared by every row: the formulas on (rows, k)
+            gemm = backends.kernel("gemm")
             rows = math.prod(a.shape[:-1])
             rows_a, rows_gy = a.reshape(rows, a.shape[-1]), gy.reshape(rows, gy.shape[-1])  # (N, k), (N, m)
-            ga = (rows_gy @ b.T).reshape(a.shape) if self.needs_input_grad[0] else None
-            gb = rows_a.T @ rows_gy if self.needs_input_grad[1] else None  # Σ over all rows at once
+            ga = gemm(rows_gy, b, transpose_b=True).reshape(a.shape) if self.needs_input_grad[0] else None
+            gb = gemm(rows_a, rows_gy, transpose_a=True) if self.needs_input_grad[1] else None  # Σ over all rows
             return ga, gb
         ga = sum_to(gy @ b.swapaxes(-1, -2), a.shape) if self.needs_input_grad[0] else None
         gb = sum_to(a.swapaxes(-1, -2) @ gy, b.shape) if self.needs_input_grad[1] else None
         return ga, gb
+
+
+def _one_matrix(a, b) -> bool:
+    """Whether a (..., n, k) @ b (k, m) is one (rows, k) @ (k, m) product for ``gemm``:
+    b is 2-D, and both are float32 or both float64 (the kernel's types; ``@`` serves the rest)."""
+    return b.ndim == 2 and a.ndim >= 2 and a.dtype == b.dtype and a.dtype.char in "fd"
 
 
 def matmul(a, b):
