@@ -19,7 +19,8 @@ backward can follow either forward. What differs, and why:
   ``blas.py``, called through ``_blas.pxi``) between the fused cell loops; where NumPy's
   BLAS cannot be found (MKL, Accelerate) that loop runs in Python with ``np.matmul``
   into preallocated buffers. The results agree to rounding on every path.
-- dWₕₕ is one product over all steps after the loop, as in the reference.
+- dWₕₕ is one product over all steps after the loop, as in the reference, on the
+  kernels' OpenMP team (``gemm.pyx``'s ``gemm``).
 - ``keep_saved=False`` (evaluation): the gates and cells of one step are kept at a time
   (rings of one step, two for c) instead of all T.
 - ``lstm_stack_step`` (sampling): every layer's step in one call, so at batch 1 the
@@ -45,6 +46,7 @@ include "_blas.pxi"
 from libc.stdint cimport int8_t
 
 from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
+from tinylm.kernels.cpu.gemm import gemm
 from tinylm.kernels.cpu.int8_matmul import check_int8_weight, check_scale, threads_for_weights
 from tinylm.reference.lstm import check_layer_shapes
 
@@ -387,8 +389,10 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
         _backward_steps(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
     else:
         _backward_steps_through_numpy(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
-    h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
-    d_w_hh = d_gates.reshape(-1, 4 * hidden).T @ h_prev.reshape(-1, hidden)  # (4H, H), one product
+    # dWₕₕ = Σₜ dgatesₜᵀ hₜ₋₁: steps 1.. in one product over hs[:-1] in place, step 0's h0 added
+    # (no (T, B, H) copy of h0 + hs[:-1]); on the kernels' OpenMP team (``gemm.pyx``).
+    d_w_hh = gemm(d_gates[1:].reshape(-1, 4 * hidden), hs[:-1].reshape(-1, hidden), transpose_a=True)
+    gemm(d_gates[0], h0, out=d_w_hh, accumulate=True, transpose_a=True)
     return d_gates, d_w_hh, d_h, d_c
 
 
