@@ -20,8 +20,8 @@
  *   dL/dh_{t-1} = dgates_t W_hh, which only its own cell reads next: one barrier a step.
  *
  *   The product's left operand is packed as the micro-kernel reads it (MR-row panels,
- *   tinylm_gemm_pack_a's layout over the whole k), and the cells write it there
- *   themselves, h_t (forward) or dgates_t (backward), next to the plain arrays; two
+ *   tinylm_gemm_pack_a's layout over the whole k), and each thread packs its own units'
+ *   columns of what its cells wrote, h_t (forward) or dgates_t (backward); two
  *   packed buffers alternate, so a thread writing step t's never races one still
  *   reading step t-1's (a barrier lies between any two uses of one buffer). The packed
  *   buffers' rows past B (the last panel's padding) are zeros from the caller and never
@@ -43,9 +43,19 @@ static inline int64_t tinylm_lstm_packed_rows(int64_t m, int64_t k) {
     return (m + TINYLM_GEMM_MR - 1) / TINYLM_GEMM_MR * TINYLM_GEMM_MR * k;
 }
 
-/* Where element (row, col) of an m x k left operand lives in its packed copy. */
-static inline int64_t tinylm_lstm_packed_at(int64_t row, int64_t col, int64_t k) {
-    return (row / TINYLM_GEMM_MR) * TINYLM_GEMM_MR * k + col * TINYLM_GEMM_MR + row % TINYLM_GEMM_MR;
+/* Columns [j0, j1) of the m x k matrix x (row stride ldx) into its packed copy (row panels of
+ * MR, tinylm_gemm_pack_a's layout over the whole k): for each panel and column the MR
+ * values are contiguous there, so they are written in that order (row by row, each write
+ * would land on a different cache line: a third of the cells' time on two threads). */
+static inline void tinylm_lstm_pack_columns(int64_t m, int64_t k, const float *x, int64_t ldx, int64_t j0,
+                                            int64_t j1, float *packed) {
+    const int64_t MR = TINYLM_GEMM_MR;
+    for (int64_t r = 0; r < m; r += MR) {
+        const int64_t height = tinylm_gemm_min(MR, m - r);
+        float *panel = packed + r * k;
+        for (int64_t j = j0; j < j1; j++)
+            for (int64_t i = 0; i < height; i++) panel[j * MR + i] = x[(r + i) * ldx + j];
+    }
 }
 
 /* W_hh (4H, H) -> the forward's right operands: W_hhᵀ's four gate blocks (H, H), each
@@ -117,14 +127,13 @@ static void tinylm_lstm_forward(int64_t steps, int64_t batch, int64_t hidden, co
                 tinylm_gemm_panels(batch, hidden, hidden, a, packed_w + g * gate_size, q0, q1, recurrent + g * hidden,
                                    four, 0, tile);
             const float *c_prev = t == 0 ? c0 : cs + ((t - 1) % n_c) * batch * hidden;
-            for (int64_t b = 0; b < batch; b++) {
-                float *h = hs + (t * batch + b) * hidden;
+            for (int64_t b = 0; b < batch; b++)
                 tinylm_lstm_cell_forward(x_proj + (t * batch + b) * four, recurrent + b * four, c_prev + b * hidden,
                                          activations + ((t % n_act) * batch + b) * four,
                                          cs + ((t % n_c) * batch + b) * hidden,
-                                         tanh_cs + ((t % n_tanh) * batch + b) * hidden, h, hidden, u0, u1);
-                for (int64_t j = u0; j < u1; j++) next[tinylm_lstm_packed_at(b, j, hidden)] = h[j];
-            }
+                                         tanh_cs + ((t % n_tanh) * batch + b) * hidden,
+                                         hs + (t * batch + b) * hidden, hidden, u0, u1);
+            tinylm_lstm_pack_columns(batch, hidden, hs + t * batch * hidden, hidden, u0, u1, next);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
@@ -134,12 +143,11 @@ static void tinylm_lstm_forward(int64_t steps, int64_t batch, int64_t hidden, co
 
 /* One row's cell backward for units [u0, u1), as lstm.pyx's _cell_backward_row: dh_out
  * (dL/dh_t from the output) + dh_next (from step t+1), dc in: dL/dc_t, out: dL/dc_{t-1};
- * writes the gate gradients to d_gates' row and to its packed copy (k = 4H). */
+ * writes the gate gradients to d_gates' row. */
 static inline void tinylm_lstm_cell_backward(const float *restrict dh_out, const float *restrict dh_next,
                                              float *restrict dc, const float *restrict c_prev,
                                              const float *restrict act, const float *restrict tanh_c,
-                                             float *restrict d_gates, float *restrict packed, int64_t row,
-                                             int64_t hidden, int64_t u0, int64_t u1) {
+                                             float *restrict d_gates, int64_t hidden, int64_t u0, int64_t u1) {
     const float *i = act, *f = act + hidden, *g = act + 2 * hidden, *o = act + 3 * hidden;
     float *restrict di = d_gates, *restrict df = d_gates + hidden, *restrict dg = d_gates + 2 * hidden;
     float *restrict d_o = d_gates + 3 * hidden;
@@ -152,10 +160,6 @@ static inline void tinylm_lstm_cell_backward(const float *restrict dh_out, const
         d_o[j] = dh * tanh_c[j] * o[j] * (1 - o[j]);
         dc[j] = dc_total * f[j];
     }
-    const int64_t four = 4 * hidden;
-    for (int64_t gate = 0; gate < 4; gate++)
-        for (int64_t j = u0; j < u1; j++)
-            packed[tinylm_lstm_packed_at(row, gate * hidden + j, four)] = d_gates[gate * hidden + j];
 }
 
 /* Backpropagation through time (shapes of lstm.pyx's _backward_steps): d_hs (T, B, H);
@@ -181,8 +185,11 @@ static void tinylm_lstm_backward(int64_t steps, int64_t batch, int64_t hidden, c
                 const int64_t at = (t * batch + b);
                 tinylm_lstm_cell_backward(d_hs + at * hidden, d_h + b * hidden, d_c + b * hidden,
                                           c_prev + b * hidden, activations + at * four, tanh_cs + at * hidden,
-                                          d_gates + at * four, packed, b, hidden, u0, u1);
+                                          d_gates + at * four, hidden, u0, u1);
             }
+            for (int64_t g = 0; g < 4; g++)  /* this thread's gate columns, into the product's packed operand */
+                tinylm_lstm_pack_columns(batch, four, d_gates + t * batch * four, four, g * hidden + u0,
+                                         g * hidden + u1, packed);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
