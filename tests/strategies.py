@@ -155,8 +155,7 @@ LSTM_PRODUCT_PATHS = PRODUCT_PATHS + ["packed micro-kernel in C"]
 @contextlib.contextmanager
 def products_through(path):
     """Run the kernels with their products on ``path`` (one of PRODUCT_PATHS)."""
-    from tinylm.kernels.cpu import blas
-    from tinylm.kernels.cpu import lstm
+    from tinylm.kernels.cpu import blas, lstm
 
     if path == "packed micro-kernel in C":
         yield
