@@ -304,8 +304,11 @@ class TransformerStepper:
 
 
 def _linear(x, weight, bias):
-    """x (..., k) @ weight (m, k)ᵀ + bias (m,) -> (..., m), raw arrays (``nn.Linear``'s maths)."""
-    y = x @ weight.data.T
+    """x (..., k) @ weight (m, k)ᵀ + bias (m,) -> (..., m), raw arrays (``nn.Linear``'s maths),
+    through the backend's ``gemm`` as the Linear op multiplies (on the cython backend the
+    kernels' thread pool; NumPy's BLAS is held at one thread there)."""
+    rows = x.reshape(-1, x.shape[-1])  # (N, k)
+    y = backends.kernel("gemm")(rows, weight.data, transpose_b=True).reshape(*x.shape[:-1], -1)  # (..., m)
     return y + bias.data if bias is not None else y
 
 
