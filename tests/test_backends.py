@@ -81,3 +81,56 @@ def test_embedding_gradients_agree_between_numpy_and_cython():
             (ops.embedding(ids, weight) * 2.0).sum().backward()
             grads[backend] = weight.grad.numpy()
     np.testing.assert_allclose(grads["cython"], grads["numpy"], rtol=1e-6)
+
+
+def blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+@pytest.mark.skipif(not backends.is_usable("cython"), reason="the compiled kernels are not built")
+def test_the_cython_backend_holds_numpy_blas_at_one_thread_and_gives_it_back():
+    """One thread pool: under the cython backend NumPy's BLAS runs on one thread (the
+    kernels' OpenMP team does the parallel work); under another backend, its own count."""
+    from threadpoolctl import threadpool_limits
+
+    if not blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS library it can control here")
+    with tinylm.use_backend("numpy"):
+        with threadpool_limits(3, user_api="blas"):  # a count no machine's default makes by chance here
+            assert blas_threads() == [3] * len(blas_threads())
+            with tinylm.use_backend("cython"):
+                assert blas_threads() == [1] * len(blas_threads())
+                tinylm.set_backend("cython")  # setting the backend in use again changes nothing
+                assert blas_threads() == [1] * len(blas_threads())
+            assert blas_threads() == [3] * len(blas_threads())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_and_matmul_agree_between_numpy_and_cython(threads):
+    """The products of Linear and MatMul (through the gemm kernel: NumPy's @ on numpy, the
+    OpenMP team on cython, every size parallel here) and all their gradients."""
+    from strategies import run_with_threads
+
+    from tinylm.nn import functional as F
+
+    rng = np.random.default_rng(7)
+    data = {name: rng.standard_normal(shape).astype(np.float32)
+            for name, shape in (("x", (3, 40, 64)), ("w", (96, 64)), ("b", (96,)), ("m", (96, 48)),
+                                ("a", (50, 64)), ("g", (3, 40, 48)))}
+
+    def run():
+        leaves = {name: tinylm.Tensor(data[name].copy(), requires_grad=True) for name in "xwbma"}
+        y = F.linear(leaves["x"], leaves["w"], leaves["b"])  # (3, 40, 96)
+        z = y @ leaves["m"]  # (3, 40, 48): batch axes folded into rows
+        square = leaves["a"] @ leaves["w"].T  # (50, 96): 2-D @ 2-D
+        ((z * tinylm.Tensor(data["g"])).sum() + (square * square).sum()).backward()
+        return [t.numpy() for t in (y, z, square)] + [leaves[name].grad.numpy() for name in "xwbma"]
+
+    results = {}
+    for backend in ("numpy", "cython"):
+        with tinylm.use_backend(backend):
+            results[backend] = run_with_threads(threads, run)
+    for got, expected in zip(results["cython"], results["numpy"]):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -1,12 +1,15 @@
-"""The packed matrix product (``kernels/cpu/gemm.pyx`` over ``kernels/cpu/tinylm_gemm.h``)
-against its reference (``tinylm/reference/gemm.py``).
+"""The matrix products of ``kernels/cpu/gemm.pyx`` against their reference
+(``tinylm/reference/gemm.py``): ``gemm``, NumPy's BLAS in blocks on the OpenMP team, and
+``gemm_packed``, the packed micro-kernel of ``kernels/cpu/tinylm_gemm.h``.
 
 Property: for sizes 0..70 in each dimension (so every edge of the register tile, and
-K = 0), both transposes, strided inputs, C = and C +=, float32 and float64, the kernel
-agrees with the product computed in float64 within float32's worst-case rounding bound,
-and its answer does not depend on the thread count. The blocking boundaries (K past KC,
-M past MC) get sizes of their own, and every instruction-set path of the header that this
-CPU can run is compiled on its own and checked (the package runs only the widest one).
+K = 0), both transposes, strided inputs, C = and C +=, float32 and float64, each engine
+agrees with the product computed in float64 within float32's worst-case rounding bound.
+The team's blocks are checked on 1 and 2 threads with every size parallel, on each way
+its products can go (NumPy's 64-bit-integer CBLAS, a 32-bit one, none: np.matmul); the
+micro-kernel's answer does not depend on the thread count. Its blocking boundaries (K past
+KC, M past MC) get sizes of their own, and every instruction-set path of the header that
+this CPU can run is compiled on its own and checked (the package runs only the widest one).
 """
 
 import ctypes
@@ -18,7 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import run_with_threads, seeds
+from strategies import PRODUCT_PATHS, products_through, run_with_threads, seeds
 
 from tinylm import kernels
 from tinylm.kernels.cpu import gemm as compiled
@@ -80,12 +83,77 @@ def test_matches_the_reference(m, k, n, seed, dtype, transpose_a, transpose_b, s
                                      (2 * INFO["mc"], 2 * INFO["kc"], INFO["nr"]),  # whole blocks only
                                      (1, 3 * INFO["kc"] + 1, 1), (INFO["mr"], 1, INFO["nr"])])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_blocking_boundaries(m, k, n, accumulate):
+def test_blocking_boundaries_of_the_micro_kernel(m, k, n, accumulate):
     rng = np.random.default_rng(m + k + n)
     a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
     start = rng.standard_normal((m, n)).astype(np.float32)
-    got = compiled.gemm(a, b, start.copy() if accumulate else None, accumulate)
+    got = compiled.gemm_packed(a, compiled.pack_weight(b), start.copy() if accumulate else None, accumulate)
     assert_close(got, a, b, start if accumulate else None)
+
+
+# ------------------------------------------------ gemm: NumPy's BLAS in blocks on the OpenMP team
+
+@settings(max_examples=120, deadline=None)
+@given(m=st.one_of(st.integers(0, 3), st.integers(1, 150)), k=st.integers(0, 40),
+       n=st.one_of(st.integers(0, 3), st.integers(1, 150)), seed=seeds,
+       dtype=st.sampled_from([np.float32, np.float64]), transpose_a=st.booleans(), transpose_b=st.booleans(),
+       strided=st.booleans(), accumulate=st.booleans(), threads=st.sampled_from([1, 2]),
+       path=st.sampled_from(PRODUCT_PATHS))
+def test_the_team_matches_the_reference(m, k, n, seed, dtype, transpose_a, transpose_b, strided, accumulate,
+                                        threads, path):
+    """Every size parallel (the threshold at 0), so a product of 17 rows or columns and more
+    is cut in two blocks; M or N of 0 to 3 for the edges (one row: BLAS's gemv)."""
+    rng = np.random.default_rng(seed)
+    a, b = operands(rng, m, k, n, dtype, transpose_a, transpose_b, strided)
+    a_op, b_op = (a.T if transpose_a else a), (b.T if transpose_b else b)
+    start = rng.standard_normal((m, n)).astype(dtype) if accumulate else None
+    out = start.copy() if accumulate else np.full((m, n), np.nan, dtype)  # never read without accumulate
+    with products_through(path):
+        got = run_with_threads(threads, compiled.gemm, a, b, out, accumulate, transpose_a, transpose_b)
+    assert got is out and got.dtype == dtype
+    assert_close(got, a_op, b_op, start)
+
+
+@pytest.mark.parametrize("m, k, n", [(2048, 128, 384), (384, 2048, 128), (1, 300, 1000), (1000, 300, 1), (33, 7, 17)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_team_on_the_transformers_shapes(m, k, n, threads):
+    """Linear's three products (x Wᵀ, gy W, gyᵀ x) at the default transformer's sizes, and
+    blocks that do not divide evenly; each thread's block computed whole by one sgemm."""
+    rng = np.random.default_rng(m + n)
+    x, w = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((n, k)).astype(np.float32)
+    assert_close(run_with_threads(threads, compiled.gemm, x, w, None, False, False, True), x, w.T)
+    gy = rng.standard_normal((m, n)).astype(np.float32)
+    assert_close(run_with_threads(threads, compiled.gemm, gy, w), gy, w)
+    assert_close(run_with_threads(threads, compiled.gemm, gy, x, None, False, True), gy.T, x)
+
+
+def test_the_team_reads_transposes_and_row_slices_in_place():
+    """What BLAS can describe (one axis of unit stride, rows far enough apart) is passed as
+    it is, with a transpose flag where the unit stride is along the rows; the rest is copied."""
+    x = np.arange(60, dtype=np.float32).reshape(6, 10)
+    for view, transposed, ld in ((x, False, 10), (x.T, True, 10), (x[1:5, 2:7], False, 10), (x[2:4].T, True, 10),
+                                 (x[:, 3:4].T, True, 10), (x[:1, ::3], True, 3), (x[:, 3:4], False, 10)):
+        stored, flip, got_ld = compiled._blas_operand(view)
+        assert (flip, got_ld) == (transposed, ld), view.strides
+        assert np.shares_memory(stored, x)
+        np.testing.assert_array_equal(stored.T if flip else stored, view)
+    for copied in (x[:, ::2], x[::-1], x[::2, ::2]):
+        stored, flip, ld = compiled._blas_operand(copied)
+        assert not flip and ld == copied.shape[1] and stored.flags.c_contiguous and not np.shares_memory(stored, x)
+
+
+def test_the_team_reads_an_operand_that_overlaps_out_from_a_copy():
+    rng = np.random.default_rng(6)
+    square = rng.standard_normal((40, 40)).astype(np.float32)
+    for transpose_a, transpose_b in ((False, False), (True, True)):
+        a, b = square.copy(), square.copy()
+        expected = (a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)
+        run_with_threads(2, compiled.gemm, a, b, a, False, transpose_a, transpose_b)  # out is a
+        np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-4)
+        a, b = square.copy(), square.copy()
+        before = b.copy()
+        run_with_threads(2, compiled.gemm, a, b, b, True, transpose_a, transpose_b)  # out is b, added to
+        np.testing.assert_allclose(b, before + expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_lstm_products():
