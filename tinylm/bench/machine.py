@@ -94,13 +94,18 @@ def measure_roofs(quick: bool = False) -> dict:
 
 
 def set_threads(threads: int) -> None:
-    """One thread count for every pool: tinylm's OpenMP, NumPy's BLAS and PyTorch."""
+    """One thread count for every pool: tinylm's OpenMP, NumPy's BLAS and PyTorch. The
+    BLAS count is the one the numpy and GPU backends use: the cython backend holds the BLAS
+    at one thread while it is current (``tinylm/backends.py``), so it is set here with the
+    numpy backend current, and the cython backend restores it when it gives way again."""
+    import tinylm
     from tinylm import kernels
 
     kernels.set_num_threads(threads)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(threads)  # NumPy's BLAS (and any other OpenMP/BLAS pool loaded)
+    with tinylm.use_backend("numpy"):
+        threadpool_limits(threads)  # NumPy's BLAS (and any other OpenMP/BLAS pool loaded)
     try:
         import torch
 

@@ -18,7 +18,8 @@ def _fmt(value, digits=3) -> str:
 def header_markdown(machine: dict, roofs: dict) -> str:
     lines = [
         f"tinylm benchmark, {machine['date']}",
-        f"- CPU: {machine['cpu']}, {machine['cores']} cores; BLAS: {machine['blas']}",
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores; BLAS: {machine['blas']}"
+        + "; the cython backend holds it at 1 thread and runs its products on its own threads",
         f"- OpenMP in the Cython kernels: {'on' if machine['openmp'] else 'off'}, {machine['openmp_threads']} threads; "
         f"PyTorch threads: {machine['torch_threads'] or '—'}",
         f"- Python {machine['python']}, NumPy {machine['numpy']}, CuPy {machine['cupy'] or 'not installed'}, "
