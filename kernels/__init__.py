@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import os
 
-# Below this many elements a kernel runs on one thread. OpenMP's threads and OpenBLAS's
-# compete for the cores: a kernel's thread team woken while BLAS's threads still spin
-# slows training down (benchmarks/NOTES.md). Two million elements, more than any
-# activation of the default models, keeps parallel threads for big arrays, where they
-# pay (Adam over millions of parameters).
-_parallel_min_elements = int(os.environ.get("TINYLM_PARALLEL_MIN_ELEMENTS", 1 << 21))
+# Below this many elements a kernel runs on one thread: waking the OpenMP team costs a
+# few microseconds, which a small array does not win back. The threshold can be this low
+# because the cython backend runs one thread pool (tinylm/backends.py): NumPy's BLAS on
+# one thread, the matrix products on this team too. Beside OpenBLAS's own threads, a team
+# woken while they still spun was ruinous (every kernel parallel from 65,536 elements: a
+# transformer step 135-187 ms instead of 57), and the threshold was 2**21. The default
+# transformer's training step, best of 50, threshold 2**21 / 2**17 / 2**16 / 2**15 / 0:
+# 53 / 46 / 46 / 45 / 46 ms (benchmarks/NOTES.md, "Threads"); 2**16 is the middle of the
+# flat part.
+_parallel_min_elements = int(os.environ.get("TINYLM_PARALLEL_MIN_ELEMENTS", 1 << 16))
 
 
 def openmp_enabled() -> bool:
@@ -56,7 +60,7 @@ def get_parallel_threshold() -> int:
 
 
 def set_parallel_threshold(elements: int) -> None:
-    """Kernels on arrays of at least ``elements`` elements use every thread (default 2**21,
+    """Kernels on arrays of at least ``elements`` elements use every thread (default 2**16,
     or ``$TINYLM_PARALLEL_MIN_ELEMENTS``); 0 makes every kernel parallel."""
     global _parallel_min_elements
     if int(elements) < 0:

@@ -12,9 +12,10 @@ on the transformer's products (~100 GFLOP/s for (2048, 128)·(128, 384) on this 
 but does not split them well over two cores itself, and its own pthreads spin against
 the OpenMP team of the other kernels; the cython backend therefore holds NumPy's BLAS at
 one thread (``tinylm/backends.py``) and this team is the one pool that runs parallel work.
-Each output element is computed by one thread, by one sgemm, so the answer does not
-depend on the thread count beyond OpenBLAS's own blocking. Where NumPy's BLAS is not
-found, ``gemm`` calls ``np.matmul``, with the same meaning.
+Each output element is computed whole by one thread (no partial sums cross threads), but
+its last bits may change with the thread count: OpenBLAS's edge kernels differ with the
+shape of the block it is given. Where NumPy's BLAS is not found, ``gemm`` calls
+``np.matmul``, with the same meaning (and, the BLAS being held at one thread, on one thread).
 
 ``gemm_packed(a, pack_weight(w))``, a weight multiplied many times (the LSTM's W_hh at
 every step), runs tinylm's own packed micro-kernel (``tinylm_gemm.h``): the weight is laid

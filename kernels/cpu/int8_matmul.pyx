@@ -51,9 +51,9 @@ cdef extern from "tinylm_int8.h" nogil:
 # (fewer: one thread). Measured on the shared 2-core machine at M = 1 (best of many
 # short runs): (1024, 256) took 14 us on one thread and 11 us on two, (4096, 1024) 192
 # and 108 us; (100, 256) took 3.6 us on one and 5.1 us on two. The project's general
-# threshold (``tinylm.kernels.set_parallel_threshold``, 2**21 elements) is for kernels
-# that run between BLAS calls; at batch 1 the int8 products run without BLAS. Setting
-# that threshold lower (0 in the tests) lowers this one too.
+# threshold (``tinylm.kernels.set_parallel_threshold``, 2**16 elements) is for
+# elementwise kernels; the lower of the two applies (0 in the tests makes every product
+# parallel).
 PARALLEL_MIN_WEIGHTS = 1 << 17
 
 # M > 1: bytes of dequantized float32 weights per block (about half a core's L2).
