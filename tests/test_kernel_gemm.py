@@ -97,21 +97,28 @@ def test_blocking_boundaries_of_the_micro_kernel(m, k, n, accumulate):
 @given(m=st.one_of(st.integers(0, 3), st.integers(1, 150)), k=st.integers(0, 40),
        n=st.one_of(st.integers(0, 3), st.integers(1, 150)), seed=seeds,
        dtype=st.sampled_from([np.float32, np.float64]), transpose_a=st.booleans(), transpose_b=st.booleans(),
-       strided=st.booleans(), accumulate=st.booleans(), threads=st.sampled_from([1, 2]),
+       strided=st.booleans(), accumulate=st.booleans(), with_bias=st.booleans(), threads=st.sampled_from([1, 2]),
        path=st.sampled_from(PRODUCT_PATHS))
 def test_the_team_matches_the_reference(m, k, n, seed, dtype, transpose_a, transpose_b, strided, accumulate,
-                                        threads, path):
+                                        with_bias, threads, path):
     """Every size parallel (the threshold at 0), so a product of 17 rows or columns and more
-    is cut in two blocks; M or N of 0 to 3 for the edges (one row: BLAS's gemv)."""
+    is cut in two blocks; M or N of 0 to 3 for the edges (one row: BLAS's gemv); with and
+    without a bias row, which each block adds to its own rows and columns only."""
     rng = np.random.default_rng(seed)
     a, b = operands(rng, m, k, n, dtype, transpose_a, transpose_b, strided)
     a_op, b_op = (a.T if transpose_a else a), (b.T if transpose_b else b)
     start = rng.standard_normal((m, n)).astype(dtype) if accumulate else None
+    bias = rng.standard_normal(n).astype(dtype) if with_bias else None
     out = start.copy() if accumulate else np.full((m, n), np.nan, dtype)  # never read without accumulate
     with products_through(path):
-        got = run_with_threads(threads, compiled.gemm, a, b, out, accumulate, transpose_a, transpose_b)
+        got = run_with_threads(threads, compiled.gemm, a, b, out, accumulate, transpose_a, transpose_b, bias)
     assert got is out and got.dtype == dtype
-    assert_close(got, a_op, b_op, start)
+    expected_start = start if bias is None else (0 if start is None else start) + bias  # bias: on every row
+    assert_close(got, a_op, b_op, expected_start)
+    if with_bias:
+        expected = reference.gemm(a, b, None if start is None else start.copy(), accumulate, transpose_a,
+                                  transpose_b, bias)
+        assert_close(expected, a_op, b_op, expected_start)  # the reference means the same
 
 
 @pytest.mark.parametrize("m, k, n", [(2048, 128, 384), (384, 2048, 128), (1, 300, 1000), (1000, 300, 1), (33, 7, 17)])
@@ -282,6 +289,12 @@ def test_reference_packed_path_is_the_plain_product():
     (lambda: compiled.gemm_packed(np.ones((2, 3)), compiled.pack_weight(np.ones((3, 5), np.float32))), TypeError,
      "gemm_packed: a is float64 but the weight is float32"),
     (lambda: compiled.pack_weight(np.ones((2, 3, 4), np.float32)), ValueError, "pack_weight: w must be a 2-D matrix"),
+    (lambda: compiled.gemm(np.ones((2, 3), np.float32), np.ones((3, 5), np.float32), bias=np.ones(3, np.float32)),
+     ValueError, r"gemm: bias must be \(5,\), one value per column of the product, got \(3,\)"),
+    (lambda: compiled.gemm(np.ones((2, 3), np.float32), np.ones((3, 5), np.float32), bias=np.ones(5)), TypeError,
+     "gemm: a is float32 but bias is float64"),
+    (lambda: reference.gemm(np.ones((2, 3)), np.ones((3, 5)), bias=np.ones((1, 5))), ValueError,
+     r"gemm: bias must be \(5,\)"),
     (lambda: reference.gemm(np.ones((2, 3)), np.ones((4, 5))), ValueError, r"gemm: \(2, 3\) @ \(4, 5\)"),
 ])
 def test_bad_input_gets_a_clear_error(call, error, message):

@@ -46,6 +46,7 @@ include "_math.pxi"
 include "_blas.pxi"
 
 from tinylm.kernels.checks import flag, float_array, int_scalar
+from tinylm.reference.gemm import check_bias
 
 cdef extern from "tinylm_gemm.h" nogil:
     const char* TINYLM_GEMM_ISA
@@ -224,11 +225,12 @@ def gemm_packed(a, packed, out=None, accumulate=False, transpose_a=False):
     return _product("gemm_packed", a, packed, out, accumulate, transpose_a)
 
 
-def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False):
-    """op(a) (M, K) @ op(b) (K, N) -> (M, N), op(x) = xᵀ when transpose_x; into ``out`` when
-    given, added to it with ``accumulate``. On the OpenMP team through NumPy's BLAS (see
-    the module docstring); for a weight multiplied many times, ``pack_weight`` it once and
-    call ``gemm_packed``, the micro-kernel."""
+def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False, bias=None):
+    """op(a) (M, K) @ op(b) (K, N) (+ bias (N,) on every row) -> (M, N), op(x) = xᵀ when
+    transpose_x; into ``out`` when given, added to it with ``accumulate``. On the OpenMP
+    team through NumPy's BLAS (see the module docstring), each thread adding the bias to
+    its block right after its product, while the block is in cache; for a weight
+    multiplied many times, ``pack_weight`` it once and call ``gemm_packed``, the micro-kernel."""
     a = _matrix("gemm", "a", a)
     b = _matrix("gemm", "b", b)
     if a.dtype != b.dtype:
@@ -241,12 +243,20 @@ def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False)
     if a_op.shape[1] != b_op.shape[0]:
         raise ValueError(f"gemm: {a_op.shape} @ {b_op.shape}: inner sizes differ")
     cdef Py_ssize_t m = a_op.shape[0], k = a_op.shape[1], n = b_op.shape[1]
+    if bias is not None:
+        bias = float_array("gemm", "bias", bias)
+        if bias.dtype != a.dtype:
+            raise TypeError(f"gemm: a is {a.dtype} but bias is {bias.dtype}")
+        check_bias("gemm", bias, n)
+        bias = np.ascontiguousarray(bias)
     out = _output("gemm", out, accumulate, m, n, a.dtype)
     if m == 0 or n == 0:
         return out
     if k == 0:  # a sum of no terms
         if not accumulate:
             out.fill(0)
+        if bias is not None:
+            out += bias
         return out
     if np.may_share_memory(a, out):
         a_op = a_op.copy()
@@ -260,8 +270,10 @@ def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False)
             out += a_op @ b_op
         else:
             np.matmul(a_op, b_op, out=out)
+        if bias is not None:
+            out += bias
         return out
-    _team_product(a_stored, flip_a, lda, b_stored, flip_b, ldb, out, ldc, m, n, k, accumulate)
+    _team_product(a_stored, flip_a, lda, b_stored, flip_b, ldb, out, ldc, m, n, k, accumulate, bias)
     return out
 
 
@@ -282,7 +294,7 @@ def _blas_operand(x):
 
 
 def _team_product(a, bint flip_a, Py_ssize_t lda, b, bint flip_b, Py_ssize_t ldb, out, Py_ssize_t ldc,
-                  Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate):
+                  Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate, bias):
     """Cut the output into blocks, one per thread, and run the team (sizes already checked)."""
     cdef bint split_rows = m >= n  # each thread packs all of the other operand: the smaller one
     cdef Py_ssize_t cut = m if split_rows else n
@@ -292,59 +304,92 @@ def _team_product(a, bint flip_a, Py_ssize_t lda, b, bint flip_b, Py_ssize_t ldb
     cdef Py_ssize_t block = (per_thread + grain - 1) // grain * grain
     cdef Py_ssize_t blocks = (cut + block - 1) // block  # <= threads
     if out.dtype == np.float32:
-        _team_sgemm(a, flip_a, lda, b, flip_b, ldb, out, ldc, m, n, k, accumulate, split_rows, block, blocks)
+        _team_sgemm(a, flip_a, lda, b, flip_b, ldb, out, ldc, m, n, k, accumulate, bias, split_rows, block, blocks)
     else:
-        _team_dgemm(a, flip_a, lda, b, flip_b, ldb, out, ldc, m, n, k, accumulate, split_rows, block, blocks)
+        _team_dgemm(a, flip_a, lda, b, flip_b, ldb, out, ldc, m, n, k, accumulate, bias, split_rows, block, blocks)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef inline void _add_bias(real* c, Py_ssize_t ldc, Py_ssize_t rows, Py_ssize_t cols, const real* bias) noexcept nogil:
+    """c[i, j] += bias[j] over a (rows, cols) block of c."""
+    cdef Py_ssize_t i, j
+    cdef real* row
+    for i in range(rows):
+        row = c + i * ldc
+        for j in range(cols):
+            row[j] = row[j] + bias[j]
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _block(bint flip_a, bint flip_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                 const real* a, Py_ssize_t lda, const real* b, Py_ssize_t ldb, real beta, real* c, Py_ssize_t ldc,
+                 const real* bias) noexcept nogil:
+    """One thread's block: C = op(A) op(B) + beta C, then the bias (NULL: none) on its rows."""
+    _gemm_beta(flip_a, flip_b, m, n, k, a, lda, b, ldb, beta, c, ldc)
+    if bias != NULL:
+        _add_bias(c, ldc, m, n, bias)
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _blocks(bint flip_a, bint flip_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                   const real* a, Py_ssize_t lda, const real* b, Py_ssize_t ldb, real beta, real* c, Py_ssize_t ldc,
-                  bint split_rows, Py_ssize_t block, Py_ssize_t blocks) noexcept nogil:
-    """C = op(A) op(B) + beta C, block i of rows (or columns) [i block, (i + 1) block) on
-    thread i. A block of rows of C takes the same rows of op(A): a row offset in A, or a
+                  const real* bias, bint split_rows, Py_ssize_t block, Py_ssize_t blocks) noexcept nogil:
+    """C = op(A) op(B) + beta C (+ bias), block i of rows (or columns) [i block, (i + 1) block)
+    on thread i. A block of rows of C takes the same rows of op(A): a row offset in A, or a
     column offset when A is stored transposed; a block of columns takes the same columns of
-    op(B) likewise."""
+    op(B) likewise, and of the bias."""
     cdef Py_ssize_t i, start, size
     if blocks == 1:
-        _gemm_beta(flip_a, flip_b, m, n, k, a, lda, b, ldb, beta, c, ldc)
+        _block(flip_a, flip_b, m, n, k, a, lda, b, ldb, beta, c, ldc, bias)
         return
     for i in prange(blocks, num_threads=blocks, schedule="static"):
         start = i * block
         if split_rows:
             size = min(block, m - start)
-            _gemm_beta(flip_a, flip_b, size, n, k, a + (start if flip_a else start * lda), lda, b, ldb, beta,
-                       c + start * ldc, ldc)
+            _block(flip_a, flip_b, size, n, k, a + (start if flip_a else start * lda), lda, b, ldb, beta,
+                   c + start * ldc, ldc, bias)
         else:
             size = min(block, n - start)
-            _gemm_beta(flip_a, flip_b, m, size, k, a, lda, b + (start * ldb if flip_b else start), ldb, beta,
-                       c + start, ldc)
+            _block(flip_a, flip_b, m, size, k, a, lda, b + (start * ldb if flip_b else start), ldb, beta,
+                   c + start, ldc, NULL if bias == NULL else bias + start)
 
 
 def _team_sgemm(a, bint flip_a, Py_ssize_t lda, b, bint flip_b, Py_ssize_t ldb, out, Py_ssize_t ldc,
-                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate, bint split_rows, Py_ssize_t block,
+                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate, bias, bint split_rows, Py_ssize_t block,
                 Py_ssize_t blocks):
     cdef const float[:, :] a_view = a
     cdef const float[:, :] b_view = b
     cdef float[:, :] c_view = out
+    cdef const float[::1] bias_view
+    cdef const float* bias_ptr = NULL
+    if bias is not None:
+        bias_view = bias
+        bias_ptr = &bias_view[0]
     cdef const float* a_ptr = &a_view[0, 0]
     cdef const float* b_ptr = &b_view[0, 0]
     cdef float* c_ptr = &c_view[0, 0]
     cdef float beta = 1 if accumulate else 0
     with nogil:
-        _blocks(flip_a, flip_b, m, n, k, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc, split_rows, block, blocks)
+        _blocks(flip_a, flip_b, m, n, k, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc, bias_ptr, split_rows, block, blocks)
 
 
 def _team_dgemm(a, bint flip_a, Py_ssize_t lda, b, bint flip_b, Py_ssize_t ldb, out, Py_ssize_t ldc,
-                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate, bint split_rows, Py_ssize_t block,
+                Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint accumulate, bias, bint split_rows, Py_ssize_t block,
                 Py_ssize_t blocks):
     cdef const double[:, :] a_view = a
     cdef const double[:, :] b_view = b
     cdef double[:, :] c_view = out
+    cdef const double[::1] bias_view
+    cdef const double* bias_ptr = NULL
+    if bias is not None:
+        bias_view = bias
+        bias_ptr = &bias_view[0]
     cdef const double* a_ptr = &a_view[0, 0]
     cdef const double* b_ptr = &b_view[0, 0]
     cdef double* c_ptr = &c_view[0, 0]
     cdef double beta = 1 if accumulate else 0
     with nogil:
-        _blocks(flip_a, flip_b, m, n, k, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc, split_rows, block, blocks)
+        _blocks(flip_a, flip_b, m, n, k, a_ptr, lda, b_ptr, ldb, beta, c_ptr, ldc, bias_ptr, split_rows, block, blocks)

@@ -18,7 +18,8 @@ class Linear(Function):
         dL/db = Σₙ gyₙ      the bias is added to every row
 
     One op instead of a MatMul and an Add: the bias goes into the product's output in
-    place, so no (N, m) temporary is made for it, and its gradient is one column sum.
+    place (the gemm kernel adds it to each block of the product while that is in cache), so
+    no (N, m) temporary is made for it, and its gradient is one column sum.
 
     The three products go through the ``gemm`` kernel with its transpose flags, so Wᵀ and
     gyᵀ are read in place, never copied: NumPy's ``@`` on the numpy and GPU backends, the
@@ -27,9 +28,7 @@ class Linear(Function):
 
     def forward(self, x, weight, bias=None):
         rows = math.prod(x.shape[:-1])
-        y = backends.kernel("gemm")(x.reshape(rows, x.shape[-1]), weight, transpose_b=True)  # (N, m)
-        if bias is not None:
-            y += bias
+        y = backends.kernel("gemm")(x.reshape(rows, x.shape[-1]), weight, transpose_b=True, bias=bias)  # (N, m)
         self.save_for_backward(x, weight)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 

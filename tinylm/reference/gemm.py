@@ -3,6 +3,7 @@
 
     C = op(A) · op(B)          or, with accumulate,   C += op(A) · op(B)
     op(A) (M, K), op(B) (K, N), C (M, N); op(X) = Xᵀ when transpose_x
+    (``gemm`` also adds a bias row, (N,), to every row of the product when given)
 
 The three products of an LSTM layer are all of this form, with W_hh (4H, H):
 
@@ -33,13 +34,24 @@ def _check(op, a_shape, b_shape, out, accumulate):
         raise ValueError(f"{op}: out must be {(a_shape[0], b_shape[1])}, got {out.shape}")
 
 
-def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False):
-    """op(a) (M, K) @ op(b) (K, N) -> (M, N), written into ``out`` when given (and
-    returned), added to what ``out`` holds when ``accumulate``."""
+def check_bias(op, bias, columns):
+    """``bias`` is None or one value per column of the product: (N,)."""
+    if bias is not None and tuple(bias.shape) != (columns,):
+        raise ValueError(f"{op}: bias must be ({columns},), one value per column of the product, got {bias.shape}")
+
+
+def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False, bias=None):
+    """op(a) (M, K) @ op(b) (K, N) -> (M, N), plus ``bias`` (N,) on every row when given
+    (a Linear layer's y = x Wᵀ + b: a fast kernel adds it while each block of the product
+    is still in cache), written into ``out`` when given (and returned), added to what
+    ``out`` holds when ``accumulate``."""
     a_op = a.T if transpose_a else a
     b_op = b.T if transpose_b else b
     _check("gemm", a_op.shape, b_op.shape, out, accumulate)
+    check_bias("gemm", bias, b_op.shape[1])
     product = a_op @ b_op
+    if bias is not None:
+        product += bias
     if out is None:
         return product
     if accumulate:
