@@ -78,9 +78,11 @@ def problems(rng):
                          lambda: np.matmul(h, w_hh.T, out=gates)),
         "backward to h": (BATCH, GATES, HIDDEN, lambda: gemm.gemm_packed(dgates, backward, dh),
                           lambda: np.matmul(dgates, w_hh, out=dh)),
-        "dW_hh per step": (GATES, BATCH, HIDDEN, lambda: gemm.gemm(dgates, h, dw, True, True),
+        # B = h changes every call, so it is packed in every call (gemm itself runs OpenBLAS's blocks)
+        "dW_hh per step": (GATES, BATCH, HIDDEN, lambda: gemm.gemm_packed(dgates, gemm.pack_weight(h), dw, True, True),
                            blas_accumulate(dgates.T, h)),
-        "dW_hh sequence": (GATES, BATCH * STEPS, HIDDEN, lambda: gemm.gemm(dgates_all, h_all, dw, True, True),
+        "dW_hh sequence": (GATES, BATCH * STEPS, HIDDEN,
+                           lambda: gemm.gemm_packed(dgates_all, gemm.pack_weight(h_all), dw, True, True),
                            blas_accumulate(dgates_all.T, h_all)),
         "1024^3": (1024, 1024, 1024, lambda: gemm.gemm_packed(square_a, square, out),
                    lambda: np.matmul(square_a, square_b, out=out)),
