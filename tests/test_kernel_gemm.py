@@ -113,7 +113,8 @@ def test_the_team_matches_the_reference(m, k, n, seed, dtype, transpose_a, trans
     with products_through(path):
         got = run_with_threads(threads, compiled.gemm, a, b, out, accumulate, transpose_a, transpose_b, bias)
     assert got is out and got.dtype == dtype
-    expected_start = start if bias is None else (0 if start is None else start) + bias  # bias: on every row
+    # what the product is added to, exactly (in float64): out's start and the bias on every row
+    expected_start = start if bias is None else (0 if start is None else start.astype(np.float64)) + bias
     assert_close(got, a_op, b_op, expected_start)
     if with_bias:
         expected = reference.gemm(a, b, None if start is None else start.copy(), accumulate, transpose_a,

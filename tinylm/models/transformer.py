@@ -308,8 +308,8 @@ def _linear(x, weight, bias):
     through the backend's ``gemm`` as the Linear op multiplies (on the cython backend the
     kernels' thread pool; NumPy's BLAS is held at one thread there)."""
     rows = x.reshape(-1, x.shape[-1])  # (N, k)
-    y = backends.kernel("gemm")(rows, weight.data, transpose_b=True).reshape(*x.shape[:-1], -1)  # (..., m)
-    return y + bias.data if bias is not None else y
+    y = backends.kernel("gemm")(rows, weight.data, transpose_b=True, bias=None if bias is None else bias.data)
+    return y.reshape(*x.shape[:-1], -1)  # (..., m)
 
 
 def _layer_norm(x, layer_norm: nn.LayerNorm):
