@@ -150,7 +150,7 @@ def test_the_team_reads_transposes_and_row_slices_in_place():
         assert not flip and ld == copied.shape[1] and stored.flags.c_contiguous and not np.shares_memory(stored, x)
 
 
-def test_the_team_reads_an_operand_that_overlaps_out_from_a_copy():
+def test_the_team_reads_an_operand_or_bias_that_overlaps_out_from_a_copy():
     rng = np.random.default_rng(6)
     square = rng.standard_normal((40, 40)).astype(np.float32)
     for transpose_a, transpose_b in ((False, False), (True, True)):
@@ -162,6 +162,10 @@ def test_the_team_reads_an_operand_that_overlaps_out_from_a_copy():
         before = b.copy()
         run_with_threads(2, compiled.gemm, a, b, b, True, transpose_a, transpose_b)  # out is b, added to
         np.testing.assert_allclose(b, before + expected, rtol=1e-4, atol=1e-4)
+    wide = rng.standard_normal((41, 40)).astype(np.float32)
+    a, original = rng.standard_normal((40, 40)).astype(np.float32), wide.copy()
+    run_with_threads(2, compiled.gemm, a, square, wide[:40], False, False, False, wide[20])  # bias: a row of out
+    np.testing.assert_allclose(wide[:40], a.astype(np.float64) @ square + original[20], rtol=1e-4, atol=1e-4)
 
 
 def test_the_lstm_products():

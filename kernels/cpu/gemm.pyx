@@ -262,6 +262,8 @@ def gemm(a, b, out=None, accumulate=False, transpose_a=False, transpose_b=False,
         a_op = a_op.copy()
     if np.may_share_memory(b, out):
         b_op = b_op.copy()
+    if bias is not None and np.may_share_memory(bias, out):
+        bias = bias.copy()
     a_stored, flip_a, lda = _blas_operand(a_op)
     b_stored, flip_b, ldb = _blas_operand(b_op)
     ldc = out.strides[0] // out.itemsize if m > 1 else n
