@@ -20,7 +20,7 @@ import os
 # one thread, the matrix products on this team too. Beside OpenBLAS's own threads, a team
 # woken while they still spun was ruinous (every kernel parallel from 65,536 elements: a
 # transformer step 135-187 ms instead of 57), and the threshold was 2**21. The default
-# transformer's training step, best of 50, threshold 2**21 / 2**17 / 2**16 / 2**15 / 0:
+# transformer's training step, best of 40, threshold 2**21 / 2**17 / 2**16 / 2**15 / 0:
 # 53 / 46 / 46 / 45 / 46 ms (benchmarks/NOTES.md, "Threads"); 2**16 is the middle of the
 # flat part.
 _parallel_min_elements = int(os.environ.get("TINYLM_PARALLEL_MIN_ELEMENTS", 1 << 16))
