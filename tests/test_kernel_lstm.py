@@ -191,6 +191,31 @@ def test_one_step_of_the_whole_stack_matches_reference(path, problem):
     np.testing.assert_allclose(new_c, expected_c, **tolerance)
 
 
+@settings(max_examples=30, deadline=None)
+@given(layers=st.integers(1, 3), batch=st.integers(1, compiled.SMALL_BATCH), hidden=st.integers(1, 80),
+       seed=seeds)
+def test_the_small_batch_stack_step_matches_reference_and_not_the_thread_count(layers, batch, hidden, seed):
+    """float32 at a sampling batch (``tinylm_lstm_stack_step``: every layer in one OpenMP
+    region, threads owning blocks of hidden units): the reference's values to float32
+    rounding, the same bits on 1, 2 or 3 threads, H across the vector widths (16, 32)."""
+    rng = np.random.default_rng(seed)
+    gates0 = (3 * rng.standard_normal((batch, 4 * hidden))).astype(np.float32)
+    h, c = (rng.standard_normal((layers, batch, hidden)).astype(np.float32) for _ in range(2))
+    w_hh0 = (rng.standard_normal((4 * hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    stacked = (rng.standard_normal((layers - 1, 4 * hidden, 2 * hidden)) / np.sqrt(hidden)).astype(np.float32)
+    biases = rng.standard_normal((layers - 1, 4 * hidden)).astype(np.float32)
+    problem = (gates0, h, c, w_hh0, stacked, biases)
+    runs = []
+    for threads in (1, 2, 3):
+        with mock.patch.object(compiled, "threads_for_weights", lambda weights, n=threads: n):
+            runs.append(compiled.lstm_stack_step(*problem))
+    for other in runs[1:]:
+        for got, first in zip(other, runs[0]):
+            np.testing.assert_array_equal(got, first)
+    for got, expected in zip(runs[0], reference.lstm_stack_step(*problem)):
+        np.testing.assert_allclose(got, expected, **TOLERANCE[np.float32])
+
+
 def test_the_stack_step_refuses_mismatched_shapes():
     h = np.zeros((2, 1, 3), np.float32)
     good = dict(gates0=np.zeros((1, 12), np.float32), h=h, c=h, w_hh0=np.zeros((12, 3), np.float32),

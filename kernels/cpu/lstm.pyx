@@ -66,6 +66,10 @@ cdef extern from "tinylm_lstm.h" nogil:
                               float* d_h, float* d_c, const float* packed_w, const float* c0, const float* cs,
                               const float* activations, const float* tanh_cs, float* d_gates, float* packed_dg,
                               int threads)
+    void tinylm_lstm_stack_step(const float* gates0, const float* h, const float* c, const float* w_hh0,
+                                const float* stacked, const float* biases, float* new_h, float* new_c,
+                                float* product, float* act, float* tanh_c, Py_ssize_t layers, Py_ssize_t batch,
+                                Py_ssize_t hidden, int threads)
 
 cdef extern from "tinylm_int8.h" nogil:
     void tinylm_int8_matvec(const float* x, const int8_t* q, Py_ssize_t ldq, const float* scale, float* y,
@@ -496,10 +500,49 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stac
 
         return reference(gates0, h, c, w_hh0, stacked, biases)
     new_h, new_c = np.empty_like(h), np.empty_like(c)
-    product, x_and_h = np.empty((batch, 4 * hidden), dtype), np.empty((batch, 2 * hidden), dtype)
+    product = np.empty((batch, 4 * hidden), dtype)
+    if dtype == np.float32 and batch <= SMALL_BATCH:
+        activations, tanh_c = np.empty((batch, 4 * hidden), dtype), np.empty((batch, hidden), dtype)
+        _stack_step_small_batch(gates0, h, c, w_hh0, stacked, biases, product, activations, tanh_c, new_h, new_c,
+                                threads_for_weights(4 * hidden * hidden))
+        return new_h, new_c
+    x_and_h = np.empty((batch, 2 * hidden), dtype)
     activations, tanh_c = np.empty(4 * hidden, dtype), np.empty(hidden, dtype)
     _stack_step(gates0, h, c, w_hh0, stacked, biases, product, x_and_h, activations, tanh_c, new_h, new_c)
     return new_h, new_c
+
+
+# Up to this batch a float32 step reads each weight row once per batch row (matrix-vector
+# products on the kernels' team, ``tinylm_lstm_stack_step``); above it, one gemm a layer.
+SMALL_BATCH = 4
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _stack_step_small_batch(
+    const float[:, ::1] gates0,      # (B, 4H)
+    const float[:, :, ::1] h,        # (L, B, H)
+    const float[:, :, ::1] c,        # (L, B, H)
+    const float[:, ::1] w_hh0,       # (4H, H)
+    const float[:, :, ::1] stacked,  # (L-1, 4H, 2H)
+    const float[:, ::1] biases,      # (L-1, 4H)
+    float[:, ::1] product,           # (B, 4H) scratch
+    float[:, ::1] activations,       # (B, 4H) scratch
+    float[:, ::1] tanh_c,            # (B, H) scratch
+    float[:, :, ::1] new_h,          # (L, B, H) out
+    float[:, :, ::1] new_c,          # (L, B, H) out
+    int threads,
+):
+    """``_stack_step`` at batch 1 (to ``SMALL_BATCH``), float32: ``tinylm_lstm_stack_step``, every
+    layer in one OpenMP region, each thread the gate rows and cells of its own hidden units
+    (the float32 twin of ``_stack_step_int8``). Needs B ≥ 1 and H ≥ 1; L - 1 may be 0."""
+    cdef Py_ssize_t layers = h.shape[0], batch = h.shape[1], hidden = h.shape[2]
+    cdef const float* stacked_data = &stacked[0, 0, 0] if layers > 1 else NULL
+    cdef const float* biases_data = &biases[0, 0] if layers > 1 else NULL
+    with nogil:
+        tinylm_lstm_stack_step(&gates0[0, 0], &h[0, 0, 0], &c[0, 0, 0], &w_hh0[0, 0], stacked_data, biases_data,
+                               &new_h[0, 0, 0], &new_c[0, 0, 0], &product[0, 0], &activations[0, 0],
+                               &tanh_c[0, 0], layers, batch, hidden, threads)
 
 
 def _check_stack_shapes(gates0, h, c, w_hh0, stacked, biases):

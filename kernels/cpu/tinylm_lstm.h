@@ -35,6 +35,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
 #include "tinylm_gemm.h"
 #include "tinylm_math.h"
 
@@ -195,6 +198,91 @@ static void tinylm_lstm_backward(int64_t steps, int64_t batch, int64_t hidden, c
 #endif
             /* d_h's columns of this thread's units, which only its own cell reads next. */
             tinylm_gemm_panels(batch, hidden, four, packed, packed_w, q0, q1, d_h, hidden, 0, tile);
+        }
+    }
+}
+
+/* ------------------------------------------------ one step of a stack, batch 1 */
+
+/* Σₖ w[k]·x[k] for k < n: two vector accumulators, then the tail; one order per build. */
+static inline float tinylm_lstm_dot(const float *w, const float *x, int64_t n) {
+    int64_t k = 0;
+    float sum = 0.0f;
+#if defined(__AVX512F__)
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+    for (; k + 32 <= n; k += 32) {
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a);
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), b);
+    }
+    for (; k + 16 <= n; k += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a);
+    sum = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (; k + 16 <= n; k += 16) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), b);
+    }
+    for (; k + 8 <= n; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a);
+    __m256 v = _mm256_add_ps(a, b);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    sum = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+#endif
+    for (; k < n; k++) sum += w[k] * x[k];
+    return sum;
+}
+
+/* One time step of an L-layer stack at a small batch, float32, for sampling (the maths of
+ * tinylm/reference/lstm.py's lstm_stack_step; arrays C-contiguous):
+ *
+ *   gates0 (B, 4H) layer 0's input part, bias included;  h, c (L, B, H) the state
+ *   w_hh0 (4H, H);  stacked (L-1, 4H, 2H) [W_ih | W_hh] of each later layer;  biases (L-1, 4H)
+ *   new_h, new_c (L, B, H) out;  product, act (B, 4H) and tanh_c (B, H) scratch
+ *
+ * At batch 1 each product is a matrix-vector product, bound by reading the weights (3 MB
+ * for the default model): one OpenMP region for the whole step, thread t owning the hidden
+ * units [u0, u1) of every layer, so it reads only its units' four gate rows, and its cells
+ * follow at once; one barrier per layer, because the next layer reads the whole new h.
+ * tinylm_int8.h's tinylm_int8_lstm_stack_step is the same with int8 rows. A later layer's
+ * row is W_ih's half dotted with x plus W_hh's half with h, read in place. */
+static void tinylm_lstm_stack_step(const float *gates0, const float *h, const float *c, const float *w_hh0,
+                                   const float *stacked, const float *biases, float *new_h, float *new_c,
+                                   float *product, float *act, float *tanh_c, int64_t layers, int64_t batch,
+                                   int64_t hidden, int threads) {
+    const int64_t four = 4 * hidden;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int64_t t = 0, team = 1;
+#endif
+        const int64_t chunk = ((hidden + team - 1) / team + 15) / 16 * 16;  /* whole cache lines of each gate's rows */
+        const int64_t u0 = tinylm_gemm_min(hidden, t * chunk), u1 = tinylm_gemm_min(hidden, u0 + chunk);
+        for (int64_t k = 0; k < layers; k++) {
+            for (int64_t b = 0; b < batch && u0 < u1; b++) {
+                const float *h_k = h + (k * batch + b) * hidden;
+                const float *x = k > 0 ? new_h + ((k - 1) * batch + b) * hidden : NULL;  /* the layer below, this step */
+                float *p = product + b * four;
+                for (int64_t g = 0; g < 4; g++)
+                    for (int64_t r = g * hidden + u0; r < g * hidden + u1; r++) {
+                        if (k == 0) {
+                            p[r] = tinylm_lstm_dot(w_hh0 + r * hidden, h_k, hidden);
+                        } else {
+                            const float *row = stacked + ((k - 1) * four + r) * 2 * hidden;
+                            p[r] = tinylm_lstm_dot(row, x, hidden) + tinylm_lstm_dot(row + hidden, h_k, hidden);
+                        }
+                    }
+                const float *pre = k == 0 ? gates0 + b * four : biases + (k - 1) * four;
+                tinylm_lstm_cell_forward(pre, p, c + (k * batch + b) * hidden, act + b * four,
+                                         new_c + (k * batch + b) * hidden, tanh_c + b * hidden,
+                                         new_h + (k * batch + b) * hidden, hidden, u0, u1);
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
         }
     }
 }
