@@ -10,15 +10,11 @@ through its ``stepper()`` twice, in one process, interleaved round by round (the
 without sampling: its stepper alone on a fixed token sequence):
 
 - float32: the model as trained (the LSTM's ``lstm_stack_step`` kernel with float32
-  weights, then the output layer's product through NumPy's BLAS). Under the cython
-  backend NumPy's BLAS runs on one thread (``tinylm.backends``, one thread pool), so the
-  LSTM's float32 loops also run a second time with it on ``--threads`` threads (the
-  "BLAS on N threads" rows): the float32 stepper's products are OpenBLAS's, and the
-  int8 speed-up is quoted against the faster of the two;
+  weights, then the output layer's product through NumPy's BLAS);
 - int8: the same model after ``tinylm.quantize``'s transform (per-channel int8 weights,
   loaded as ``load_run`` loads an int8 run: ``model.int8_weights``), so the stepper reads
   int8 weights through ``lstm_stack_step``'s int8 path, the output layer included (one
-  kernel call a step), and the token table was made through ``int8_matmul``.
+  kernel call a step), and made its token table through ``int8_matmul``.
 
 The speed of a step does not depend on the weights' values, so random weights measure
 the same thing as trained ones. With PyTorch installed the LSTM is also run by
@@ -32,7 +28,6 @@ rounding may change a token now and then).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import time
@@ -118,22 +113,16 @@ def stepper_loop(model, prompt: list[int], tokens: list[int]):
     return run
 
 
-def interleaved(loops: dict, rounds: int, tokens: int, blas_threads: dict | None = None) -> tuple[dict, dict]:
+def interleaved(loops: dict, rounds: int, tokens: int) -> tuple[dict, dict]:
     """Each loop once per round, in turn, after 0.3 s of quiet (a BLAS thread pool that just
-    worked spins for about 0.1 s on the cores the next loop needs); the fastest run counts.
-    ``blas_threads``: {name: threads} for loops to run with NumPy's BLAS on that many
-    threads (set before the quiet, so not timed)."""
-    from threadpoolctl import threadpool_limits
-
+    worked spins for about 0.1 s on the cores the next loop needs); the fastest run counts."""
     best, samples = {name: math.inf for name in loops}, {}
     for _ in range(rounds):
         for name, run in loops.items():
-            threads = (blas_threads or {}).get(name)
-            with threadpool_limits(threads, user_api="blas") if threads else contextlib.nullcontext():
-                time.sleep(0.3)
-                started = time.perf_counter()
-                samples[name] = run()
-                best[name] = min(best[name], time.perf_counter() - started)
+            time.sleep(0.3)
+            started = time.perf_counter()
+            samples[name] = run()
+            best[name] = min(best[name], time.perf_counter() - started)
     return {name: dict(seconds=s, tokens_per_s=tokens / s) for name, s in best.items()}, samples
 
 
@@ -164,13 +153,9 @@ def main(argv=None) -> dict:
 
     lstm_int8 = int8_twin(lstm, "lstm", lstm.config)
     fixed = [int(i) for i in np.random.default_rng(3).integers(0, vocab, args.tokens)]
-    blas_n = f"NumPy's BLAS on {args.threads} threads"
     stepper_loops = {"tinylm float32 stepper": stepper_loop(lstm, prompt, fixed),
-                     f"tinylm float32 stepper, {blas_n}": stepper_loop(lstm, prompt, fixed),
                      "tinylm int8 stepper": stepper_loop(lstm_int8, prompt, fixed)}
-    lstm_loops = {"tinylm float32": tinylm_loop(lstm), f"tinylm float32, {blas_n}": tinylm_loop(lstm),
-                  "tinylm int8": tinylm_loop(lstm_int8)}
-    blas_threads = {f"tinylm float32 stepper, {blas_n}": args.threads, f"tinylm float32, {blas_n}": args.threads}
+    lstm_loops = {"tinylm float32": tinylm_loop(lstm), "tinylm int8": tinylm_loop(lstm_int8)}
     try:
         import torch  # noqa: F401
 
@@ -190,8 +175,8 @@ def main(argv=None) -> dict:
     print(json.dumps(machine, indent=1))
     print(f"backend {tinylm.get_backend()}, {args.threads} threads; {args.tokens} tokens after a {args.prompt}-token "
           f"prompt, batch 1, the fastest of {args.rounds} interleaved rounds")
-    stepper_results, _ = interleaved(stepper_loops, args.rounds, args.tokens, blas_threads)
-    lstm_results, lstm_samples = interleaved(lstm_loops, args.rounds, args.tokens, blas_threads)
+    stepper_results, _ = interleaved(stepper_loops, args.rounds, args.tokens)
+    lstm_results, lstm_samples = interleaved(lstm_loops, args.rounds, args.tokens)
     report_table(f"LSTM steppers alone, {args.tokens} steps", stepper_results)
     transformer_results, transformer_samples = interleaved(transformer_loops, args.rounds, args.tokens)
     report_table(f"LSTM {lstm.config}", lstm_results)
@@ -200,17 +185,10 @@ def main(argv=None) -> dict:
     def rate(results, name):
         return results[name]["tokens_per_s"]
 
-    def fastest(results, name):  # the float32 loop with NumPy's BLAS on one thread or on --threads
-        return max(rate(results, name), rate(results, f"{name}, {blas_n}"))
-
     ratios = {"LSTM stepper: int8 / float32": rate(stepper_results, "tinylm int8 stepper") /
               rate(stepper_results, "tinylm float32 stepper"),
-              "LSTM stepper: int8 / fastest float32": rate(stepper_results, "tinylm int8 stepper") /
-              fastest(stepper_results, "tinylm float32 stepper"),
               "LSTM sampling: tinylm int8 / tinylm float32": rate(lstm_results, "tinylm int8") /
               rate(lstm_results, "tinylm float32"),
-              "LSTM sampling: tinylm int8 / fastest tinylm float32": rate(lstm_results, "tinylm int8") /
-              fastest(lstm_results, "tinylm float32"),
               "transformer: tinylm int8 / tinylm float32": rate(transformer_results, "tinylm int8") /
               rate(transformer_results, "tinylm float32")}
     if "PyTorch eager float32" in lstm_results:
