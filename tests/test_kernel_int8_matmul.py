@@ -454,6 +454,50 @@ def test_unusual_arrays_give_the_results_of_ordinary_ones():
             np.testing.assert_array_equal(got, want)
 
 
+ARGUMENT_NAMES = ("gates0", "h", "c", "w_hh0", "stacked", "biases", "w_hh0_scale", "stacked_scale", "fc_weight",
+                  "fc_scale", "fc_bias")
+
+
+@settings(max_examples=300)
+@given(data=st.data())
+def test_no_array_of_another_shape_or_dtype_gets_through_the_c_checks(data):
+    """One argument of a good int8 step (output layer included) replaced by an array of a
+    shape near its own (one side one more or one less, a dimension more or fewer, or its
+    own) and any of several dtypes, sometimes a strided view: the step answers only when
+    the array has the argument's own shape and dtype, and otherwise refuses it with an
+    error naming the op. ``_int8_step``'s C checks are what stand between such an array
+    and a kernel that indexes without bounds checks."""
+    rng = np.random.default_rng(data.draw(seeds))
+    layers, batch, hidden, vocab = (data.draw(st.integers(low, high)) for low, high in ((1, 3), (1, 2), (1, 6), (0, 6)))
+    good = [*int8_stack(rng, layers, batch, hidden), *int8_output_layer(rng, vocab, hidden)]
+    index = data.draw(st.integers(0, len(good) - 1))
+    shape = list(good[index].shape)
+    change = data.draw(st.sampled_from(["same", "side", "more", "fewer"]))
+    if change == "side" and shape:
+        axis = data.draw(st.integers(0, len(shape) - 1))
+        shape[axis] = max(0, shape[axis] + data.draw(st.sampled_from([-1, 1])))
+    elif change == "more":
+        shape.insert(data.draw(st.integers(0, len(shape))), data.draw(st.integers(1, 2)))
+    elif change == "fewer" and shape:
+        shape.pop(data.draw(st.integers(0, len(shape) - 1)))
+    dtype = data.draw(st.sampled_from([good[index].dtype, np.int8, np.float32, np.float64, np.int64, np.float16]))
+    value = rng.integers(-3, 4, shape).astype(dtype)
+    if data.draw(st.booleans()) and value.ndim:  # a strided view with the same shape
+        value = np.repeat(value, 2, axis=-1)[..., ::2]
+    changed = list(good)
+    changed[index] = value
+    try:
+        result = compiled_lstm.lstm_stack_step(*changed)
+    except (ValueError, TypeError) as error:
+        assert "lstm_stack_step" in str(error), error
+        return
+    assert value.shape == good[index].shape and value.dtype == good[index].dtype, (
+        f"{ARGUMENT_NAMES[index]} {value.shape} {value.dtype} was taken for {good[index].shape} {good[index].dtype}")
+    expected = reference_lstm.lstm_stack_step(*changed)
+    for got, want in zip(result, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
 def test_the_output_layer_is_refused_when_it_does_not_fit():
     h = np.zeros((2, 1, 3), np.float32)
     good = dict(gates0=np.zeros((1, 12), np.float32), h=h, c=h, w_hh0=np.zeros((12, 3), np.int8),
