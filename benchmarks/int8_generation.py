@@ -13,7 +13,8 @@ without sampling: its stepper alone on a fixed token sequence):
   weights, then the output layer's product through NumPy's BLAS);
 - int8: the same model after ``tinylm.quantize``'s transform (per-channel int8 weights,
   loaded as ``load_run`` loads an int8 run: ``model.int8_weights``), so the stepper reads
-  int8 weights through the ``int8_matmul`` kernel and ``lstm_stack_step``'s int8 path.
+  int8 weights through ``lstm_stack_step``'s int8 path, the output layer included (one
+  kernel call a step), and made its token table through ``int8_matmul``.
 
 The speed of a step does not depend on the weights' values, so random weights measure
 the same thing as trained ones. With PyTorch installed the LSTM is also run by

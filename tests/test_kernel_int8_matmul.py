@@ -348,6 +348,186 @@ def test_the_int8_stack_step_refuses_bad_weights_and_scales():
             compiled_lstm.lstm_stack_step(**{**good, **change})
 
 
+# ------------------------------- the int8 lstm_stack_step with the output layer
+
+
+def int8_output_layer(rng, vocab, hidden, bias=True):
+    """fc_weight (V, H) int8, fc_scale (V,), fc_bias (V,) or None: lstm_stack_step's output layer."""
+    fc_weight, fc_scale = quantize_per_channel(rng.standard_normal((vocab, hidden)) / np.sqrt(max(hidden, 1)))
+    return fc_weight, fc_scale, rng.standard_normal(vocab).astype(np.float32) if bias else None
+
+
+@st.composite
+def int8_stack_problems_with_logits(draw):
+    """An int8 stack step and an output layer of V rows (0, 1, fewer than a dot4 group, not
+    a multiple of 4, more than a thread's block), with or without a bias, contiguous or
+    not."""
+    problem = list(draw(int8_stack_problems()))
+    vocab = draw(st.one_of(st.integers(0, 9), st.sampled_from([13, 100, 257])))
+    rng = np.random.default_rng(draw(seeds))
+    fc_weight, fc_scale, fc_bias = int8_output_layer(rng, vocab, problem[1].shape[2], draw(st.booleans()))
+    if draw(st.booleans()):  # non-contiguous views with the same values
+        fc_weight, fc_scale = np.asfortranarray(fc_weight), np.repeat(fc_scale, 2)[::2]
+    return (*problem, fc_weight, fc_scale, fc_bias)
+
+
+def logits_tolerance(problem, expected_h, h_tolerance):
+    """The error of h[-1] (``stack_tolerance``) through the output layer (at most
+    h_tolerance · Σ|s q| of a row), plus the row's own error bound (``error_bound``)."""
+    fc_weight, fc_scale = problem[8], problem[9]
+    growth = (np.abs(fc_weight.astype(np.float64)) * fc_scale[:, None]).sum(axis=1).max(initial=0.0)
+    return h_tolerance * (1 + growth) + error_bound(expected_h[-1], fc_weight, fc_scale).max(initial=0.0) + 1e-6
+
+
+@given(problem=int8_stack_problems_with_logits())
+def test_the_int8_stack_step_with_the_output_layer_matches_reference(problem):
+    new_h, new_c, logits = compiled_lstm.lstm_stack_step(*problem)
+    expected_h, expected_c, expected_logits = reference_lstm.lstm_stack_step(*problem)
+    batch, vocab = problem[1].shape[1], problem[8].shape[0]
+    assert logits.dtype == np.float32 and logits.shape == expected_logits.shape == (batch, vocab)
+    tolerance = stack_tolerance(problem[:8], expected_h)
+    np.testing.assert_allclose(new_h, expected_h, rtol=1e-5, atol=tolerance)
+    np.testing.assert_allclose(new_c, expected_c, rtol=1e-5, atol=tolerance)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-5,
+                               atol=logits_tolerance(problem, expected_h, tolerance))
+
+
+def test_the_output_layer_changes_nothing_else():
+    """The same step with and without the output layer: the same h and c, bit for bit."""
+    rng = np.random.default_rng(6)
+    problem = int8_stack(rng, layers=2, batch=1, hidden=64)
+    with_logits = compiled_lstm.lstm_stack_step(*problem, *int8_output_layer(rng, 100, 64))
+    for a, b in zip(compiled_lstm.lstm_stack_step(*problem), with_logits[:2]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("vocab", [1, 3, 4, 13, 100, 257])
+def test_the_logits_are_the_int8_matmul_kernels_of_the_new_h(vocab):
+    """The same routine (``tinylm_int8_rows``, rows in groups of 4) on the same h: each
+    batch row's logits equal compiled int8_matmul(new_h[-1, b]) + fc_bias bit for bit (one
+    row at a time: int8_matmul's matrix-vector path; several go through sgemm)."""
+    rng = np.random.default_rng(vocab)
+    problem = (*int8_stack(rng, layers=2, batch=2, hidden=37), *int8_output_layer(rng, vocab, 37))
+    new_h, _, logits = compiled_lstm.lstm_stack_step(*problem)
+    for b in range(2):
+        row = compiled.int8_matmul(new_h[-1, b:b + 1], problem[8], problem[9]) + problem[10]
+        np.testing.assert_array_equal(logits[b:b + 1], row)
+
+
+@pytest.mark.skipif(not kernels.openmp_enabled(), reason="built without OpenMP: the kernels run on one thread only")
+def test_the_output_layer_gives_the_same_on_one_two_and_three_threads():
+    rng = np.random.default_rng(8)
+    problem = (*int8_stack(rng, layers=3, batch=2, hidden=68), *int8_output_layer(rng, 103, 68))
+    one, two, three = (run_with_threads(t, compiled_lstm.lstm_stack_step, *problem) for t in (1, 2, 3))
+    for a, b, c in zip(one, two, three):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_the_int8_stack_step_with_the_output_layer_in_float64_is_the_reference():
+    rng = np.random.default_rng(9)
+    problem = list(int8_stack(rng, layers=2, batch=2, hidden=5)) + list(int8_output_layer(rng, 7, 5))
+    for i in (0, 1, 2, 5):  # gates0, h, c, biases
+        problem[i] = problem[i].astype(np.float64)
+    for got, expected in zip(compiled_lstm.lstm_stack_step(*problem), reference_lstm.lstm_stack_step(*problem)):
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_unusual_arrays_give_the_results_of_ordinary_ones():
+    """A C-contiguous but unaligned view into a byte buffer (which the C checks of
+    ``_int8_step`` do not take: the Python checks copy it), a read-only array and a
+    subclass of ndarray (read in place): the results of ordinary arrays."""
+    rng = np.random.default_rng(10)
+    problem = [*int8_stack(rng, layers=2, batch=1, hidden=12), *int8_output_layer(rng, 9, 12)]
+    expected = compiled_lstm.lstm_stack_step(*problem)
+    storage = np.zeros(problem[1].nbytes + 1, np.uint8)
+    unaligned = storage[1:].view(np.float32).reshape(problem[1].shape)  # h, one byte off
+    unaligned[...] = problem[1]
+    assert not unaligned.flags.aligned and unaligned.flags.c_contiguous
+    read_only = problem[3].copy()
+    read_only.flags.writeable = False
+    for index, value in ((1, unaligned), (3, read_only), (8, problem[8].view(np.memmap))):
+        changed = list(problem)
+        changed[index] = value
+        for got, want in zip(compiled_lstm.lstm_stack_step(*changed), expected):
+            np.testing.assert_array_equal(got, want)
+
+
+ARGUMENT_NAMES = ("gates0", "h", "c", "w_hh0", "stacked", "biases", "w_hh0_scale", "stacked_scale", "fc_weight",
+                  "fc_scale", "fc_bias")
+
+
+@settings(max_examples=300)
+@given(data=st.data())
+def test_no_array_of_another_shape_or_dtype_gets_through_the_c_checks(data):
+    """One argument of a good int8 step (output layer included) replaced by an array of a
+    shape near its own (one side one more or one less, a dimension more or fewer, or its
+    own) and any of several dtypes, sometimes a strided view: the step answers only when
+    the array has the argument's own shape and dtype, and otherwise refuses it with an
+    error naming the op. ``_int8_step``'s C checks are what stand between such an array
+    and a kernel that indexes without bounds checks."""
+    rng = np.random.default_rng(data.draw(seeds))
+    layers, batch, hidden, vocab = (data.draw(st.integers(low, high)) for low, high in ((1, 3), (1, 2), (1, 6), (0, 6)))
+    good = [*int8_stack(rng, layers, batch, hidden), *int8_output_layer(rng, vocab, hidden)]
+    index = data.draw(st.integers(0, len(good) - 1))
+    shape = list(good[index].shape)
+    change = data.draw(st.sampled_from(["same", "side", "more", "fewer"]))
+    if change == "side" and shape:
+        axis = data.draw(st.integers(0, len(shape) - 1))
+        shape[axis] = max(0, shape[axis] + data.draw(st.sampled_from([-1, 1])))
+    elif change == "more":
+        shape.insert(data.draw(st.integers(0, len(shape))), data.draw(st.integers(1, 2)))
+    elif change == "fewer" and shape:
+        shape.pop(data.draw(st.integers(0, len(shape) - 1)))
+    dtype = data.draw(st.sampled_from([good[index].dtype, np.int8, np.float32, np.float64, np.int64, np.float16]))
+    value = rng.integers(-3, 4, shape).astype(dtype)
+    if data.draw(st.booleans()) and value.ndim:  # a strided view with the same shape
+        value = np.repeat(value, 2, axis=-1)[..., ::2]
+    changed = list(good)
+    changed[index] = value
+    try:
+        result = compiled_lstm.lstm_stack_step(*changed)
+    except (ValueError, TypeError) as error:
+        assert "lstm_stack_step" in str(error), error
+        return
+    assert value.shape == good[index].shape and value.dtype == good[index].dtype, (
+        f"{ARGUMENT_NAMES[index]} {value.shape} {value.dtype} was taken for {good[index].shape} {good[index].dtype}")
+    expected = reference_lstm.lstm_stack_step(*changed)
+    for got, want in zip(result, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_the_output_layer_is_refused_when_it_does_not_fit():
+    h = np.zeros((2, 1, 3), np.float32)
+    good = dict(gates0=np.zeros((1, 12), np.float32), h=h, c=h, w_hh0=np.zeros((12, 3), np.int8),
+                stacked=np.zeros((1, 12, 6), np.int8), biases=np.zeros((1, 12), np.float32),
+                w_hh0_scale=np.ones(12, np.float32), stacked_scale=np.ones((1, 2, 12), np.float32),
+                fc_weight=np.zeros((5, 3), np.int8), fc_scale=np.ones(5, np.float32), fc_bias=np.zeros(5, np.float32))
+    assert compiled_lstm.lstm_stack_step(**good)[2].shape == (1, 5)
+    bad = [
+        (dict(fc_scale=None), ValueError, "lstm_stack_step: the output layer needs fc_weight and fc_scale together"),
+        (dict(fc_weight=None, fc_scale=None), ValueError, "lstm_stack_step: the output layer needs fc_weight and"),
+        (dict(w_hh0_scale=None, stacked_scale=None), ValueError,
+         r"lstm_stack_step: the output layer \(fc_weight, fc_scale, fc_bias\) needs int8 weights"),
+        (dict(fc_weight=np.zeros((5, 3), np.float32)), TypeError,
+         "lstm_stack_step: fc_weight must be int8, got float32"),
+        (dict(fc_weight=np.zeros((5, 4), np.int8)), ValueError,
+         r"lstm_stack_step: fc_weight \(5, 4\) must be \(V, H\) with H = 3 from h \(2, 1, 3\)"),
+        (dict(fc_weight=np.zeros(5, np.int8)), ValueError, r"lstm_stack_step: fc_weight \(5,\) must be \(V, H\)"),
+        (dict(fc_scale=np.ones(4, np.float32)), ValueError, r"lstm_stack_step: fc_scale \(4,\) must be \(5,\)"),
+        (dict(fc_scale=np.ones(5)), TypeError, "lstm_stack_step: fc_scale must be float32, got float64"),
+        (dict(fc_bias=np.zeros((1, 5), np.float32)), ValueError, r"lstm_stack_step: fc_bias \(1, 5\) must be \(5,\)"),
+        (dict(fc_bias=np.zeros(5, np.float16)), TypeError, "lstm_stack_step: fc_bias must be float32, got float16"),
+        (dict(h=h.astype(">f4"), c=h.astype(">f4")), TypeError, "lstm_stack_step: h is >f4, expected float32"),
+    ]
+    for change, error, message in bad:
+        with pytest.raises(error, match=message):
+            compiled_lstm.lstm_stack_step(**{**good, **change})
+    with pytest.raises(ValueError, match=r"lstm_stack_step: the output layer \(fc_weight, fc_scale, fc_bias\) needs"):
+        reference_lstm.lstm_stack_step(**{**good, "w_hh0_scale": None, "stacked_scale": None})
+
+
 # ---------------------------------------------------- CUDA (kernels/cuda/int8_matmul.cu)
 # Against the reference through the CPU emulation, and on a GPU when one is usable.
 

@@ -252,15 +252,16 @@ def forward_logits(model, ids):
         return backends.to_device(model(ids)[0].data, "cpu")  # (B, T, V)
 
 
+@pytest.mark.parametrize("batch", [1, 3])  # 1: LSTMStepper.step's one-id path (a slice of the token table)
 @pytest.mark.parametrize("backend", ["numpy", "cython"])
 @pytest.mark.parametrize("name", list(STEPPER_MODELS))
-def test_the_stepper_on_int8_weights_gives_forwards_logits(name, backend):
+def test_the_stepper_on_int8_weights_gives_forwards_logits(name, backend, batch):
     if backend == "cython":
         pytest.importorskip("tinylm.kernels.cpu.lstm", reason="the Cython kernels are not built here")
     kind, config = STEPPER_MODELS[name]
     with backends.use_backend(backend):
         model = int8_model(kind, config)
-        ids = np.random.default_rng(1).integers(0, config["vocab_size"], size=(3, 9))
+        ids = np.random.default_rng(1).integers(0, config["vocab_size"], size=(batch, 9))
         expected = forward_logits(model, ids)  # (B, T, V)
         stepper = model.stepper()
         logits, state = stepper.start(ids[:, :4])
@@ -332,6 +333,27 @@ def test_the_int8_stepper_starts_from_a_given_state_as_the_float_one_does(name, 
             _, tensors = model(ids[:, :3])  # forward's state: Tensors
         logits, _ = stepper.start(ids[:, 3:], tensors)
         np.testing.assert_allclose(backends.to_device(logits, "cpu"), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("name", [n for n in STEPPER_MODELS if n.startswith("lstm")])
+def test_the_int8_stepper_refuses_a_bad_id_at_batch_1_as_at_any_batch(name, backend):
+    if backend == "cython":
+        pytest.importorskip("tinylm.kernels.cpu.lstm", reason="the Cython kernels are not built here")
+    kind, config = STEPPER_MODELS[name]
+    vocab = config["vocab_size"]
+    with backends.use_backend(backend):
+        stepper = int8_model(kind, config).stepper()
+        for ids in (np.array([vocab]), np.array([-1]), np.array([vocab], np.uint8), np.array([2**40])):
+            with pytest.raises(IndexError, match=rf"LSTMStepper.step: ids \(1,\) must be .* in \[0, {vocab}\)"):
+                stepper.step(ids)
+        _, state = stepper.step(np.array([1, 2]))
+        with pytest.raises(IndexError, match=r"ids \(1,\) must be \(B,\) = \(2,\)"):
+            stepper.step(np.array([3]), state)
+        with pytest.raises(IndexError):  # not integers: refused by the general path's indexing
+            stepper.step(np.array([1.0]))
+        logits, _ = stepper.step(np.array([vocab - 1], np.int16))
+        assert logits.shape == (1, vocab)
 
 
 def test_without_a_token_table_the_int8_stepper_multiplies_layer_0_by_int8_weights_too():

@@ -27,7 +27,11 @@ backward can follow either forward. What differs, and why:
   dozen NumPy calls around a few matrix-vector products are gone. With int8 weights
   (scales given) each product is ``tinylm_int8.h``'s matrix-vector routine, the one
   ``int8_matmul.pyx`` uses: a later layer's [W_ih | W_hh] rows are two int8 sums with
-  their own scales, read in place from ``stacked`` (no [x, h] copy is made).
+  their own scales, read in place from ``stacked`` (no [x, h] copy is made). Given the
+  int8 output layer as well (``fc_weight``), the logits come from the same OpenMP
+  region. Its arguments are checked in C (``_int8_step``: type, byte order, contiguity,
+  alignment and shape of each array, well under a microsecond), and only what fails
+  there goes through the Python checks, which convert it or refuse it by name.
 - The float exp is ``tinylm_math.h``'s branch-free polynomial, which GCC vectorises
   (libm's ``expf`` is a call, which it does not), and each batch row's gate loops touch
   few enough arrays for GCC to vectorise them (see ``_cell_forward_row``).
@@ -44,6 +48,10 @@ include "_math.pxi"
 include "_blas.pxi"
 
 from libc.stdint cimport int8_t
+
+cimport numpy as cnp
+
+cnp.import_array()
 
 from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
 from tinylm.kernels.cpu.gemm import gemm
@@ -76,8 +84,9 @@ cdef extern from "tinylm_int8.h" nogil:
                             Py_ssize_t rows, Py_ssize_t cols, int accumulate, int threads)
     void tinylm_int8_lstm_stack_step(const float* gates0, const float* h, const float* c, const int8_t* w_hh0,
                                      const float* w_hh0_scale, const int8_t* stacked, const float* stacked_scale,
-                                     const float* biases, float* new_h, float* new_c, float* pre, Py_ssize_t layers,
-                                     Py_ssize_t batch, Py_ssize_t hidden, int threads)
+                                     const float* biases, float* new_h, float* new_c, float* pre, const int8_t* fc,
+                                     const float* fc_scale, const float* fc_bias, float* logits, Py_ssize_t vocab,
+                                     Py_ssize_t layers, Py_ssize_t batch, Py_ssize_t hidden, int threads)
 
 
 @cython.boundscheck(False)
@@ -447,38 +456,8 @@ def _stack_step(
                                   &new_c[k, b, 0], &tanh_c[0], &new_h[k, b, 0], hidden)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-def _stack_step_int8(
-    const float[:, ::1] gates0,         # (B, 4H) layer 0's input part of the gates
-    const float[:, :, ::1] h,           # (L, B, H)
-    const float[:, :, ::1] c,           # (L, B, H)
-    const int8_t[:, ::1] w_hh0,         # (4H, H) int8
-    const float[::1] w_hh0_scale,       # (4H,)
-    const int8_t[:, :, ::1] stacked,    # (L-1, 4H, 2H) int8: [W_ih | W_hh] of each later layer
-    const float[:, :, ::1] stacked_scale,  # (L-1, 2, 4H): [k, 0] W_ih's row scales, [k, 1] W_hh's
-    const float[:, ::1] biases,         # (L-1, 4H)
-    float[:, ::1] pre,                  # (B, 4H) scratch: the gates' pre-activations
-    float[:, :, ::1] new_h,             # (L, B, H) out
-    float[:, :, ::1] new_c,             # (L, B, H) out
-    int threads,                        # OpenMP threads, each owning a block of hidden units
-):
-    """``_stack_step`` with int8 weights: ``tinylm_int8_lstm_stack_step`` (``tinylm_int8.h``),
-    every layer in one OpenMP region, each thread the gate rows and cells of its own
-    hidden units; a later layer's s_ih · (W_ih x) + s_hh · (W_hh h) reads the two halves
-    of its stacked rows in place (row length 2H), so [x, h] is never copied. Needs
-    B ≥ 1 and H ≥ 1. (L - 1 may be 0: ``stacked`` is then empty and never read.)"""
-    cdef Py_ssize_t layers = h.shape[0], batch = h.shape[1], hidden = h.shape[2]
-    cdef const int8_t* stacked_data = &stacked[0, 0, 0] if layers > 1 else NULL
-    cdef const float* stacked_scale_data = &stacked_scale[0, 0, 0] if layers > 1 else NULL
-    cdef const float* biases_data = &biases[0, 0] if layers > 1 else NULL
-    with nogil:
-        tinylm_int8_lstm_stack_step(&gates0[0, 0], &h[0, 0, 0], &c[0, 0, 0], &w_hh0[0, 0], &w_hh0_scale[0],
-                                    stacked_data, stacked_scale_data, biases_data, &new_h[0, 0, 0],
-                                    &new_c[0, 0, 0], &pre[0, 0], layers, batch, hidden, threads)
-
-
-def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stacked_scale=None):
+def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stacked_scale=None, fc_weight=None,
+                    fc_scale=None, fc_bias=None):
     """As ``tinylm.reference.lstm.lstm_stack_step``: one step of L layers -> (new_h, new_c),
     in one call and one pass through C. At batch 1 (sampling) the step is a few
     matrix-vector products, and a dozen NumPy calls around them cost as much again; here
@@ -487,10 +466,18 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stac
 
     Int8 weights: with ``w_hh0_scale`` (4H,) and ``stacked_scale`` (L-1, 2, 4H), float32,
     given together, ``w_hh0`` and ``stacked`` are int8 and the products are int8
-    matrix-vector products (``_stack_step_int8``); float32 only (float64 state: the
-    reference serves, after the same checks)."""
-    if w_hh0_scale is not None or stacked_scale is not None:
-        return _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale)
+    matrix-vector products (``_int8_step``); float32 only (float64 state: the reference
+    serves, after the same checks). With the output layer too, ``fc_weight`` (V, H) int8,
+    ``fc_scale`` (V,) and ``fc_bias`` (V,) or None, it returns (new_h, new_c, logits),
+    the logits computed in the same OpenMP region as the layers."""
+    if (w_hh0_scale is not None or stacked_scale is not None or fc_weight is not None or fc_scale is not None
+            or fc_bias is not None):
+        result = _int8_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale, fc_weight, fc_scale,
+                            fc_bias)
+        if result is None:
+            result = _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale,
+                                           fc_weight, fc_scale, fc_bias)
+        return result
     dtype = float_dtype("lstm_stack_step", "gates0", np.asarray(gates0))
     gates0, h, c, w_hh0, stacked, biases = contiguous_arrays(
         "lstm_stack_step", np, dtype, gates0=gates0, h=h, c=c, w_hh0=w_hh0, stacked=stacked, biases=biases)
@@ -558,12 +545,20 @@ def _check_stack_shapes(gates0, h, c, w_hh0, stacked, biases):
     return layers, batch, hidden
 
 
-def _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale):
-    """``lstm_stack_step`` with int8 weights: the float arrays checked as in the float path,
-    the int8 ones and their scales as ``int8_matmul`` checks its own."""
+def _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale, fc_weight, fc_scale,
+                          fc_bias):
+    """``lstm_stack_step`` with int8 weights, for arguments ``_int8_step`` did not take as
+    they are: the float arrays checked as in the float path, the int8 ones and their
+    scales as ``int8_matmul`` checks its own, each made C-contiguous; then ``_int8_step``
+    (float32) or the reference (float64, or an empty batch or state)."""
     op = "lstm_stack_step"
     if w_hh0_scale is None or stacked_scale is None:
+        if fc_weight is not None or fc_scale is not None or fc_bias is not None:
+            raise ValueError(f"{op}: the output layer (fc_weight, fc_scale, fc_bias) needs int8 weights: "
+                             "w_hh0_scale and stacked_scale")
         raise ValueError(f"{op}: int8 weights need both w_hh0_scale and stacked_scale (the other is None)")
+    if (fc_weight is None) != (fc_scale is None) or (fc_bias is not None and fc_weight is None):
+        raise ValueError(f"{op}: the output layer needs fc_weight and fc_scale together (fc_bias optional)")
     dtype = float_dtype(op, "gates0", np.asarray(gates0))
     gates0, h, c, biases = contiguous_arrays(op, np, dtype, gates0=gates0, h=h, c=c, biases=biases)
     w_hh0, stacked = np.asarray(w_hh0), np.asarray(stacked)
@@ -572,12 +567,115 @@ def _lstm_stack_step_int8(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, sta
     stacked = check_int8_weight(op, "stacked", stacked, (layers - 1, 4 * hidden, 2 * hidden))
     w_hh0_scale = check_scale(op, "w_hh0_scale", w_hh0_scale, (4 * hidden,))
     stacked_scale = check_scale(op, "stacked_scale", stacked_scale, (layers - 1, 2, 4 * hidden))
+    if fc_weight is not None:
+        fc_weight = np.asarray(fc_weight)
+        if fc_weight.ndim != 2 or fc_weight.shape[1] != hidden:
+            raise ValueError(f"{op}: fc_weight {fc_weight.shape} must be (V, H) with H = {hidden} from h {h.shape}")
+        vocab = fc_weight.shape[0]
+        fc_weight = check_int8_weight(op, "fc_weight", fc_weight, (vocab, hidden))
+        fc_scale = check_scale(op, "fc_scale", fc_scale, (vocab,))
+        if fc_bias is not None:
+            fc_bias = check_scale(op, "fc_bias", fc_bias, (vocab,))
     if dtype != np.float32 or not (batch and hidden):
         from tinylm.reference.lstm import lstm_stack_step as reference
 
-        return reference(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale)
-    new_h, new_c = np.empty_like(h), np.empty_like(c)
-    pre = np.empty((batch, 4 * hidden), dtype)
-    _stack_step_int8(gates0, h, c, w_hh0, w_hh0_scale, stacked, stacked_scale, biases, pre, new_h, new_c,
-                     threads_for_weights(4 * hidden * hidden))
-    return new_h, new_c
+        return reference(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale, fc_weight, fc_scale,
+                         fc_bias)
+    result = _int8_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale, fc_weight, fc_scale,
+                        fc_bias)
+    if result is None:  # C-contiguous but not aligned (a view into a byte buffer): aligned copies
+        gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale, fc_weight, fc_scale, fc_bias = (
+            None if a is None else np.array(a, copy=True)
+            for a in (gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale, fc_weight, fc_scale, fc_bias))
+        result = _int8_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale, stacked_scale, fc_weight, fc_scale,
+                            fc_bias)
+    return result
+
+
+# The flags an input of the C code needs: its elements one after another, C order, each
+# at an address of its type's alignment.
+cdef int _READABLE = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+
+
+cdef inline bint _as_c_reads(object array, int typenum, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                             Py_ssize_t d2) noexcept:
+    """Whether ``array`` is a NumPy array the C code can read as it is: ``typenum`` in the
+    machine's byte order, C-contiguous, aligned, of shape (d0, d1, d2)[:ndim]."""
+    if not cnp.PyArray_Check(array):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>array
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim or not cnp.PyArray_ISNOTSWAPPED(a)
+            or (cnp.PyArray_FLAGS(a) & _READABLE) != _READABLE):
+        return False
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    return dims[0] == d0 and (ndim < 2 or dims[1] == d1) and (ndim < 3 or dims[2] == d2)
+
+
+cdef object _int8_step(object gates0, object h, object c, object w_hh0, object stacked, object biases,
+                       object w_hh0_scale, object stacked_scale, object fc_weight, object fc_scale, object fc_bias):
+    """The int8 step through ``tinylm_int8_lstm_stack_step`` (``tinylm_int8.h``): every layer
+    in one OpenMP region, each thread the gate rows and cells of its own hidden units (a
+    later layer's s_ih · (W_ih x) + s_hh · (W_hh h) read from the two halves of its
+    stacked rows in place, so [x, h] is never copied), then its block of the logits.
+
+    The arguments are checked here, in C, each array's type, byte order, contiguity,
+    alignment and every dimension, and the kernel reads them where they are; this is
+    what a sampler's every step passes, and the checks cost well under a microsecond
+    (``_lstm_stack_step_int8``'s, in Python, cost about 6 µs of a 40 µs step). None when
+    any argument is not exactly what the C code reads (another dtype, a view, a wrong
+    shape, an empty batch): ``_lstm_stack_step_int8`` then converts or refuses it with
+    an error naming the argument."""
+    if not cnp.PyArray_Check(h) or cnp.PyArray_NDIM(<cnp.ndarray>h) != 3:
+        return None
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(<cnp.ndarray>h)
+    cdef Py_ssize_t layers = dims[0], batch = dims[1], hidden = dims[2], vocab = 0
+    if layers < 1 or batch < 1 or hidden < 1:
+        return None
+    cdef int f32 = cnp.NPY_FLOAT32, i8 = cnp.NPY_INT8
+    if not (_as_c_reads(h, f32, 3, layers, batch, hidden) and _as_c_reads(c, f32, 3, layers, batch, hidden)
+            and _as_c_reads(gates0, f32, 2, batch, 4 * hidden, 0)
+            and _as_c_reads(w_hh0, i8, 2, 4 * hidden, hidden, 0)
+            and _as_c_reads(stacked, i8, 3, layers - 1, 4 * hidden, 2 * hidden)
+            and _as_c_reads(biases, f32, 2, layers - 1, 4 * hidden, 0)
+            and _as_c_reads(w_hh0_scale, f32, 1, 4 * hidden, 0, 0)
+            and _as_c_reads(stacked_scale, f32, 3, layers - 1, 2, 4 * hidden)):
+        return None
+    cdef const int8_t* fc = NULL
+    cdef const float* fc_scale_data = NULL
+    cdef const float* fc_bias_data = NULL
+    cdef float* logits_data = NULL
+    if fc_weight is not None or fc_scale is not None or fc_bias is not None:
+        if not (cnp.PyArray_Check(fc_weight) and cnp.PyArray_NDIM(<cnp.ndarray>fc_weight) == 2):
+            return None
+        vocab = cnp.PyArray_DIMS(<cnp.ndarray>fc_weight)[0]
+        if not (_as_c_reads(fc_weight, i8, 2, vocab, hidden, 0) and _as_c_reads(fc_scale, f32, 1, vocab, 0, 0)
+                and (fc_bias is None or _as_c_reads(fc_bias, f32, 1, vocab, 0, 0))):
+            return None
+        fc = <const int8_t*>cnp.PyArray_DATA(<cnp.ndarray>fc_weight)
+        fc_scale_data = <const float*>cnp.PyArray_DATA(<cnp.ndarray>fc_scale)
+        if fc_bias is not None:
+            fc_bias_data = <const float*>cnp.PyArray_DATA(<cnp.ndarray>fc_bias)
+    cdef cnp.npy_intp shape[3]
+    shape[0], shape[1], shape[2] = layers, batch, hidden
+    cdef cnp.ndarray new_h = cnp.PyArray_EMPTY(3, shape, f32, 0)
+    cdef cnp.ndarray new_c = cnp.PyArray_EMPTY(3, shape, f32, 0)
+    shape[0], shape[1] = batch, 4 * hidden
+    cdef cnp.ndarray pre = cnp.PyArray_EMPTY(2, shape, f32, 0)  # scratch: the gates' pre-activations
+    shape[1] = vocab
+    cdef cnp.ndarray logits = cnp.PyArray_EMPTY(2, shape, f32, 0) if fc != NULL else None
+    if fc != NULL:
+        logits_data = <float*>cnp.PyArray_DATA(logits)
+    cdef int threads = threads_for_weights(4 * hidden * hidden)
+    with nogil:
+        tinylm_int8_lstm_stack_step(
+            <const float*>cnp.PyArray_DATA(<cnp.ndarray>gates0), <const float*>cnp.PyArray_DATA(<cnp.ndarray>h),
+            <const float*>cnp.PyArray_DATA(<cnp.ndarray>c), <const int8_t*>cnp.PyArray_DATA(<cnp.ndarray>w_hh0),
+            <const float*>cnp.PyArray_DATA(<cnp.ndarray>w_hh0_scale),
+            <const int8_t*>cnp.PyArray_DATA(<cnp.ndarray>stacked),
+            <const float*>cnp.PyArray_DATA(<cnp.ndarray>stacked_scale),
+            <const float*>cnp.PyArray_DATA(<cnp.ndarray>biases), <float*>cnp.PyArray_DATA(new_h),
+            <float*>cnp.PyArray_DATA(new_c), <float*>cnp.PyArray_DATA(pre), fc, fc_scale_data, fc_bias_data,
+            logits_data, vocab, layers, batch, hidden, threads)
+    if fc == NULL:
+        return new_h, new_c
+    return new_h, new_c, logits

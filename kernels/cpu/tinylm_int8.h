@@ -258,6 +258,8 @@ static inline void tinylm_int8_cell(float* p, const float* c_prev, float* c_out,
  *   w_hh0 (4H, H) int8, w_hh0_scale (4H,)
  *   stacked (L-1, 4H, 2H) int8: [W_ih | W_hh] of each later layer, stacked_scale (L-1, 2, 4H)
  *   biases (L-1, 4H);   new_h, new_c (L, B, H) out;   pre (B, 4H) scratch
+ *   fc (V, H) int8, fc_scale (V,), fc_bias (V,) or NULL;   logits (B, V) out
+ *     (the output layer, logits = fc_scale · (fc new_h[L-1]) + fc_bias; none when fc is NULL)
  *
  * All layers run inside one OpenMP region. Thread t owns the hidden units [j0, j1) of
  * every layer: it computes the four gate rows of its units (rows g·H + j, g = i, f, g, o),
@@ -267,11 +269,17 @@ static inline void tinylm_int8_cell(float* p, const float* c_prev, float* c_out,
  * model's int8 weights stays in its core's L2 from one token to the next (the float32
  * weights, four times the size, do not fit). Each unit block is a multiple of 4 rows
  * long, the dot4 grouping, so a row's sum does not depend on the thread count when H is
- * a multiple of 4. */
+ * a multiple of 4.
+ *
+ * The output layer runs in the same region, after the last layer's barrier: thread t
+ * owns a block of the V logits rows (a multiple of 4 rows long, as above), so a sampled
+ * step wakes the team once, not twice (a separate int8_matmul call, with its own
+ * region and Python wrapper, cost about 5 µs of a 40 µs step). */
 static inline void tinylm_int8_lstm_stack_step(
         const float* gates0, const float* h, const float* c, const int8_t* w_hh0, const float* w_hh0_scale,
         const int8_t* stacked, const float* stacked_scale, const float* biases, float* new_h, float* new_c,
-        float* pre, ptrdiff_t layers, ptrdiff_t batch, ptrdiff_t hidden, int threads) {
+        float* pre, const int8_t* fc, const float* fc_scale, const float* fc_bias, float* logits, ptrdiff_t vocab,
+        ptrdiff_t layers, ptrdiff_t batch, ptrdiff_t hidden, int threads) {
     const ptrdiff_t four = 4 * hidden;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -311,6 +319,18 @@ static inline void tinylm_int8_lstm_stack_step(
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
+        }
+        if (fc != NULL) {  /* logits (B, V) from the last layer's new h, rows [v0, v1) */
+            const ptrdiff_t rows = ((vocab + team - 1) / team + 3) / 4 * 4;
+            const ptrdiff_t v0 = (ptrdiff_t)t * rows < vocab ? (ptrdiff_t)t * rows : vocab;
+            const ptrdiff_t v1 = v0 + rows < vocab ? v0 + rows : vocab;
+            for (ptrdiff_t b = 0; b < batch && v0 < v1; b++) {
+                float* y = logits + b * vocab;
+                tinylm_int8_rows(new_h + ((layers - 1) * batch + b) * hidden, fc, hidden, fc_scale, y, v0, v1,
+                                 hidden, 0);
+                if (fc_bias != NULL)
+                    for (ptrdiff_t n = v0; n < v1; n++) y[n] += fc_bias[n];
+            }
         }
     }
 }

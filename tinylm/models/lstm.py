@@ -72,8 +72,12 @@ class LSTMStepper:
     ``model.int8_weights`` (``tinylm.runs``). The stepper then keeps W_hh0 and each later
     layer's [q_ih | q_hh] as int8 with their own row scales, w_hh0_scale (4H,) and
     stacked_scale (L-1, 2, 4H) ([k, 0] of W_ih's rows, [k, 1] of W_hh's), for
-    ``lstm_stack_step``'s int8 path, and multiplies by the output layer through the
-    ``int8_matmul`` kernel: a quarter of the bytes read a step. The token table (or, when
+    ``lstm_stack_step``'s int8 path, and hands it the int8 output layer too (``fc_weight``,
+    ``fc_scale``, ``fc_bias``), so one kernel call, one OpenMP region in C, returns the
+    new state and the logits: a quarter of the bytes read a step, and no second call. At
+    batch 1 the id is checked with plain integer comparisons and its table row taken as
+    a slice (a reduction and a fancy index over a one-element array cost more than a
+    microsecond each, in a step of about 25). The token table (or, when
     there is none, layer 0's input product at each step) goes through ``int8_matmul`` too,
     one row at a time, and ``start`` reads the prompt token by token through ``step``: an
     int8 stepper never calls NumPy's BLAS, whose threads would keep spinning on the core
@@ -141,6 +145,7 @@ class LSTMStepper:
             self.fc_int8 = tuple(xp.asarray(a) for a in int8["fc.weight"])  # (V, H) int8, (V,)
         self.fc_weight = model.fc.weight.data  # (V, H)
         self.fc_bias = model.fc.bias.data if model.fc.bias is not None else 0
+        self.fc_int8_bias = model.fc.bias.data if model.fc.bias is not None else None  # lstm_stack_step's fc_bias
         self.hidden = lstm.hidden_size
 
     def initial_state(self, batch: int):
@@ -178,19 +183,26 @@ class LSTMStepper:
         h, c = state if state is not None else self.initial_state(len(ids))
         xp = backends.get_array_module(self.embedding)
         ids, vocab = xp.asarray(ids), len(self.embedding)
-        in_range = ids.size == 0 or 0 <= int(ids.min()) <= int(ids.max()) < vocab
+        if ids.shape == (1,) and h.shape[1] == 1 and ids.dtype.kind in "iu":  # sampling: one id
+            token = int(ids[0])
+            in_range = 0 <= token < vocab
+            rows = slice(token, token + 1)  # a view of row `token`, without indexing by an array
+        else:
+            in_range = ids.size == 0 or 0 <= int(ids.min()) <= int(ids.max()) < vocab
+            rows = ids
         if ids.ndim != 1 or ids.shape[0] != h.shape[1] or not in_range:
             raise IndexError(f"LSTMStepper.step: ids {ids.shape} must be (B,) = ({h.shape[1]},) "
                              f"token ids in [0, {vocab})")
         if self.token_gates is not None:
-            gates0 = self.token_gates[ids]  # (B, 4H)
+            gates0 = self.token_gates[rows]  # (B, 4H)
         elif self.fc_int8 is not None:
-            gates0 = backends.kernel("int8_matmul")(self.embedding[ids], *self.ih0_int8) + self.biases[0]
+            gates0 = backends.kernel("int8_matmul")(self.embedding[rows], *self.ih0_int8) + self.biases[0]
         else:
-            gates0 = self.embedding[ids] @ self.w_ih0.T + self.biases[0]
+            gates0 = self.embedding[rows] @ self.w_ih0.T + self.biases[0]
         if self.fc_int8 is None:
             h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases)
             return h[-1] @ self.fc_weight.T + self.fc_bias, (h, c)
-        h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases,
-                                                  self.w_hh0_scale, self.stacked_scale)
-        return backends.kernel("int8_matmul")(h[-1], *self.fc_int8) + self.fc_bias, (h, c)
+        h, c, logits = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases,
+                                                          self.w_hh0_scale, self.stacked_scale, *self.fc_int8,
+                                                          self.fc_int8_bias)
+        return logits, (h, c)

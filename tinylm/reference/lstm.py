@@ -123,7 +123,8 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     return d_gates, d_w_hh, dh_next, dc_next
 
 
-def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stacked_scale=None):
+def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stacked_scale=None, fc_weight=None,
+                    fc_scale=None, fc_bias=None):
     """One time step of a stack of L layers, for generation (``LSTMStepper``).
 
     gates0 (B, 4H): layer 0's input part, x W_ih0ᵀ + b_ih0 + b_hh0 (a row of a lookup table
@@ -137,7 +138,15 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stac
     stacked_scale (L-1, 2, 4H): [k, 0] the scales of layer k+1's W_ih rows, [k, 1] those of
     its W_hh rows (the two matrices keep their own scales, so the stacked product is two
     ``int8_matmul`` sums, one per half of [x, h]).
+
+    The output layer too, with int8 weights: ``fc_weight`` (V, H) int8, ``fc_scale`` (V,)
+    and ``fc_bias`` (V,) or None; it then returns (new_h, new_c, logits), logits (B, V) =
+    int8_matmul(new_h[-1], fc_weight, fc_scale) + fc_bias, what a sampler needs from a step
+    (the Cython kernel computes them in the same OpenMP region as the layers).
     """
+    if fc_weight is not None and w_hh0_scale is None:
+        raise ValueError("lstm_stack_step: the output layer (fc_weight, fc_scale, fc_bias) needs int8 weights: "
+                         "w_hh0_scale and stacked_scale")
     xp = get_array_module(gates0)
     new_h, new_c = xp.empty_like(h), xp.empty_like(c)
     hidden = h.shape[2]
@@ -154,4 +163,7 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stac
             gates = (int8_matmul(new_h[k - 1], stacked[k - 1, :, :hidden], stacked_scale[k - 1, 0])
                      + int8_matmul(h[k], stacked[k - 1, :, hidden:], stacked_scale[k - 1, 1]))
         new_h[k], new_c[k], _ = lstm_cell_forward(gates + biases[k - 1], c[k])
-    return new_h, new_c
+    if fc_weight is None:
+        return new_h, new_c
+    logits = int8_matmul(new_h[-1], fc_weight, fc_scale)  # (B, V)
+    return new_h, new_c, logits + fc_bias if fc_bias is not None else logits
