@@ -101,7 +101,7 @@ KERNEL_ARITY = {
     "causal_attention_forward": 4, "causal_attention_backward": 7,
     "gru_layer_forward": 4, "gru_layer_backward": 6, "rnn_layer_forward": 4, "rnn_layer_backward": 6,
     "distill_kl_forward": 4, "distill_kl_backward": 7,
-    "int8_matmul": 3,
+    "int8_matmul": 3, "gemm": 2,
 }
 
 
