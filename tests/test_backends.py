@@ -107,6 +107,25 @@ def test_the_cython_backend_holds_numpy_blas_at_one_thread_and_gives_it_back():
             assert blas_threads() == [3] * len(blas_threads())
 
 
+@pytest.mark.skipif(not backends.is_usable("cython"), reason="the compiled kernels are not built")
+def test_the_gemm_kernel_starts_no_team_while_numpy_blas_has_threads_of_its_own():
+    """Called directly, with no cython backend holding NumPy's BLAS at one thread, the gemm
+    kernel makes one OpenBLAS call on BLAS's threads instead of a team of OpenBLAS calls
+    (two pools on the same cores); with BLAS at one thread, the team."""
+    from threadpoolctl import threadpool_limits
+
+    from tinylm.kernels.cpu import blas, gemm
+
+    if not blas_threads() or blas.numpy_cblas() is None or blas.numpy_cblas().threads is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS whose thread count can be read here")
+    big = 1 << 10  # a product far above the work per thread
+    with tinylm.use_backend("numpy"):
+        with threadpool_limits(2, user_api="blas"):
+            assert gemm._threads(big, big, big) == 1
+        with threadpool_limits(1, user_api="blas"):
+            assert gemm._threads(big, big, big) == tinylm.kernels.get_num_threads()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_linear_and_matmul_agree_between_numpy_and_cython(threads):
     """The products of Linear and MatMul (through the gemm kernel: NumPy's @ on numpy, the

@@ -43,14 +43,16 @@ def operands(rng, m, k, n, dtype, transpose_a, transpose_b, strided):
     return a, b
 
 
-def assert_close(got, a_op, b_op, start=None):
+def assert_close(got, a_op, b_op, start=None, start_magnitude=None):
     """|got - (start +) a_op b_op| within (K + 2) eps (|start| + |a_op| |b_op|): the worst-case
-    rounding of a K-term sum, computed in float64. A wrong or missing term is off by O(1)."""
+    rounding of a K-term sum, computed in float64. A wrong or missing term is off by O(1).
+    ``start_magnitude``: the size of start's terms when it is a sum that may cancel (out's
+    start plus a bias, each added with its own rounding)."""
     dtype = got.dtype.type
     exact = a_op.astype(np.float64) @ b_op.astype(np.float64)
     scale = np.abs(a_op.astype(np.float64)) @ np.abs(b_op.astype(np.float64))
     if start is not None:
-        exact, scale = exact + start, scale + np.abs(start)
+        exact, scale = exact + start, scale + (np.abs(start) if start_magnitude is None else start_magnitude)
     bound = (a_op.shape[1] + 2) * EPS[dtype] * scale + np.finfo(dtype).tiny
     error = np.abs(got - exact)
     assert got.shape == exact.shape, (got.shape, exact.shape)
@@ -115,11 +117,12 @@ def test_the_team_matches_the_reference(m, k, n, seed, dtype, transpose_a, trans
     assert got is out and got.dtype == dtype
     # what the product is added to, exactly (in float64): out's start and the bias on every row
     expected_start = start if bias is None else (0 if start is None else start.astype(np.float64)) + bias
-    assert_close(got, a_op, b_op, expected_start)
+    magnitude = None if bias is None else (0 if start is None else np.abs(start.astype(np.float64))) + np.abs(bias)
+    assert_close(got, a_op, b_op, expected_start, magnitude)
     if with_bias:
         expected = reference.gemm(a, b, None if start is None else start.copy(), accumulate, transpose_a,
                                   transpose_b, bias)
-        assert_close(expected, a_op, b_op, expected_start)  # the reference means the same
+        assert_close(expected, a_op, b_op, expected_start, magnitude)  # the reference means the same
 
 
 @pytest.mark.parametrize("m, k, n", [(2048, 128, 384), (384, 2048, 128), (1, 300, 1000), (1000, 300, 1), (33, 7, 17)])

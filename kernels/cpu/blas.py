@@ -36,6 +36,11 @@ class CBlas:
     dgemv: int
     int64: bool
     library: str
+    threads: object = None  # ``openblas_get_num_threads`` as a ctypes function, or None
+
+    def thread_count(self) -> int:
+        """How many threads this OpenBLAS multiplies on now (1 where that cannot be read)."""
+        return int(self.threads()) if self.threads is not None else 1
 
 
 def _numpy_openblas_files() -> list[str]:
@@ -65,7 +70,10 @@ def _find_in(path: str) -> CBlas | None:
             get_config.restype = ctypes.c_char_p
             int64 = b"USE64BITINT" in (get_config() or b"")
             addresses = [ctypes.cast(function, ctypes.c_void_p).value for function in functions]
-            return CBlas(*addresses, int64, path)
+            threads = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
+            if threads is not None:
+                threads.restype, threads.argtypes = ctypes.c_int, []
+            return CBlas(*addresses, int64, path, threads)
     return None
 
 

@@ -156,8 +156,15 @@ def pack_weight(w, transpose=False):
 
 
 def _threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+    """The team for an (m, k) @ (k, n) product. One thread, so one OpenBLAS call on BLAS's own
+    threads, while NumPy's BLAS runs on more than one (the kernels called directly, with no
+    cython backend current to hold it at one: tinylm/backends.py): a team whose every thread
+    called a multi-threaded OpenBLAS would have two pools fight over the cores."""
     from tinylm import kernels
 
+    found = _blas.numpy_cblas()
+    if found is not None and found.thread_count() > 1:
+        return 1
     available = kernels.get_num_threads()
     if kernels.get_parallel_threshold() == 0:  # every kernel parallel (tests, or by choice)
         return available
