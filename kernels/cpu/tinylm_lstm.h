@@ -232,6 +232,37 @@ static inline float tinylm_lstm_dot(const float *w, const float *x, int64_t n) {
     return sum;
 }
 
+/* out[i] = Σₖ w[i·ldw + k]·x[k] for the four rows i < 4: each x loaded once for the four,
+ * and eight independent accumulators, so the loop is bound by loading the rows, not by the
+ * latency of one chain of adds. Each row's sum in the order of tinylm_lstm_dot. */
+static inline void tinylm_lstm_dot4(const float *w, int64_t ldw, const float *x, int64_t n, float out[4]) {
+    int64_t k = 0;
+    float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#if defined(__AVX512F__)
+    __m512 a[4], b[4];
+    for (int i = 0; i < 4; i++) a[i] = b[i] = _mm512_setzero_ps();
+    for (; k + 32 <= n; k += 32) {
+        const __m512 xa = _mm512_loadu_ps(x + k), xb = _mm512_loadu_ps(x + k + 16);
+        for (int i = 0; i < 4; i++) {
+            a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * ldw + k), xa, a[i]);
+            b[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * ldw + k + 16), xb, b[i]);
+        }
+    }
+    for (; k + 16 <= n; k += 16) {
+        const __m512 xa = _mm512_loadu_ps(x + k);
+        for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * ldw + k), xa, a[i]);
+    }
+    for (int i = 0; i < 4; i++) sums[i] = _mm512_reduce_add_ps(_mm512_add_ps(a[i], b[i]));
+    for (int i = 0; i < 4; i++)
+        for (int64_t j = k; j < n; j++) sums[i] += w[i * ldw + j] * x[j];
+    for (int i = 0; i < 4; i++) out[i] = sums[i];
+#else
+    (void)k;
+    (void)sums;
+    for (int i = 0; i < 4; i++) out[i] = tinylm_lstm_dot(w + i * ldw, x, n);
+#endif
+}
+
 /* One time step of an L-layer stack at a small batch, float32, for sampling (the maths of
  * tinylm/reference/lstm.py's lstm_stack_step; arrays C-contiguous):
  *
@@ -266,8 +297,21 @@ static void tinylm_lstm_stack_step(const float *gates0, const float *h, const fl
                 const float *h_k = h + (k * batch + b) * hidden;
                 const float *x = k > 0 ? new_h + ((k - 1) * batch + b) * hidden : NULL;  /* the layer below, this step */
                 float *p = product + b * four;
-                for (int64_t g = 0; g < 4; g++)
-                    for (int64_t r = g * hidden + u0; r < g * hidden + u1; r++) {
+                for (int64_t g = 0; g < 4; g++) {
+                    const int64_t r1 = g * hidden + u1;
+                    int64_t r = g * hidden + u0;
+                    for (; r + 4 <= r1; r += 4) {  /* four rows at a time */
+                        if (k == 0) {
+                            tinylm_lstm_dot4(w_hh0 + r * hidden, hidden, h_k, hidden, p + r);
+                        } else {
+                            const float *rows = stacked + ((k - 1) * four + r) * 2 * hidden;
+                            float from_h[4];
+                            tinylm_lstm_dot4(rows, 2 * hidden, x, hidden, p + r);
+                            tinylm_lstm_dot4(rows + hidden, 2 * hidden, h_k, hidden, from_h);
+                            for (int i = 0; i < 4; i++) p[r + i] += from_h[i];
+                        }
+                    }
+                    for (; r < r1; r++) {  /* the rest, one at a time, summed in the same order */
                         if (k == 0) {
                             p[r] = tinylm_lstm_dot(w_hh0 + r * hidden, h_k, hidden);
                         } else {
@@ -275,6 +319,7 @@ static void tinylm_lstm_stack_step(const float *gates0, const float *h, const fl
                             p[r] = tinylm_lstm_dot(row, x, hidden) + tinylm_lstm_dot(row + hidden, h_k, hidden);
                         }
                     }
+                }
                 const float *pre = k == 0 ? gates0 + b * four : biases + (k - 1) * four;
                 tinylm_lstm_cell_forward(pre, p, c + (k * batch + b) * hidden, act + b * four,
                                          new_c + (k * batch + b) * hidden, tanh_c + b * hidden,
