@@ -303,12 +303,23 @@ class TransformerStepper:
         return self._logits(x[:, 0]), state._replace(keys=keys, values=values)
 
 
+# Below this many rows (a generated token's few positions) a product goes straight to
+# NumPy: the gemm kernel's checks cost about 4 µs a call, as much as the product itself.
+_FEW_ROWS = 16
+
+
 def _linear(x, weight, bias):
-    """x (..., k) @ weight (m, k)ᵀ + bias (m,) -> (..., m), raw arrays (``nn.Linear``'s maths),
-    through the backend's ``gemm`` as the Linear op multiplies (on the cython backend the
-    kernels' thread pool; NumPy's BLAS is held at one thread there)."""
+    """x (..., k) @ weight (m, k)ᵀ + bias (m,) -> (..., m), raw arrays (``nn.Linear``'s maths).
+    A prompt's or a re-read context's many rows go through the backend's ``gemm``, as the
+    Linear op multiplies (on the cython backend the kernels' thread pool: NumPy's BLAS is
+    held at one thread there); a new token's row through NumPy's ``@``."""
     rows = x.reshape(-1, x.shape[-1])  # (N, k)
-    y = backends.kernel("gemm")(rows, weight.data, transpose_b=True, bias=None if bias is None else bias.data)
+    b = None if bias is None else bias.data
+    if rows.shape[0] < _FEW_ROWS:
+        y = rows @ weight.data.T
+        y = y + b if b is not None else y
+    else:
+        y = backends.kernel("gemm")(rows, weight.data, transpose_b=True, bias=b)
     return y.reshape(*x.shape[:-1], -1)  # (..., m)
 
 
