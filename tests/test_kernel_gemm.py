@@ -28,6 +28,17 @@ from tinylm.kernels.cpu import gemm as compiled
 from tinylm.reference import gemm as reference
 
 HEADER_DIR = Path(__file__).resolve().parents[1] / "kernels" / "cpu"
+
+
+@pytest.fixture(autouse=True)
+def blas_at_one_thread():
+    """NumPy's BLAS at one thread, as the cython backend holds it, so that the team path
+    splits products whatever test ran before (with BLAS on threads of its own the team
+    stands down: ``blas.team_may_call_blas``)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
 INFO = compiled.kernel_info()
 

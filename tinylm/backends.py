@@ -240,14 +240,37 @@ def _share_the_cores(name: str) -> None:
     with NumPy); a switch then costs about 0.1 ms."""
     global _blas_controller, _blas_limit
     if name == "cython" and _blas_limit is None:
-        if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController
+        from tinylm.kernels.cpu import blas
 
-            _blas_controller = ThreadpoolController()
-        _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+        if blas.numpy_cblas() is None:  # MKL, Accelerate...: no team replaces BLAS's threads, so keep them
+            return
+        try:
+            if _blas_controller is None:
+                from threadpoolctl import ThreadpoolController
+
+                _blas_controller = ThreadpoolController()
+            _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+        except Exception as exc:  # threadpoolctl could not inspect this process: two pools, slower, not wrong
+            warnings.warn(f"tinylm: could not hold NumPy's BLAS at one thread ({exc}); the kernels' "
+                          "thread team and BLAS's threads may compete for the cores", RuntimeWarning, stacklevel=3)
     elif name != "cython" and _blas_limit is not None:
         _blas_limit.restore_original_limits()
         _blas_limit = None
+
+
+def set_blas_threads(threads: int) -> None:
+    """NumPy's BLAS on ``threads`` threads under every backend but cython, which holds it at
+    one while it is current (``_share_the_cores``) and gives this count back when another
+    backend takes over. Use it, not threadpoolctl directly, under the cython backend:
+    a direct limit would undo the one pool until the next switch of backend."""
+    from threadpoolctl import threadpool_limits
+
+    held = _blas_limit is not None
+    if held:
+        _share_the_cores("numpy")  # give BLAS its own count back, then change that count
+    threadpool_limits(int(threads), user_api="blas")
+    if held:
+        _share_the_cores("cython")  # and hold it at one again, remembering the new count
 
 
 def get_backend() -> str:

@@ -550,13 +550,11 @@ def share_the_cores(group) -> None:
     thread per core spend their time waiting for each other's spinning threads."""
     if group.local_size <= 1 or "OMP_NUM_THREADS" in os.environ:
         return
-    from threadpoolctl import threadpool_limits
-
-    from tinylm import kernels
+    from tinylm import backends, kernels
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // group.local_size)
-    threadpool_limits(threads, user_api="blas")
+    backends.set_blas_threads(threads)  # held at one under the cython backend: the kernels' team multiplies
     try:
         kernels.set_num_threads(threads)
     except ImportError:  # the compiled kernels are not built here: the NumPy reference has no threads of its own

@@ -91,3 +91,11 @@ def numpy_cblas() -> CBlas | None:
         if found is not None:
             return found
     return None
+
+
+def team_may_call_blas() -> bool:
+    """False while NumPy's OpenBLAS runs on threads of its own (the kernels called directly,
+    with no cython backend holding it at one: ``tinylm/backends.py``). A kernel whose OpenMP
+    team calls BLAS then runs on one thread, so that two pools do not fight over the cores."""
+    found = numpy_cblas()
+    return found is None or found.thread_count() <= 1

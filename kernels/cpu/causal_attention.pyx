@@ -137,7 +137,10 @@ cdef void _backward_head(Py_ssize_t n, const real[:, :, ::1] grad_out, const rea
 
 def _threads(heads, steps, size):
     """The team for ``heads`` heads: ``threads_for`` the (T, T) scores of every head (the
-    kernels' one rule), and never more threads than heads."""
+    kernels' one rule), never more threads than heads, and one while NumPy's BLAS, which
+    each head's products call, runs threads of its own (``blas.team_may_call_blas``)."""
+    if not _blas.team_may_call_blas():
+        return 1
     return max(1, min(heads, threads_for(heads * steps * max(steps, size))))
 
 

@@ -162,8 +162,7 @@ def _threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
     called a multi-threaded OpenBLAS would have two pools fight over the cores."""
     from tinylm import kernels
 
-    found = _blas.numpy_cblas()
-    if found is not None and found.thread_count() > 1:
+    if not _blas.team_may_call_blas():
         return 1
     available = kernels.get_num_threads()
     if kernels.get_parallel_threshold() == 0:  # every kernel parallel (tests, or by choice)

@@ -482,13 +482,14 @@ def lstm_stack_step(gates0, h, c, w_hh0, stacked, biases, w_hh0_scale=None, stac
     gates0, h, c, w_hh0, stacked, biases = contiguous_arrays(
         "lstm_stack_step", np, dtype, gates0=gates0, h=h, c=c, w_hh0=w_hh0, stacked=stacked, biases=biases)
     layers, batch, hidden = _check_stack_shapes(gates0, h, c, w_hh0, stacked, biases)
-    if not (batch and hidden and _blas_ready(4 * hidden * max(batch, 2 * hidden))):
+    small = dtype == np.float32 and 1 <= batch <= SMALL_BATCH and hidden >= 1  # no BLAS needed
+    if not (small or (batch and hidden and _blas_ready(4 * hidden * max(batch, 2 * hidden)))):
         from tinylm.reference.lstm import lstm_stack_step as reference
 
         return reference(gates0, h, c, w_hh0, stacked, biases)
     new_h, new_c = np.empty_like(h), np.empty_like(c)
     product = np.empty((batch, 4 * hidden), dtype)
-    if dtype == np.float32 and batch <= SMALL_BATCH:
+    if small:
         activations, tanh_c = np.empty((batch, 4 * hidden), dtype), np.empty((batch, hidden), dtype)
         _stack_step_small_batch(gates0, h, c, w_hh0, stacked, biases, product, activations, tanh_c, new_h, new_c,
                                 threads_for_weights(4 * hidden * hidden))

@@ -96,16 +96,11 @@ def measure_roofs(quick: bool = False) -> dict:
 def set_threads(threads: int) -> None:
     """One thread count for every pool: tinylm's OpenMP, NumPy's BLAS and PyTorch. The
     BLAS count is the one the numpy and GPU backends use: the cython backend holds the BLAS
-    at one thread while it is current (``tinylm/backends.py``), so it is set here with the
-    numpy backend current, and the cython backend restores it when it gives way again."""
-    import tinylm
-    from tinylm import kernels
+    at one thread while it is current (``tinylm.backends.set_blas_threads``)."""
+    from tinylm import backends, kernels
 
     kernels.set_num_threads(threads)
-    from threadpoolctl import threadpool_limits
-
-    with tinylm.use_backend("numpy"):
-        threadpool_limits(threads)  # NumPy's BLAS (and any other OpenMP/BLAS pool loaded)
+    backends.set_blas_threads(threads)
     try:
         import torch
 

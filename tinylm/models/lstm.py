@@ -202,6 +202,11 @@ class LSTMStepper:
         if self.fc_int8 is None:
             h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases)
             return h[-1] @ self.fc_weight.T + self.fc_bias, (h, c)
+        if backends.get_backend() in backends.GPU_BACKENDS:  # no fused GPU step: the output layer on its own kernel
+            h, c = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases,
+                                                      self.w_hh0_scale, self.stacked_scale)
+            logits = backends.kernel("int8_matmul")(h[-1], *self.fc_int8)
+            return (logits + self.fc_int8_bias if self.fc_int8_bias is not None else logits), (h, c)
         h, c, logits = backends.kernel("lstm_stack_step")(gates0, h, c, self.w_hh0, self.stacked, self.later_biases,
                                                           self.w_hh0_scale, self.stacked_scale, *self.fc_int8,
                                                           self.fc_int8_bias)
