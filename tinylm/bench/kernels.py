@@ -498,31 +498,34 @@ def run_case(case: Case, size_name: str, size: tuple, backend_names, warmup: int
         if found is None:
             continue
         fn, xp = found
-        row = {"kernel": case.name, "size": size_name, "shape": "x".join(map(str, size)), "dims": case.dims,
-               "backend": backend}
-        if backend == "torch":
-            got = [t.detach().numpy() for t in case.torch(copy.deepcopy(arguments))()]
-            call = case.torch(copy.deepcopy(arguments))
-            timer = time_cpu
-        else:
-            checked_args = _to_device(copy.deepcopy(arguments), xp)
-            got = [_to_numpy(a) for a in case.outputs(fn(*checked_args), checked_args)]
-            device_args = _to_device(copy.deepcopy(arguments), xp)
-            call = lambda fn=fn, a=device_args: fn(*a)  # noqa: E731
-            timer = time_gpu if xp is not np else time_cpu
-        correct = len(got) == len(expected) and all(
-            g.shape == e.shape and np.allclose(g, e, rtol=case.rtol, atol=case.atol) for g, e in zip(got, expected))
-        row["correct"] = bool(correct)
-        if correct:
-            timing = summary(timer(call, warmup, repeat))
-            row.update(timing)
-            if backend == "numpy":
-                reference_median = timing["median_s"]
-            rate = amount / timing["median_s"]
-            if unit == "flop":
-                row.update(gflops=rate / 1e9, roof_fraction=rate / 1e9 / roofs["sgemm_gflops"])
+        # Each backend as a user gets it: the cython one holds NumPy's BLAS at one thread
+        # (tinylm/backends.py), the others give it its own count; PyTorch next to the numpy one.
+        with backends.use_backend(backend if backend in backends.BACKENDS else "numpy"):
+            row = {"kernel": case.name, "size": size_name, "shape": "x".join(map(str, size)), "dims": case.dims,
+                   "backend": backend}
+            if backend == "torch":
+                got = [t.detach().numpy() for t in case.torch(copy.deepcopy(arguments))()]
+                call = case.torch(copy.deepcopy(arguments))
+                timer = time_cpu
             else:
-                row.update(gbs=rate / 1e9, roof_fraction=rate / 1e9 / roofs["copy_gbs"])
+                checked_args = _to_device(copy.deepcopy(arguments), xp)
+                got = [_to_numpy(a) for a in case.outputs(fn(*checked_args), checked_args)]
+                device_args = _to_device(copy.deepcopy(arguments), xp)
+                call = lambda fn=fn, a=device_args: fn(*a)  # noqa: E731
+                timer = time_gpu if xp is not np else time_cpu
+            correct = len(got) == len(expected) and all(
+                g.shape == e.shape and np.allclose(g, e, rtol=case.rtol, atol=case.atol) for g, e in zip(got, expected))
+            row["correct"] = bool(correct)
+            if correct:
+                timing = summary(timer(call, warmup, repeat))
+                row.update(timing)
+                if backend == "numpy":
+                    reference_median = timing["median_s"]
+                rate = amount / timing["median_s"]
+                if unit == "flop":
+                    row.update(gflops=rate / 1e9, roof_fraction=rate / 1e9 / roofs["sgemm_gflops"])
+                else:
+                    row.update(gbs=rate / 1e9, roof_fraction=rate / 1e9 / roofs["copy_gbs"])
         rows.append(row)
     for row in rows:
         if reference_median and row.get("median_s"):
