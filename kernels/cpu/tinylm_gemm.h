@@ -39,6 +39,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "tinylm_parallel.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -232,12 +233,8 @@ static int tinylm_sgemm_packed(int64_t m, int64_t n, int64_t k, const float *a, 
 #pragma omp parallel num_threads(threads) reduction(| : failed)
 #endif
     {
-#ifdef _OPENMP
-        const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-        const int64_t t = 0, team = 1;
-#endif
-        const int64_t first = panels * t / team, last = panels * (t + 1) / team; /* this thread's panels */
+        int64_t first, last; /* this thread's panels */
+        tinylm_my_share(panels, 1, &first, &last);
         float *block = first < last ? (float *)aligned_alloc(TINYLM_GEMM_ALIGN, block_bytes) : NULL;
         float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
         if (first < last && block == NULL) failed = 1;

@@ -42,6 +42,7 @@
 #include <omp.h>
 #endif
 #include "tinylm_math.h"
+#include "tinylm_parallel.h"
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
@@ -285,14 +286,8 @@ static inline void tinylm_int8_lstm_stack_step(
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-        const int t = 0, team = 1;
-#endif
-        const ptrdiff_t chunk = ((hidden + team - 1) / team + 3) / 4 * 4;
-        const ptrdiff_t j0 = (ptrdiff_t)t * chunk < hidden ? (ptrdiff_t)t * chunk : hidden;
-        const ptrdiff_t j1 = j0 + chunk < hidden ? j0 + chunk : hidden;
+        int64_t j0, j1;  /* this thread's units, whole groups of 4 rows (the dot4 grouping) */
+        tinylm_my_share(hidden, 4, &j0, &j1);
         for (ptrdiff_t k = 0; k < layers; k++) {
             for (ptrdiff_t b = 0; b < batch && j0 < j1; b++) {
                 float* p = pre + b * four;
@@ -321,9 +316,8 @@ static inline void tinylm_int8_lstm_stack_step(
 #endif
         }
         if (fc != NULL) {  /* logits (B, V) from the last layer's new h, rows [v0, v1) */
-            const ptrdiff_t rows = ((vocab + team - 1) / team + 3) / 4 * 4;
-            const ptrdiff_t v0 = (ptrdiff_t)t * rows < vocab ? (ptrdiff_t)t * rows : vocab;
-            const ptrdiff_t v1 = v0 + rows < vocab ? v0 + rows : vocab;
+            int64_t v0, v1;
+            tinylm_my_share(vocab, 4, &v0, &v1);
             for (ptrdiff_t b = 0; b < batch && v0 < v1; b++) {
                 float* y = logits + b * vocab;
                 tinylm_int8_rows(new_h + ((layers - 1) * batch + b) * hidden, fc, hidden, fc_scale, y, v0, v1,

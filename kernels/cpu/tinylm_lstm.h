@@ -77,14 +77,7 @@ static void tinylm_lstm_pack_backward(int64_t hidden, const float *w_hh, float *
 
 /* This thread's units [u0, u1): whole NR-panels of the H units, split as evenly as the team allows. */
 static inline void tinylm_lstm_my_units(int64_t hidden, int64_t *q0, int64_t *q1, int64_t *u0, int64_t *u1) {
-#ifdef _OPENMP
-    const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int64_t t = 0, team = 1;
-#endif
-    const int64_t panels = (hidden + TINYLM_GEMM_NR - 1) / TINYLM_GEMM_NR;
-    *q0 = panels * t / team;
-    *q1 = panels * (t + 1) / team;
+    tinylm_my_share((hidden + TINYLM_GEMM_NR - 1) / TINYLM_GEMM_NR, 1, q0, q1);
     *u0 = tinylm_gemm_min(hidden, *q0 * TINYLM_GEMM_NR);
     *u1 = tinylm_gemm_min(hidden, *q1 * TINYLM_GEMM_NR);
 }
@@ -285,13 +278,8 @@ static void tinylm_lstm_stack_step(const float *gates0, const float *h, const fl
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
-#ifdef _OPENMP
-        const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-        const int64_t t = 0, team = 1;
-#endif
-        const int64_t chunk = ((hidden + team - 1) / team + 15) / 16 * 16;  /* whole cache lines of each gate's rows */
-        const int64_t u0 = tinylm_gemm_min(hidden, t * chunk), u1 = tinylm_gemm_min(hidden, u0 + chunk);
+        int64_t u0, u1;  /* this thread's units, in whole cache lines of each gate's rows */
+        tinylm_my_share(hidden, 16, &u0, &u1);
         for (int64_t k = 0; k < layers; k++) {
             for (int64_t b = 0; b < batch && u0 < u1; b++) {
                 const float *h_k = h + (k * batch + b) * hidden;
