@@ -11,7 +11,8 @@ backward can follow either forward. What differs, and why:
   Python loop costs interpreter time per step and evicts the weights from cache).
 - float32, two steps or more, a batch of at least half a register tile: the whole loop,
   forward or backward, is one OpenMP region on tinylm's packed micro-kernel
-  (``tinylm_lstm.h``): Wₕₕ packed once per call (OpenBLAS packs it again for every
+  (``tinylm_recurrent.h``, the loop the GRU and the RNN run too, with the LSTM's cells
+  from ``tinylm_lstm.h``): Wₕₕ packed once per call (OpenBLAS packs it again for every
   per-step product), each thread owning a block of hidden units (their gate columns,
   their share of Wₕₕ, which stays in its core's L2, and their cells), one barrier a step.
 - Otherwise (float64, batch 1 sampling, one step) each step's product calls
@@ -46,6 +47,7 @@ import numpy as np
 cimport cython
 include "_math.pxi"
 include "_blas.pxi"
+include "_recurrent.pxi"
 
 from libc.stdint cimport int8_t
 
@@ -59,17 +61,10 @@ from tinylm.kernels.cpu.int8_matmul import check_int8_weight, check_scale, threa
 from tinylm.reference.lstm import check_layer_shapes
 
 cdef extern from "tinylm_lstm.h" nogil:
-    int TINYLM_GEMM_MR
-    Py_ssize_t tinylm_gemm_packed_size(Py_ssize_t k, Py_ssize_t n)
-    Py_ssize_t tinylm_lstm_packed_rows(Py_ssize_t m, Py_ssize_t k)
-    void tinylm_gemm_pack_a(Py_ssize_t mc, Py_ssize_t kc, const float* a, Py_ssize_t rsa, Py_ssize_t csa,
-                            float* packed)
-    void tinylm_lstm_pack_forward(Py_ssize_t hidden, const float* w_hh, float* packed)
-    void tinylm_lstm_pack_backward(Py_ssize_t hidden, const float* w_hh, float* packed)
     void tinylm_lstm_forward(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, const float* x_proj,
-                             const float* packed_w, const float* h0, const float* c0, float* recurrent,
-                             float* packed_h, float* activations, Py_ssize_t n_act, float* hs, float* cs,
-                             Py_ssize_t n_c, float* tanh_cs, Py_ssize_t n_tanh, int threads)
+                             const float* packed_w, const float* c0, float* recurrent, float* packed_h,
+                             float* activations, Py_ssize_t n_act, float* hs, float* cs, Py_ssize_t n_c,
+                             float* tanh_cs, Py_ssize_t n_tanh, int threads)
     void tinylm_lstm_backward(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, const float* d_hs,
                               float* d_h, float* d_c, const float* packed_w, const float* c0, const float* cs,
                               const float* activations, const float* tanh_cs, float* d_gates, float* packed_dg,
@@ -280,7 +275,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
     # sequence longer than one step pays for it (sampling runs one step per call).
     recurrent = np.empty((batch, 4 * hidden), dtype)
     if _packed_loop_serves(dtype, steps, batch, hidden):
-        _forward_packed(x_proj, w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs, _loop_threads(batch, hidden))
+        _forward_packed(x_proj, w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs, _loop_threads(batch, hidden, 4))
         c_n = cs[(steps - 1) % len(cs)]
         return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
     w_hh_t = np.ascontiguousarray(w_hh.T) if steps > 1 else w_hh.T
@@ -291,25 +286,6 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
         _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations, hs, cs, tanh_cs)
     c_n = cs[(steps - 1) % len(cs)]
     return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
-
-
-def _packed_loop_serves(dtype, steps, batch, hidden):
-    """True where ``tinylm_lstm.h``'s loop runs: float32, at least two steps (W_hh is
-    packed once per call, which one step does not repay) and a batch of at least half the
-    micro-kernel's MR rows (below that most of each register tile would be padding, and
-    OpenBLAS's matrix-vector product is faster)."""
-    return dtype == np.float32 and steps >= 2 and hidden >= 1 and 2 * batch >= TINYLM_GEMM_MR
-
-
-def _loop_threads(batch, hidden):
-    """The OpenMP team for one layer's loop: every thread the kernels have, but at most one
-    per NR-panel of units, and one per MIN_WORK_PER_THREAD multiply-adds of a step's
-    product (waking a thread costs about that much)."""
-    from tinylm.kernels.cpu.gemm import MIN_WORK_PER_THREAD, kernel_info
-
-    panels = -(-hidden // kernel_info()["nr"])
-    work = batch * hidden * 4 * hidden // MIN_WORK_PER_THREAD
-    return int(max(1, min(tinylm_get_num_threads(), panels, work)))
 
 
 @cython.boundscheck(False)
@@ -327,18 +303,15 @@ def _forward_packed(
     int threads,
 ):
     """``_forward_steps`` as ``tinylm_lstm_forward``: W_hhᵀ packed once, then the whole loop
-    over time in one OpenMP region on the packed micro-kernel (see ``tinylm_lstm.h``)."""
+    over time in one OpenMP region on the packed micro-kernel (see ``tinylm_recurrent.h``)."""
     cdef Py_ssize_t steps = x_proj.shape[0], batch = x_proj.shape[1], hidden = hs.shape[2]
-    packed_w = np.empty(4 * tinylm_gemm_packed_size(hidden, hidden), np.float32)
-    packed_h = np.zeros((2, tinylm_lstm_packed_rows(batch, hidden)), np.float32)
+    packed_w, packed_h = _packed_forward_operands(w_hh, 4, h0)
     cdef float[::1] w_view = packed_w
     cdef float[:, ::1] h_view = packed_h
     with nogil:
-        tinylm_lstm_pack_forward(hidden, &w_hh[0, 0], &w_view[0])
-        tinylm_gemm_pack_a(batch, hidden, &h0[0, 0], hidden, 1, &h_view[0, 0])
-        tinylm_lstm_forward(steps, batch, hidden, &x_proj[0, 0, 0], &w_view[0], &h0[0, 0], &c0[0, 0],
-                            &recurrent[0, 0], &h_view[0, 0], &activations[0, 0, 0], activations.shape[0],
-                            &hs[0, 0, 0], &cs[0, 0, 0], cs.shape[0], &tanh_cs[0, 0, 0], tanh_cs.shape[0], threads)
+        tinylm_lstm_forward(steps, batch, hidden, &x_proj[0, 0, 0], &w_view[0], &c0[0, 0], &recurrent[0, 0],
+                            &h_view[0, 0], &activations[0, 0, 0], activations.shape[0], &hs[0, 0, 0], &cs[0, 0, 0],
+                            cs.shape[0], &tanh_cs[0, 0, 0], tanh_cs.shape[0], threads)
 
 
 @cython.boundscheck(False)
@@ -356,14 +329,12 @@ def _backward_packed(
     int threads,
 ):
     """``_backward_steps`` as ``tinylm_lstm_backward``: W_hh packed once, then backpropagation
-    through time in one OpenMP region on the packed micro-kernel (see ``tinylm_lstm.h``)."""
+    through time in one OpenMP region on the packed micro-kernel (see ``tinylm_recurrent.h``)."""
     cdef Py_ssize_t steps = d_hs.shape[0], batch = d_hs.shape[1], hidden = d_hs.shape[2]
-    packed_w = np.empty(tinylm_gemm_packed_size(4 * hidden, hidden), np.float32)
-    packed_dg = np.zeros((2, tinylm_lstm_packed_rows(batch, 4 * hidden)), np.float32)
+    packed_w, packed_dg = _packed_backward_operands(w_hh, 4, batch)
     cdef float[::1] w_view = packed_w
     cdef float[:, ::1] dg_view = packed_dg
     with nogil:
-        tinylm_lstm_pack_backward(hidden, &w_hh[0, 0], &w_view[0])
         tinylm_lstm_backward(steps, batch, hidden, &d_hs[0, 0, 0], &d_h[0, 0], &d_c[0, 0], &w_view[0], &c0[0, 0],
                              &cs[0, 0, 0], &activations[0, 0, 0], &tanh_cs[0, 0, 0], &d_gates[0, 0, 0],
                              &dg_view[0, 0], threads)
@@ -397,7 +368,7 @@ def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     d_h = d_h_n.copy()  # dL/dh_t arriving from step t+1 (at first: from the final state)
     d_c = d_c_n.copy()
     if _packed_loop_serves(dtype, steps, batch, hidden):
-        _backward_packed(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates, _loop_threads(batch, hidden))
+        _backward_packed(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates, _loop_threads(batch, hidden, 4))
     elif batch and hidden and _blas_ready(4 * hidden * max(batch, hidden)):
         _backward_steps(d_hs, d_h, d_c, w_hh, c0, cs, activations, tanh_cs, d_gates)
     else:

@@ -1,34 +1,9 @@
-/* An LSTM layer's loop over time in float32, forward and backward, in one OpenMP region
- * each, with the recurrent products on the packed micro-kernel of tinylm_gemm.h.
- * The maths is tinylm/reference/lstm.py's; kernels/cpu/lstm.pyx calls these for float32
- * batches of at least half a register tile (smaller batches and float64 keep its
- * OpenBLAS loop).
- *
- * Why one region, and who does what:
- *
- *   Thread t owns the hidden units of its share of NR-wide panels, [u0, u1). In the
- *   forward step it computes the four gate columns of its units (i, f, c̃, o: columns
- *   g·H + j of h_{t-1} W_hhᵀ) with its share of the packed W_hhᵀ, which is all its
- *   units' cells need, so the cell follows at once; the one barrier per step is there
- *   because the next product reads the whole new h. Its share of the weights (the
- *   default model's 1 MiB W_hh: 512 KiB a core) is the same at every step and stays in
- *   its core's L2, and W_hh is packed once per sequence, not once per product as
- *   OpenBLAS does.
- *
- *   Backward, step t: the thread computes the gate gradients of its units (the cell's
- *   backward), a barrier (the product reads every unit's), then its units' columns of
- *   dL/dh_{t-1} = dgates_t W_hh, which only its own cell reads next: one barrier a step.
- *
- *   The product's left operand is packed as the micro-kernel reads it (MR-row panels,
- *   tinylm_gemm_pack_a's layout over the whole k), and each thread packs its own units'
- *   columns of what its cells wrote, h_t (forward) or dgates_t (backward); two
- *   packed buffers alternate, so a thread writing step t's never races one still
- *   reading step t-1's (a barrier lies between any two uses of one buffer). The packed
- *   buffers' rows past B (the last panel's padding) are zeros from the caller and never
- *   written; the tiles they meet are edge tiles, of which only the valid rows are stored.
- *
- * Every sum is done by one thread in one order, so results do not depend on the number
- * of threads. Sizes and strides are the caller's to check: nothing is checked here. */
+/* The LSTM's cells in float32, for the loop over time of tinylm_recurrent.h (which runs
+ * them on the packed micro-kernel, one OpenMP region per direction of time), and one step
+ * of a whole stack at a small batch, for sampling. The maths is tinylm/reference/lstm.py's;
+ * kernels/cpu/lstm.pyx calls these for float32 batches of at least half a register tile
+ * (smaller batches and float64 keep its OpenBLAS loop). Sizes and strides are the
+ * caller's to check: nothing is checked here. */
 #ifndef TINYLM_LSTM_H
 #define TINYLM_LSTM_H
 #include <stdint.h>
@@ -38,49 +13,8 @@
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
-#include "tinylm_gemm.h"
 #include "tinylm_math.h"
-
-/* Floats in a packed left operand of m rows and k columns (rows padded to MR). */
-static inline int64_t tinylm_lstm_packed_rows(int64_t m, int64_t k) {
-    return (m + TINYLM_GEMM_MR - 1) / TINYLM_GEMM_MR * TINYLM_GEMM_MR * k;
-}
-
-/* Columns [j0, j1) of the m x k matrix x (row stride ldx) into its packed copy (row panels of
- * MR, tinylm_gemm_pack_a's layout over the whole k): for each panel and column the MR
- * values are contiguous there, so they are written in that order (row by row, each write
- * would land on a different cache line: a third of the cells' time on two threads). */
-static inline void tinylm_lstm_pack_columns(int64_t m, int64_t k, const float *x, int64_t ldx, int64_t j0,
-                                            int64_t j1, float *packed) {
-    const int64_t MR = TINYLM_GEMM_MR;
-    for (int64_t r = 0; r < m; r += MR) {
-        const int64_t height = tinylm_gemm_min(MR, m - r);
-        float *panel = packed + r * k;
-        for (int64_t j = j0; j < j1; j++)
-            for (int64_t i = 0; i < height; i++) panel[j * MR + i] = x[(r + i) * ldx + j];
-    }
-}
-
-/* W_hh (4H, H) -> the forward's right operands: W_hhᵀ's four gate blocks (H, H), each
- * packed by tinylm_gemm_pack_b, one after another (gate g at + g·tinylm_gemm_packed_size(H, H)).
- * Packing each gate apart keeps a panel inside one gate when H is not a multiple of NR. */
-static void tinylm_lstm_pack_forward(int64_t hidden, const float *w_hh, float *packed) {
-    const int64_t size = tinylm_gemm_packed_size(hidden, hidden);
-    for (int64_t g = 0; g < 4; g++)  /* W_hhᵀ[p, gH + j] = W_hh[gH + j, p]: row stride 1, column stride H */
-        tinylm_gemm_pack_b(hidden, hidden, w_hh + g * hidden * hidden, 1, hidden, packed + g * size);
-}
-
-/* W_hh (4H, H) -> the backward's right operand: W_hh itself, k = 4H, n = H. */
-static void tinylm_lstm_pack_backward(int64_t hidden, const float *w_hh, float *packed) {
-    tinylm_gemm_pack_b(4 * hidden, hidden, w_hh, hidden, 1, packed);
-}
-
-/* This thread's units [u0, u1): whole NR-panels of the H units, split as evenly as the team allows. */
-static inline void tinylm_lstm_my_units(int64_t hidden, int64_t *q0, int64_t *q1, int64_t *u0, int64_t *u1) {
-    tinylm_my_share((hidden + TINYLM_GEMM_NR - 1) / TINYLM_GEMM_NR, 1, q0, q1);
-    *u0 = tinylm_gemm_min(hidden, *q0 * TINYLM_GEMM_NR);
-    *u1 = tinylm_gemm_min(hidden, *q1 * TINYLM_GEMM_NR);
-}
+#include "tinylm_recurrent.h"
 
 /* One row's cell forward for units [u0, u1); the same operations, in the same order, as
  * lstm.pyx's _cell_forward_row (the build turns off FMA contraction, so the bits match).
@@ -97,44 +31,6 @@ static inline void tinylm_lstm_cell_forward(const float *restrict pre, const flo
     for (int64_t j = u0; j < u1; j++) c[j] = f[j] * c_prev[j] + i[j] * g[j];
     for (int64_t j = u0; j < u1; j++) tanh_c[j] = tinylm_tanhf(c[j]);
     for (int64_t j = u0; j < u1; j++) h[j] = o[j] * tanh_c[j];
-}
-
-/* The forward over `steps` steps (shapes of lstm.pyx's _forward_steps; step t writes
- * ring slot t % n of activations, cs and tanh_cs): x_proj (T, B, 4H), h0 and c0 (B, H),
- * packed_w from tinylm_lstm_pack_forward, recurrent (B, 4H) scratch, packed_h two
- * zeroed buffers of tinylm_lstm_packed_rows(B, H) floats, the first holding h0 packed. */
-static void tinylm_lstm_forward(int64_t steps, int64_t batch, int64_t hidden, const float *x_proj,
-                                const float *packed_w, const float *h0, const float *c0, float *recurrent,
-                                float *packed_h, float *activations, int64_t n_act, float *hs, float *cs,
-                                int64_t n_c, float *tanh_cs, int64_t n_tanh, int threads) {
-    const int64_t four = 4 * hidden, gate_size = tinylm_gemm_packed_size(hidden, hidden);
-    const int64_t packed_size = tinylm_lstm_packed_rows(batch, hidden);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
-#endif
-    {
-        int64_t q0, q1, u0, u1;
-        tinylm_lstm_my_units(hidden, &q0, &q1, &u0, &u1);
-        float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
-        for (int64_t t = 0; t < steps; t++) {
-            const float *a = packed_h + (t % 2) * packed_size;  /* h_{t-1}, packed */
-            float *next = packed_h + ((t + 1) % 2) * packed_size;
-            for (int64_t g = 0; g < 4; g++)
-                tinylm_gemm_panels(batch, hidden, hidden, a, packed_w + g * gate_size, q0, q1, recurrent + g * hidden,
-                                   four, 0, tile);
-            const float *c_prev = t == 0 ? c0 : cs + ((t - 1) % n_c) * batch * hidden;
-            for (int64_t b = 0; b < batch; b++)
-                tinylm_lstm_cell_forward(x_proj + (t * batch + b) * four, recurrent + b * four, c_prev + b * hidden,
-                                         activations + ((t % n_act) * batch + b) * four,
-                                         cs + ((t % n_c) * batch + b) * hidden,
-                                         tanh_cs + ((t % n_tanh) * batch + b) * hidden,
-                                         hs + (t * batch + b) * hidden, hidden, u0, u1);
-            tinylm_lstm_pack_columns(batch, hidden, hs + t * batch * hidden, hidden, u0, u1, next);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-        }
-    }
 }
 
 /* One row's cell backward for units [u0, u1), as lstm.pyx's _cell_backward_row: dh_out
@@ -158,41 +54,65 @@ static inline void tinylm_lstm_cell_backward(const float *restrict dh_out, const
     }
 }
 
-/* Backpropagation through time (shapes of lstm.pyx's _backward_steps): d_hs (T, B, H);
- * d_h, d_c (B, H) in: dL/dh_T, dL/dc_T, out: dL/dh0, dL/dc0; packed_w from
- * tinylm_lstm_pack_backward; c0 (B, H); cs, activations, tanh_cs every step's; d_gates
- * (T, B, 4H) out; packed_dg two zeroed buffers of tinylm_lstm_packed_rows(B, 4H) floats. */
+/* What the LSTM's cells read and write besides the recurrent row (shapes of lstm.pyx's
+ * _forward_packed: step t writes ring slot t % n of activations, cs and tanh_cs). */
+typedef struct {
+    const float *x_proj, *c0;  /* (T, B, 4H), (B, H) */
+    float *activations, *cs, *tanh_cs, *hs;
+    int64_t batch, hidden, n_act, n_c, n_tanh;
+} tinylm_lstm_forward_state;
+
+static void tinylm_lstm_forward_row(const void *state, int64_t t, int64_t b, const float *recurrent, int64_t u0,
+                                    int64_t u1) {
+    const tinylm_lstm_forward_state *s = state;
+    const int64_t hidden = s->hidden, four = 4 * hidden, row = t * s->batch + b;
+    const float *c_prev = t == 0 ? s->c0 + b * hidden : s->cs + (((t - 1) % s->n_c) * s->batch + b) * hidden;
+    tinylm_lstm_cell_forward(s->x_proj + row * four, recurrent, c_prev,
+                             s->activations + ((t % s->n_act) * s->batch + b) * four,
+                             s->cs + ((t % s->n_c) * s->batch + b) * hidden,
+                             s->tanh_cs + ((t % s->n_tanh) * s->batch + b) * hidden, s->hs + row * hidden, hidden, u0,
+                             u1);
+}
+
+/* The forward over `steps` steps: x_proj (T, B, 4H), h0 and c0 (B, H), packed_w from
+ * tinylm_recurrent_pack_forward(4, ...), recurrent (B, 4H) scratch, packed_h two zeroed
+ * buffers of tinylm_recurrent_packed_rows(B, H) floats, the first holding h0 packed. */
+static void tinylm_lstm_forward(int64_t steps, int64_t batch, int64_t hidden, const float *x_proj,
+                                const float *packed_w, const float *c0, float *recurrent, float *packed_h,
+                                float *activations, int64_t n_act, float *hs, float *cs, int64_t n_c,
+                                float *tanh_cs, int64_t n_tanh, int threads) {
+    const tinylm_lstm_forward_state state = {x_proj, c0, activations, cs, tanh_cs, hs, batch, hidden, n_act, n_c,
+                                             n_tanh};
+    tinylm_recurrent_forward(steps, batch, hidden, 4, packed_w, recurrent, packed_h, hs, tinylm_lstm_forward_row,
+                             &state, threads);
+}
+
+typedef struct {
+    const float *d_hs, *c0, *cs, *activations, *tanh_cs;  /* every step's, (T, B, ·) */
+    float *d_c;                                           /* (B, H) in: dL/dc_T, out: dL/dc0 */
+    int64_t batch, hidden;
+} tinylm_lstm_backward_state;
+
+static void tinylm_lstm_backward_row(const void *state, int64_t t, int64_t b, float *d_h, float *d_gates, int64_t u0,
+                                     int64_t u1) {
+    const tinylm_lstm_backward_state *s = state;
+    const int64_t hidden = s->hidden, row = t * s->batch + b;
+    const float *c_prev = t == 0 ? s->c0 + b * hidden : s->cs + (row - s->batch) * hidden;
+    tinylm_lstm_cell_backward(s->d_hs + row * hidden, d_h, s->d_c + b * hidden, c_prev,
+                              s->activations + row * 4 * hidden, s->tanh_cs + row * hidden, d_gates, hidden, u0, u1);
+}
+
+/* Backpropagation through time: d_hs (T, B, H); d_h, d_c (B, H) in: dL/dh_T, dL/dc_T,
+ * out: dL/dh0, dL/dc0; packed_w from tinylm_recurrent_pack_backward(4, ...); c0 (B, H);
+ * cs, activations, tanh_cs every step's; d_gates (T, B, 4H) out; packed_dg two zeroed
+ * buffers of tinylm_recurrent_packed_rows(B, 4H) floats. */
 static void tinylm_lstm_backward(int64_t steps, int64_t batch, int64_t hidden, const float *d_hs, float *d_h,
                                  float *d_c, const float *packed_w, const float *c0, const float *cs,
                                  const float *activations, const float *tanh_cs, float *d_gates, float *packed_dg,
                                  int threads) {
-    const int64_t four = 4 * hidden, packed_size = tinylm_lstm_packed_rows(batch, four);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
-#endif
-    {
-        int64_t q0, q1, u0, u1;
-        tinylm_lstm_my_units(hidden, &q0, &q1, &u0, &u1);
-        float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
-        for (int64_t t = steps - 1; t >= 0; t--) {
-            float *packed = packed_dg + (t % 2) * packed_size;
-            const float *c_prev = t == 0 ? c0 : cs + (t - 1) * batch * hidden;
-            for (int64_t b = 0; b < batch; b++) {
-                const int64_t at = (t * batch + b);
-                tinylm_lstm_cell_backward(d_hs + at * hidden, d_h + b * hidden, d_c + b * hidden,
-                                          c_prev + b * hidden, activations + at * four, tanh_cs + at * hidden,
-                                          d_gates + at * four, hidden, u0, u1);
-            }
-            for (int64_t g = 0; g < 4; g++)  /* this thread's gate columns, into the product's packed operand */
-                tinylm_lstm_pack_columns(batch, four, d_gates + t * batch * four, four, g * hidden + u0,
-                                         g * hidden + u1, packed);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-            /* d_h's columns of this thread's units, which only its own cell reads next. */
-            tinylm_gemm_panels(batch, hidden, four, packed, packed_w, q0, q1, d_h, hidden, 0, tile);
-        }
-    }
+    const tinylm_lstm_backward_state state = {d_hs, c0, cs, activations, tanh_cs, d_c, batch, hidden};
+    tinylm_recurrent_backward(steps, batch, hidden, 4, packed_w, d_h, d_gates, packed_dg, 0, tinylm_lstm_backward_row,
+                              &state, threads);
 }
 
 /* ------------------------------------------------ one step of a stack, batch 1 */

@@ -1,0 +1,59 @@
+# Shared by the recurrent kernels (``include "_recurrent.pxi"`` after ``_math.pxi``): the
+# loop over time of ``tinylm_recurrent.h`` (the LSTM, the GRU and the Elman RNN run it, each
+# with its own cell), where it serves, on how many threads, and its packed operands.
+
+import numpy as np
+
+cdef extern from "tinylm_recurrent.h" nogil:
+    int TINYLM_GEMM_MR
+    Py_ssize_t tinylm_gemm_packed_size(Py_ssize_t k, Py_ssize_t n)
+    Py_ssize_t tinylm_recurrent_packed_rows(Py_ssize_t m, Py_ssize_t k)
+    void tinylm_gemm_pack_a(Py_ssize_t mc, Py_ssize_t kc, const float* a, Py_ssize_t rsa, Py_ssize_t csa,
+                            float* packed)
+    void tinylm_recurrent_pack_forward(Py_ssize_t gates, Py_ssize_t hidden, const float* w_hh, float* packed)
+    void tinylm_recurrent_pack_backward(Py_ssize_t gates, Py_ssize_t hidden, const float* w_hh, float* packed)
+
+
+def _packed_loop_serves(dtype, steps, batch, hidden):
+    """True where ``tinylm_recurrent.h``'s loop runs: float32, at least two steps (W_hh is
+    packed once per call, which one step does not repay) and a batch of at least half the
+    micro-kernel's MR rows (below that most of each register tile would be padding, and
+    OpenBLAS's matrix-vector product is faster)."""
+    return dtype == np.float32 and steps >= 2 and hidden >= 1 and 2 * batch >= TINYLM_GEMM_MR
+
+
+def _loop_threads(batch, hidden, gates):
+    """The OpenMP team for one layer's loop: every thread the kernels have, but at most one
+    per NR-panel of units, and one per MIN_WORK_PER_THREAD multiply-adds of a step's
+    product (waking a thread costs about that much)."""
+    from tinylm.kernels.cpu.gemm import MIN_WORK_PER_THREAD, kernel_info
+
+    panels = -(-hidden // kernel_info()["nr"])
+    work = batch * hidden * gates * hidden // MIN_WORK_PER_THREAD
+    return int(max(1, min(tinylm_get_num_threads(), panels, work)))
+
+
+def _packed_forward_operands(const float[:, ::1] w_hh, Py_ssize_t gates, const float[:, ::1] h0):
+    """W_hhᵀ (G gate blocks) packed for the forward's products, and the two packed buffers
+    of h that alternate over the steps, the first holding h0 (rows past B stay zero)."""
+    cdef Py_ssize_t hidden = w_hh.shape[1], batch = h0.shape[0]
+    packed_w = np.empty(gates * tinylm_gemm_packed_size(hidden, hidden), np.float32)
+    packed_h = np.zeros((2, tinylm_recurrent_packed_rows(batch, hidden)), np.float32)
+    cdef float[::1] w_view = packed_w
+    cdef float[:, ::1] h_view = packed_h
+    with nogil:
+        tinylm_recurrent_pack_forward(gates, hidden, &w_hh[0, 0], &w_view[0])
+        tinylm_gemm_pack_a(batch, hidden, &h0[0, 0], hidden, 1, &h_view[0, 0])
+    return packed_w, packed_h
+
+
+def _packed_backward_operands(const float[:, ::1] w_hh, Py_ssize_t gates, Py_ssize_t batch):
+    """W_hh packed for the backward's products (k = G·H), and the two zeroed packed
+    buffers of a step's gate gradients that alternate over the steps."""
+    cdef Py_ssize_t hidden = w_hh.shape[1]
+    packed_w = np.empty(tinylm_gemm_packed_size(gates * hidden, hidden), np.float32)
+    packed_dg = np.zeros((2, tinylm_recurrent_packed_rows(batch, gates * hidden)), np.float32)
+    cdef float[::1] w_view = packed_w
+    with nogil:
+        tinylm_recurrent_pack_backward(gates, hidden, &w_hh[0, 0], &w_view[0])
+    return packed_w, packed_dg
