@@ -148,7 +148,7 @@ def _scipy_cblas():
 # (each kernel's Python fallback: np.matmul per step, or the reference).
 PRODUCT_PATHS = ["numpy blas in C", "32-bit cblas in C", "numpy blas not found"]
 # The LSTM layer has a fourth: its float32 loop on tinylm's packed micro-kernel
-# (kernels/cpu/tinylm_lstm.h), which the three above turn off so that they test theirs.
+# (kernels/cpu/tinylm_recurrent.h), which the three above turn off so that they test theirs.
 LSTM_PRODUCT_PATHS = PRODUCT_PATHS + ["packed micro-kernel in C"]
 
 
@@ -171,3 +171,16 @@ def products_through(path):
             pytest.skip("needs SciPy's OpenBLAS, a CBLAS with 32-bit integers")
         with mock.patch.object(blas, "numpy_cblas", lambda: found):
             yield
+
+
+@st.composite
+def packed_loop_sizes(draw):
+    """(T, B, H) of float32 recurrent layers that the packed loop over time serves
+    (kernels/cpu/tinylm_recurrent.h): T ≥ 2, B from half a register tile (MR) to past three
+    tiles, H across the NR-panel edges and past KC (256), so k passes KC in the forward's
+    product (k = H) as in the backward's (k = G·H)."""
+    from tinylm.kernels.cpu import gemm
+
+    mr = gemm.kernel_info()["mr"]
+    hidden = draw(st.one_of(st.integers(1, 80), st.integers(250, 300)))
+    return draw(st.integers(2, 5)), draw(st.integers(-(-mr // 2), 3 * mr + 1)), hidden

@@ -10,13 +10,15 @@ through the CPU emulation and on a GPU when one is usable, and their launch wrap
 refusal of bad input.
 """
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from cuda_support import EXAMPLES, devices, geometries
 from cuda_support import close as cuda_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import seeds
+from strategies import packed_loop_sizes, seeds
 
 from tinylm.kernels.cpu import gru as compiled
 from tinylm.kernels.cuda import gru as cuda_gru
@@ -69,6 +71,39 @@ def test_backward_matches_reference_after_either_forward(problem, forward_from):
     for name, a, b in zip(("d_x_proj", "d_w_hh", "d_b_hh", "d_h0"), got, expected):
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a, b, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale, err_msg=name)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=packed_loop_sizes(), scale=st.sampled_from([1.0, 30.0]), seed=seeds)
+def test_the_packed_loop_matches_reference_and_not_the_thread_count(sizes, scale, seed):
+    """float32 layers on the packed loop over time (``tinylm_recurrent.h`` with
+    ``tinylm_gru.h``'s cells): forward, an evaluation forward and backward equal the
+    reference to float32 rounding, and are the same bits on one, two or three threads."""
+    steps, batch, hidden = sizes
+    assert compiled._packed_loop_serves(np.float32, steps, batch, hidden)
+    rng = np.random.default_rng(seed)
+    x_proj = (scale * rng.standard_normal((steps, batch, 3 * hidden))).astype(np.float32)
+    w_hh = (rng.standard_normal((3 * hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    b_hh, h0, d_h_n = (rng.standard_normal(shape).astype(np.float32) for shape in (3 * hidden, (batch, hidden),
+                                                                                   (batch, hidden)))
+    d_hs = rng.standard_normal((steps, batch, hidden)).astype(np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        with mock.patch.object(compiled, "_loop_threads", lambda batch, hidden, gates, n=threads: n):
+            hs, saved = compiled.gru_layer_forward(x_proj, w_hh, b_hh, h0)
+            evaluated, nothing = compiled.gru_layer_forward(x_proj, w_hh, b_hh, h0, keep_saved=False)
+            assert nothing is None
+            np.testing.assert_array_equal(evaluated, hs)
+            runs.append((hs, *saved, *compiled.gru_layer_backward(d_hs, d_h_n, w_hh, b_hh, h0, saved)))
+    for other in runs[1:]:
+        for one, many in zip(runs[0], other):
+            np.testing.assert_array_equal(one, many)
+    expected_hs, saved = reference.gru_layer_forward(x_proj, w_hh, b_hh, h0)
+    expected = (expected_hs, *saved, *reference.gru_layer_backward(d_hs, d_h_n, w_hh, b_hh, h0, saved))
+    names = ("hs", "saved hs", "activations", "h_ns", "d_x_proj", "d_w_hh", "d_b_hh", "d_h0")
+    for name, a, b in zip(names, runs[0], expected):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * scale, err_msg=name)
 
 
 def test_bad_inputs_are_refused():

@@ -22,7 +22,7 @@ from cuda_support import EXAMPLES, devices, geometries
 from cuda_support import close as cuda_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import LSTM_PRODUCT_PATHS, PRODUCT_PATHS, lstm_problems, products_through, seeds
+from strategies import LSTM_PRODUCT_PATHS, PRODUCT_PATHS, lstm_problems, packed_loop_sizes, products_through, seeds
 
 from tinylm.kernels.cpu import blas, gemm
 from tinylm.kernels.cpu import lstm as compiled
@@ -128,11 +128,8 @@ def test_a_layer_of_training_size_matches_reference(path, dtype):
 
 @st.composite
 def packed_loop_problems(draw):
-    """float32 layers the packed loop serves: T ≥ 2, B from half a register tile (MR) to
-    past three tiles, H across the NR-panel edges and past KC (256) in k = H and 4H."""
-    mr = gemm.kernel_info()["mr"]
-    hidden = draw(st.one_of(st.integers(1, 80), st.integers(250, 300)))  # past KC in the forward's k = H too
-    steps, batch = draw(st.integers(2, 5)), draw(st.integers(-(-mr // 2), 3 * mr + 1))
+    """float32 layers the packed loop serves (``packed_loop_sizes``), gates ordinary or saturated."""
+    steps, batch, hidden = draw(packed_loop_sizes())
     scale = draw(st.sampled_from([1.0, 30.0]))
     rng = np.random.default_rng(draw(seeds))
     x_proj = (scale * rng.standard_normal((steps, batch, 4 * hidden))).astype(np.float32)
@@ -145,14 +142,15 @@ def packed_loop_problems(draw):
 @settings(max_examples=40, deadline=None)
 @given(problem=packed_loop_problems())
 def test_the_packed_loop_matches_reference_and_not_the_thread_count(problem):
-    """The loop on the packed micro-kernel (``tinylm_lstm.h``): forward and backward equal
+    """The loop on the packed micro-kernel (``tinylm_recurrent.h`` with ``tinylm_lstm.h``'s
+    cells): forward and backward equal
     the reference to float32 rounding, and are the same bits on one thread as on two or
     three (each sum is one thread's, in one order)."""
     x_proj, w_hh, h0, c0, (d_hs, d_h_n, d_c_n) = problem
     assert compiled._packed_loop_serves(np.float32, *x_proj.shape[:2], w_hh.shape[1])
     runs = []
     for threads in (1, 2, 3):
-        with mock.patch.object(compiled, "_loop_threads", lambda batch, hidden, n=threads: n):
+        with mock.patch.object(compiled, "_loop_threads", lambda batch, hidden, gates, n=threads: n):
             hs, c_n, saved = compiled.lstm_layer_forward(x_proj, w_hh, h0, c0)
             runs.append((hs, c_n) + compiled.lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved))
     for other in runs[1:]:

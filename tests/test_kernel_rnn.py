@@ -11,13 +11,15 @@ through the CPU emulation and on a GPU when one is usable, and their launch wrap
 refusal of bad input.
 """
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from cuda_support import EXAMPLES, devices, geometries
 from cuda_support import close as cuda_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import seeds
+from strategies import packed_loop_sizes, seeds
 
 from tinylm.kernels.cpu import rnn as compiled
 from tinylm.kernels.cuda import rnn as cuda_rnn
@@ -65,6 +67,37 @@ def test_backward_matches_reference_after_either_forward(problem, forward_from):
     for name, a, b in zip(("d_x_proj", "d_w_hh", "d_h0"), got, expected):
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a, b, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale, err_msg=name)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=packed_loop_sizes(), nonlinearity=st.sampled_from(["tanh", "relu"]), seed=seeds)
+def test_the_packed_loop_matches_reference_and_not_the_thread_count(sizes, nonlinearity, seed):
+    """float32 layers on the packed loop over time (``tinylm_recurrent.h`` with
+    ``tinylm_rnn.h``'s cell): forward, an evaluation forward and backward equal the
+    reference to float32 rounding, and are the same bits on one, two or three threads."""
+    steps, batch, hidden = sizes
+    assert compiled._packed_loop_serves(np.float32, steps, batch, hidden)
+    rng = np.random.default_rng(seed)
+    x_proj = rng.standard_normal((steps, batch, hidden)).astype(np.float32)
+    w_hh = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    h0, d_h_n = (rng.standard_normal((batch, hidden)).astype(np.float32) for _ in range(2))
+    d_hs = rng.standard_normal((steps, batch, hidden)).astype(np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        with mock.patch.object(compiled, "_loop_threads", lambda batch, hidden, gates, n=threads: n):
+            hs, saved = compiled.rnn_layer_forward(x_proj, w_hh, h0, nonlinearity)
+            evaluated, nothing = compiled.rnn_layer_forward(x_proj, w_hh, h0, nonlinearity, keep_saved=False)
+            assert nothing is None
+            np.testing.assert_array_equal(evaluated, hs)
+            runs.append((hs, *compiled.rnn_layer_backward(d_hs, d_h_n, w_hh, h0, saved, nonlinearity)))
+    for other in runs[1:]:
+        for one, many in zip(runs[0], other):
+            np.testing.assert_array_equal(one, many)
+    expected_hs, saved = reference.rnn_layer_forward(x_proj, w_hh, h0, nonlinearity)
+    expected = (expected_hs, *reference.rnn_layer_backward(d_hs, d_h_n, w_hh, h0, saved, nonlinearity))
+    for name, a, b in zip(("hs", "d_x_proj", "d_w_hh", "d_h0"), runs[0], expected):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * scale, err_msg=name)
 
 
 def test_bad_inputs_are_refused():

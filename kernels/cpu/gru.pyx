@@ -7,11 +7,14 @@ backward can follow either forward. What differs, and why:
 - The gate nonlinearities and the state update of a step are one fused loop over each
   batch row (``_cell_forward_row``, ``_cell_backward_row``): one pass over memory instead
   of a dozen NumPy temporaries per step.
-- A first version: the loop over time runs in Python, each step's (B, H) @ (H, 3H)
-  product through ``np.matmul`` into a preallocated buffer, between the fused C loops.
-  The LSTM's kernel (``lstm.pyx``) runs that loop in C calling NumPy's BLAS through
-  ``_blas.pxi``; doing the same here is the next step. dWₕₕ and dbₕₕ are one product
-  and one sum over all steps after the loop, as in the reference.
+- float32, two steps or more, a batch of at least half a register tile: the whole loop
+  over time, forward or backward, is one OpenMP region on tinylm's packed micro-kernel,
+  the LSTM's loop (``tinylm_recurrent.h``) with the GRU's cells (``tinylm_gru.h``): Wₕₕ
+  packed once per call, each thread owning a block of hidden units, one barrier a step.
+- Otherwise the loop over time runs in Python, each step's (B, H) @ (H, 3H) product
+  through ``np.matmul`` into a preallocated buffer, between the fused C loops.
+- dWₕₕ and dbₕₕ are one product and one sum over all steps after the loop, as in the
+  reference; the product on the kernels' OpenMP team (``gemm.pyx``'s ``gemm``).
 - ``keep_saved=False`` (evaluation): the gates of one step are kept at a time.
 - The wrapper checks dtypes and shapes and makes every buffer contiguous first, so the
   loops index without bounds checks and never outside the arrays.
@@ -21,8 +24,19 @@ import numpy as np
 
 cimport cython
 include "_math.pxi"
+include "_recurrent.pxi"
+
+cdef extern from "tinylm_gru.h" nogil:
+    void tinylm_gru_forward(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, const float* x_proj,
+                            const float* packed_w, const float* b_hh, const float* h0, float* recurrent,
+                            float* packed_h, float* activations, float* h_ns, Py_ssize_t n_act, float* hs,
+                            int threads)
+    void tinylm_gru_backward(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, const float* d_hs, float* d_h,
+                             const float* packed_w, const float* h0, const float* hs, const float* activations,
+                             const float* h_ns, float* d_x_proj, float* d_h_gates, float* packed_dg, int threads)
 
 from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
+from tinylm.kernels.cpu.gemm import gemm
 from tinylm.reference.gru import check_layer_shapes
 
 
@@ -111,6 +125,9 @@ def gru_layer_forward(x_proj, w_hh, b_hh, h0, keep_saved=True):
     hs = np.empty((steps, batch, hidden), dtype)
     activations = np.empty((kept, batch, 3 * hidden), dtype)
     h_ns = np.empty((kept, batch, hidden), dtype)
+    if _packed_loop_serves(dtype, steps, batch, hidden):
+        _forward_packed(x_proj, w_hh, b_hh, h0, activations, h_ns, hs, _loop_threads(batch, hidden, 3))
+        return hs, (hs, activations, h_ns) if keep_saved else None
     w_hh_t = np.ascontiguousarray(w_hh.T)  # (H, 3H)
     h_gates = np.empty((batch, 3 * hidden), dtype)
     h = h0
@@ -140,12 +157,70 @@ def gru_layer_backward(d_hs, d_h_n, w_hh, b_hh, h0, saved):
         raise ValueError(f"gru_layer_backward: d_h_n {d_h_n.shape} must be (B, H) = {(batch, hidden)}")
     d_x_proj, d_h_gates = np.empty_like(activations), np.empty_like(activations)  # (T, B, 3H) each
     d_h = d_h_n.copy()  # dL/dh_t arriving from step t+1 (at first: from the final state)
-    through_w = np.empty((batch, hidden), dtype)  # dh_gates_t Wₕₕ
-    for t in range(steps - 1, -1, -1):
-        h_prev = hs[t - 1] if t > 0 else h0
-        _cell_backward(d_hs[t], d_h, h_prev, activations[t], h_ns[t], d_x_proj[t], d_h_gates[t])
-        np.matmul(d_h_gates[t], w_hh, out=through_w)
-        d_h += through_w  # direct part + what h_{t-1} receives through the gates
-    h_prev = np.concatenate([h0[None], hs[:-1]], axis=0)  # (T, B, H)
-    flat = d_h_gates.reshape(-1, 3 * hidden)  # (T·B, 3H)
-    return d_x_proj, flat.T @ h_prev.reshape(-1, hidden), flat.sum(axis=0), d_h
+    if _packed_loop_serves(dtype, steps, batch, hidden):
+        _backward_packed(d_hs, d_h, w_hh, h0, hs, activations, h_ns, d_x_proj, d_h_gates,
+                         _loop_threads(batch, hidden, 3))
+    else:
+        through_w = np.empty((batch, hidden), dtype)  # dh_gates_t Wₕₕ
+        for t in range(steps - 1, -1, -1):
+            h_prev = hs[t - 1] if t > 0 else h0
+            _cell_backward(d_hs[t], d_h, h_prev, activations[t], h_ns[t], d_x_proj[t], d_h_gates[t])
+            np.matmul(d_h_gates[t], w_hh, out=through_w)
+            d_h += through_w  # direct part + what h_{t-1} receives through the gates
+    # dWₕₕ = Σₜ dh_gatesₜᵀ hₜ₋₁: steps 1.. in one product over hs[:-1] in place, step 0's h0
+    # added (no (T, B, H) copy of h0 + hs[:-1]), on the kernels' OpenMP team.
+    d_w_hh = gemm(d_h_gates[1:].reshape(-1, 3 * hidden), hs[:-1].reshape(-1, hidden), transpose_a=True)
+    gemm(d_h_gates[0], h0, out=d_w_hh, accumulate=True, transpose_a=True)
+    return d_x_proj, d_w_hh, d_h_gates.reshape(-1, 3 * hidden).sum(axis=0), d_h
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _forward_packed(
+    const float[:, :, ::1] x_proj,  # (T, B, 3H)
+    const float[:, ::1] w_hh,       # (3H, H)
+    const float[::1] b_hh,          # (3H,)
+    const float[:, ::1] h0,         # (B, H)
+    float[:, :, ::1] activations,   # (T or 1, B, 3H) out
+    float[:, :, ::1] h_ns,          # (T or 1, B, H) out
+    float[:, :, ::1] hs,            # (T, B, H) out
+    int threads,
+):
+    """The loop over time as ``tinylm_gru_forward``: W_hhᵀ packed once, then one OpenMP
+    region on the packed micro-kernel (see ``tinylm_recurrent.h``)."""
+    cdef Py_ssize_t steps = x_proj.shape[0], batch = x_proj.shape[1], hidden = hs.shape[2]
+    packed_w, packed_h = _packed_forward_operands(w_hh, 3, h0)
+    recurrent = np.empty((batch, 3 * hidden), np.float32)
+    cdef float[::1] w_view = packed_w
+    cdef float[:, ::1] h_view = packed_h
+    cdef float[:, ::1] r_view = recurrent
+    with nogil:
+        tinylm_gru_forward(steps, batch, hidden, &x_proj[0, 0, 0], &w_view[0], &b_hh[0], &h0[0, 0], &r_view[0, 0],
+                           &h_view[0, 0], &activations[0, 0, 0], &h_ns[0, 0, 0], activations.shape[0],
+                           &hs[0, 0, 0], threads)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def _backward_packed(
+    const float[:, :, ::1] d_hs,         # (T, B, H)
+    float[:, ::1] d_h,                   # (B, H) in: dL/dh_n; out: dL/dh0
+    const float[:, ::1] w_hh,            # (3H, H)
+    const float[:, ::1] h0,              # (B, H)
+    const float[:, :, ::1] hs,           # (T, B, H)
+    const float[:, :, ::1] activations,  # (T, B, 3H)
+    const float[:, :, ::1] h_ns,         # (T, B, H)
+    float[:, :, ::1] d_x_proj,           # (T, B, 3H) out
+    float[:, :, ::1] d_h_gates,          # (T, B, 3H) out
+    int threads,
+):
+    """Backpropagation through time as ``tinylm_gru_backward``: W_hh packed once, then one
+    OpenMP region on the packed micro-kernel (see ``tinylm_recurrent.h``)."""
+    cdef Py_ssize_t steps = d_hs.shape[0], batch = d_hs.shape[1], hidden = d_hs.shape[2]
+    packed_w, packed_dg = _packed_backward_operands(w_hh, 3, batch)
+    cdef float[::1] w_view = packed_w
+    cdef float[:, ::1] dg_view = packed_dg
+    with nogil:
+        tinylm_gru_backward(steps, batch, hidden, &d_hs[0, 0, 0], &d_h[0, 0], &w_view[0], &h0[0, 0], &hs[0, 0, 0],
+                            &activations[0, 0, 0], &h_ns[0, 0, 0], &d_x_proj[0, 0, 0], &d_h_gates[0, 0, 0],
+                            &dg_view[0, 0], threads)
