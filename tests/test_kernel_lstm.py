@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import LSTM_PRODUCT_PATHS, PRODUCT_PATHS, lstm_problems, packed_loop_sizes, products_through, seeds
 
-from tinylm.kernels.cpu import blas, gemm
+from tinylm.kernels.cpu import blas
 from tinylm.kernels.cpu import lstm as compiled
 from tinylm.kernels.cuda import lstm as cuda_lstm
 from tinylm.reference import lstm as ref_lstm
