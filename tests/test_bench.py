@@ -54,6 +54,13 @@ def test_training_benchmark_checks_every_backend_against_the_first_loss(tmp_path
     assert (tmp_path / "training_throughput.png").exists() and (tmp_path / "training.csv").exists()
 
 
+def test_training_benchmark_workers_take_the_thread_count(tmp_path):
+    """--threads reaches the spawned worker of every backend (each reports its count)."""
+    rows = bench.main(["--train", "--train-size", "tiny", "--backends", "numpy,cython", "--repeat", "1",
+                       "--warmup", "1", "--no-memory", "--threads", "1", "--out", str(tmp_path)])["training"]
+    assert rows and all(r["threads"] == 1 for r in rows)
+
+
 def test_training_benchmark_catches_a_broken_optimizer(tmp_path, broken_cython_adam):
     with pytest.raises(RuntimeError, match="disagree"):
         bench.main(["--train", "--train-size", "tiny", "--backends", "numpy,cython", "--repeat", "1", "--no-memory",

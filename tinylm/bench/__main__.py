@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
     if args.train:
         from tinylm.bench.training import run_training
 
-        training_rows = run_training(backend_names, args.train_size, args.repeat, args.warmup, not args.no_memory)
+        training_rows = run_training(backend_names, args.train_size, args.repeat, args.warmup, not args.no_memory,
+                                     args.threads)
         print(report.training_markdown(training_rows))
         report.write_csv(out / "training.csv", training_rows)
         report.training_chart(out, training_rows)

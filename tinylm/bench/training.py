@@ -192,8 +192,25 @@ def _rss_mib(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # elsewhere: the best there is
 
 
-def _memory_child(kind, backend, p, steps, queue):
+def _threads_in_this_process(backend: str, threads: int | None) -> int:
+    """A spawned worker starts with every pool at its default: give it the parent's
+    ``--threads`` (``machine.set_threads``), and say how many threads the backend's work
+    runs on here (PyTorch's intra-op threads, or tinylm's OpenMP team)."""
+    from tinylm import kernels
+    from tinylm.bench import machine
+
+    if threads:
+        machine.set_threads(threads)
+    if backend == "torch":
+        import torch
+
+        return torch.get_num_threads()
+    return kernels.get_num_threads()
+
+
+def _memory_child(kind, backend, p, steps, queue, threads=None):
     keep_freed_memory()
+    _threads_in_this_process(backend, threads)
     rng = np.random.default_rng(0)
     batch = rng.integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
     runner = Runner(kind, backend, p, batch)
@@ -203,30 +220,32 @@ def _memory_child(kind, backend, p, steps, queue):
     queue.put((built, _rss_mib("VmHWM")))
 
 
-def peak_memory(kind: str, backend: str, p: dict, steps: int = 3) -> tuple[float, float]:
+def peak_memory(kind: str, backend: str, p: dict, steps: int = 3, threads: int | None = None) -> tuple[float, float]:
     """(RSS MiB once the model is built, peak RSS MiB over ``steps`` training steps), in a
     fresh process."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_memory_child, args=(kind, backend, p, steps, queue))
+    process = context.Process(target=_memory_child, args=(kind, backend, p, steps, queue, threads))
     process.start()
     result = queue.get(timeout=600)
     process.join()
     return result
 
 
-def _worker(kind: str, backend: str, p: dict, registry: dict, connection) -> None:
+def _worker(kind: str, backend: str, p: dict, registry: dict, connection, threads: int | None = None) -> None:
     """One backend in its own process: runs what the parent asks, reports times and losses.
     Separate processes keep each library's thread pools (OpenBLAS, OpenMP, PyTorch's) from
     competing with another's: in one shared process PyTorch ran at half its speed. The
-    parent's kernel registry comes along, so kernels registered at run time are measured."""
+    parent's kernel registry comes along, so kernels registered at run time are measured,
+    and so does ``--threads``."""
     keep_freed_memory()  # every backend, PyTorch's too: the same allocator settings for all
+    threads_here = _threads_in_this_process(backend, threads)
     backends.KERNELS.clear()
     backends.KERNELS.update(registry)
     batch = np.random.default_rng(0).integers(0, p["vocab"], size=(p["batch"], p["seq"] + 1))
     runner = Runner(kind, backend, p, batch)
     tasks = {"train": runner.train_step, "eval": runner.evaluate, "sample": runner.sample}
-    connection.send("ready")
+    connection.send(("ready", threads_here))
     while True:
         request = connection.recv()
         if request == "stop":
@@ -253,7 +272,8 @@ def _usable(backend: str) -> bool:
         return False
 
 
-def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_memory: bool = True) -> list[dict]:
+def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_memory: bool = True,
+                 threads: int | None = None) -> list[dict]:
     p = PRESETS[preset]
     rows = []
     context = multiprocessing.get_context("spawn")
@@ -261,13 +281,12 @@ def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_m
         workers = {}
         for backend in filter(_usable, backend_names):
             parent, child = context.Pipe()
-            process = context.Process(target=_worker, args=(kind, backend, p, dict(backends.KERNELS), child),
+            process = context.Process(target=_worker, args=(kind, backend, p, dict(backends.KERNELS), child, threads),
                                       daemon=True)
             process.start()
             workers[backend] = (process, parent)
         try:
-            for _, connection in workers.values():
-                connection.recv()  # "ready"
+            threads_of = {backend: connection.recv()[1] for backend, (_, connection) in workers.items()}  # "ready"
 
             def ask(backend, request):
                 workers[backend][1].send(request)
@@ -293,7 +312,8 @@ def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_m
                 process.join(timeout=60)
         for backend in workers:
             first, second = losses[backend]
-            row = {"model": kind, "backend": backend, "preset": preset, "first_loss": first, "second_loss": second,
+            row = {"model": kind, "backend": backend, "preset": preset, "threads": threads_of[backend],
+                   "first_loss": first, "second_loss": second,
                    "correct": bool(math.isclose(first, reference[0], rel_tol=1e-4)
                                    and math.isclose(second, reference[1], rel_tol=1e-4))}
             for task, tokens in (("train", p["batch"] * p["seq"]), ("eval", p["batch"] * p["seq"]),
@@ -301,7 +321,7 @@ def run_training(backend_names, preset: str, repeat: int, warmup: int, measure_m
                 median = statistics.median(times[(backend, task)])
                 row[f"{task}_tokens_per_s"] = tokens / median
             if measure_memory:
-                built, trained = peak_memory(kind, backend, p)
+                built, trained = peak_memory(kind, backend, p, threads=threads)
                 row.update(peak_rss_mib=trained, training_growth_mib=trained - built)
             rows.append(row)
         numpy_row = next((row for row in rows if row["model"] == kind and row["backend"] == "numpy"), None)
