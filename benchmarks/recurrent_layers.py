@@ -7,7 +7,8 @@ Each layer is 2 layers deep, input 128, hidden 256, on a (T 64, B 32) float32 se
 the default LSTM language model's sizes. A training call is a forward and a backward of
 ``out.sum()`` (the input needs no gradient); an evaluation call a forward without
 gradients. tinylm and PyTorch each run in their own process (spawned), so neither
-library's thread pool competes with the other's, and only one works at a time: the calls
+library's thread pool competes with the other's, both with ``tinylm.memory.keep_freed_memory()``'s
+allocator settings (as ``tinylm.train`` and the bench run), and only one works at a time: the calls
 are timed interleaved, a block of 4 (the first not counted) per side in turn after a
 0.3 s pause, as ``python -m tinylm.bench --train`` times whole models. Prints the machine,
 the median and best milliseconds of each and the ratio PyTorch / tinylm (above 1: tinylm
@@ -33,9 +34,7 @@ BLOCK, IDLE = 4, 0.3
 def _tinylm_calls(kind):
     import tinylm
     from tinylm import backends, nn
-    from tinylm.memory import keep_freed_memory
 
-    keep_freed_memory()
     backends.set_backend("cython")
     tinylm.manual_seed(0)
     layer = getattr(nn, kind)(INPUT, HIDDEN, num_layers=LAYERS)
@@ -73,6 +72,9 @@ def _torch_calls(kind):
 
 
 def _worker(side, connection):
+    from tinylm.memory import keep_freed_memory
+
+    keep_freed_memory()  # both sides: the same allocator settings (freed memory kept, no page faults)
     build = _tinylm_calls if side == "tinylm" else _torch_calls
     calls = {kind: build(kind) for kind in KINDS}
     connection.send("ready")
