@@ -24,11 +24,13 @@ def _packed_loop_serves(dtype, steps, batch, hidden):
 
 def _loop_threads(batch, hidden, gates):
     """The OpenMP team for one layer's loop: every thread the kernels have, but at most one
-    per NR-panel of units, and one per MIN_WORK_PER_THREAD multiply-adds of a step's
-    product (waking a thread costs about that much)."""
+    per MR-panel of rows or NR-panel of units (whichever are more: the loop splits by one
+    or the other), and one per MIN_WORK_PER_THREAD multiply-adds of a step's product
+    (waking a thread costs about that much)."""
     from tinylm.kernels.cpu.gemm import MIN_WORK_PER_THREAD, kernel_info
 
-    panels = -(-hidden // kernel_info()["nr"])
+    info = kernel_info()
+    panels = max(-(-batch // info["mr"]), -(-hidden // info["nr"]))
     work = batch * hidden * gates * hidden // MIN_WORK_PER_THREAD
     return int(max(1, min(tinylm_get_num_threads(), panels, work)))
 

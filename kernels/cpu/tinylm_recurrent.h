@@ -4,31 +4,39 @@
  * this same loop; they differ only in their cell, the per-row function given here as
  * `cell`, and in G, the number of gate blocks of H columns each (4, 3 and 1).
  *
- * Why one region, and who does what:
+ * Why one region, and who does what. W_hh is packed once per sequence, not once per
+ * product as OpenBLAS does, and the team is split one of two ways:
  *
- *   Thread t owns the hidden units of its share of NR-wide panels, [u0, u1). In the
- *   forward step it computes the G gate columns of its units (columns g·H + j of
- *   h_{t-1} W_hhᵀ) with its share of the packed W_hhᵀ, which is all its units' cells
- *   need, so the cell follows at once; the one barrier per step is there because the next
- *   product reads the whole new h. Its share of the weights (the default LSTM's 1 MiB
- *   W_hh: 512 KiB a core) is the same at every step and stays in its core's L2, and W_hh
- *   is packed once per sequence, not once per product as OpenBLAS does.
+ *   By batch rows, when the batch's MR-row panels share out evenly over the team (the
+ *   default model: 32 rows, 4 panels, 2 threads): thread t owns whole panels of rows
+ *   [r0, r1) and every unit of them. Row b of h_t depends only on row b of h_{t-1}, so a
+ *   thread runs its rows through all T steps on its own: its product rows, its cells, its
+ *   rows of h_t packed for its next product, and no barrier and nothing read from the
+ *   other cores' caches. Each step streams the whole packed W_hh (1 MiB for the default
+ *   LSTM) from the shared L3, which the micro-kernel's sequential reads hide.
  *
- *   Backward, step t: the thread computes the gate gradients of its units (the cell's
- *   backward), a barrier (the product reads every unit's), then its units' columns of
- *   dL/dh_{t-1} += or = dgates_t W_hh, which only its own cell reads next: one barrier a
- *   step.
+ *   By hidden units otherwise (a batch of one panel, or panels that do not share out
+ *   evenly): thread t owns the units of its share of NR-wide panels, [u0, u1), for every
+ *   row. In the forward step it computes the G gate columns of its units (columns g·H + j
+ *   of h_{t-1} W_hhᵀ) with its share of the packed W_hhᵀ, which stays in its core's L2,
+ *   and its units' cells follow at once; one barrier per step, because the next product
+ *   reads the whole new h. Backward: its units' gate gradients (the cell's backward), a
+ *   barrier (the product reads every unit's), then its units' columns of dL/dh_{t-1},
+ *   which only its own cells read next.
  *
  *   The product's left operand is packed as the micro-kernel reads it (MR-row panels,
- *   tinylm_gemm_pack_a's layout over the whole k), and each thread packs its own units'
- *   columns of what its cells wrote, h_t (forward) or dgates_t (backward); two
- *   packed buffers alternate, so a thread writing step t's never races one still
- *   reading step t-1's (a barrier lies between any two uses of one buffer). The packed
- *   buffers' rows past B (the last panel's padding) are zeros from the caller and never
- *   written; the tiles they meet are edge tiles, of which only the valid rows are stored.
+ *   tinylm_gemm_pack_a's layout over the whole k): each thread packs its own part of
+ *   what its cells wrote, h_t (forward) or dgates_t (backward), its rows or its units'
+ *   columns. Two packed buffers alternate, so split by units a thread writing step t's
+ *   never races one still reading step t-1's (a barrier lies between any two uses of one
+ *   buffer). The packed buffers' rows past B (the last panel's padding) are zeros from the
+ *   caller and never written; the tiles they meet are edge tiles, of which only the valid
+ *   rows are stored.
  *
- * Every sum is done by one thread in one order, so results do not depend on the number
- * of threads. Sizes and strides are the caller's to check: nothing is checked here. */
+ * Every sum is done by one thread in one order, the same whichever way the team is split
+ * (each product element sums over k in the same KC slices), so results do not depend on
+ * the number of threads. Sizes and strides are the caller's to check: nothing is checked
+ * here. */
 #ifndef TINYLM_RECURRENT_H
 #define TINYLM_RECURRENT_H
 #include <stdint.h>
@@ -72,11 +80,28 @@ static void tinylm_recurrent_pack_backward(int64_t gates, int64_t hidden, const 
     tinylm_gemm_pack_b(gates * hidden, hidden, w_hh, hidden, 1, packed);
 }
 
-/* This thread's units [u0, u1): whole NR-panels of the H units, split as evenly as the team allows. */
-static inline void tinylm_recurrent_my_units(int64_t hidden, int64_t *q0, int64_t *q1, int64_t *u0, int64_t *u1) {
-    tinylm_my_share((hidden + TINYLM_GEMM_NR - 1) / TINYLM_GEMM_NR, 1, q0, q1);
+/* This thread's part of the layer: rows [*r0, *r1) and units [*u0, *u1) (NR-panels
+ * [*q0, *q1)); split by rows when the batch's MR-row panels share out evenly over the
+ * team, else by units. Returns 1 when split by rows (no barrier is needed then). */
+static inline int tinylm_recurrent_my_part(int64_t batch, int64_t hidden, int64_t *r0, int64_t *r1, int64_t *q0,
+                                           int64_t *q1, int64_t *u0, int64_t *u1) {
+#ifdef _OPENMP
+    const int64_t team = omp_get_num_threads();
+#else
+    const int64_t team = 1;
+#endif
+    const int64_t row_panels = (batch + TINYLM_GEMM_MR - 1) / TINYLM_GEMM_MR;
+    const int64_t unit_panels = (hidden + TINYLM_GEMM_NR - 1) / TINYLM_GEMM_NR;
+    if (row_panels % team == 0) {
+        tinylm_my_share(batch, TINYLM_GEMM_MR, r0, r1);
+        *q0 = 0, *q1 = unit_panels, *u0 = 0, *u1 = hidden;
+        return 1;
+    }
+    *r0 = 0, *r1 = batch;
+    tinylm_my_share(unit_panels, 1, q0, q1);
     *u0 = tinylm_gemm_min(hidden, *q0 * TINYLM_GEMM_NR);
     *u1 = tinylm_gemm_min(hidden, *q1 * TINYLM_GEMM_NR);
+    return 0;
 }
 
 /* A cell's forward for batch row b of step t, units [u0, u1): `recurrent` is that row of
@@ -103,20 +128,22 @@ static void tinylm_recurrent_forward(int64_t steps, int64_t batch, int64_t hidde
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
-        int64_t q0, q1, u0, u1;
-        tinylm_recurrent_my_units(hidden, &q0, &q1, &u0, &u1);
+        int64_t r0, r1, q0, q1, u0, u1;
+        const int by_rows = tinylm_recurrent_my_part(batch, hidden, &r0, &r1, &q0, &q1, &u0, &u1);
         float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
         for (int64_t t = 0; t < steps; t++) {
-            const float *a = packed_h + (t % 2) * packed_size;  /* h_{t-1}, packed */
-            float *next = packed_h + ((t + 1) % 2) * packed_size;
+            const float *a = packed_h + (t % 2) * packed_size + r0 * hidden;  /* h_{t-1}, packed: rows from r0 */
+            float *next = packed_h + ((t + 1) % 2) * packed_size + r0 * hidden;
             for (int64_t g = 0; g < gates; g++)
-                tinylm_gemm_panels(batch, hidden, hidden, a, packed_w + g * gate_size, q0, q1, recurrent + g * hidden,
-                                   width, 0, tile);
-            for (int64_t b = 0; b < batch; b++) cell(state, t, b, recurrent + b * width, u0, u1);
-            tinylm_recurrent_pack_columns(batch, hidden, hs + t * batch * hidden, hidden, u0, u1, next);
+                tinylm_gemm_panels(r1 - r0, hidden, hidden, a, packed_w + g * gate_size, q0, q1,
+                                   recurrent + r0 * width + g * hidden, width, 0, tile);
+            for (int64_t b = r0; b < r1; b++) cell(state, t, b, recurrent + b * width, u0, u1);
+            tinylm_recurrent_pack_columns(r1 - r0, hidden, hs + (t * batch + r0) * hidden, hidden, u0, u1, next);
+            if (!by_rows) {
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
+            }
         }
     }
 }
@@ -135,21 +162,24 @@ static void tinylm_recurrent_backward(int64_t steps, int64_t batch, int64_t hidd
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
-        int64_t q0, q1, u0, u1;
-        tinylm_recurrent_my_units(hidden, &q0, &q1, &u0, &u1);
+        int64_t r0, r1, q0, q1, u0, u1;
+        const int by_rows = tinylm_recurrent_my_part(batch, hidden, &r0, &r1, &q0, &q1, &u0, &u1);
         float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
         for (int64_t t = steps - 1; t >= 0; t--) {
-            float *packed = packed_dg + (t % 2) * packed_size;
-            for (int64_t b = 0; b < batch; b++)
+            float *packed = packed_dg + (t % 2) * packed_size + r0 * width;
+            for (int64_t b = r0; b < r1; b++)
                 cell(state, t, b, d_h + b * hidden, d_gates + (t * batch + b) * width, u0, u1);
-            for (int64_t g = 0; g < gates; g++)  /* this thread's gate columns, into the product's packed operand */
-                tinylm_recurrent_pack_columns(batch, width, d_gates + t * batch * width, width, g * hidden + u0,
-                                              g * hidden + u1, packed);
+            for (int64_t g = 0; g < gates; g++)  /* this thread's part, into the product's packed operand */
+                tinylm_recurrent_pack_columns(r1 - r0, width, d_gates + (t * batch + r0) * width, width,
+                                              g * hidden + u0, g * hidden + u1, packed);
+            if (!by_rows) {
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            /* d_h's columns of this thread's units, which only its own cell reads next. */
-            tinylm_gemm_panels(batch, hidden, width, packed, packed_w, q0, q1, d_h, hidden, accumulate, tile);
+            }
+            /* d_h's rows and columns of this thread's part, which only its own cells read next. */
+            tinylm_gemm_panels(r1 - r0, hidden, width, packed, packed_w, q0, q1, d_h + r0 * hidden, hidden,
+                               accumulate, tile);
         }
     }
 }
