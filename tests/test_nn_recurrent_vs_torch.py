@@ -57,6 +57,29 @@ def test_recurrent_layers_match_pytorch(seed, dtype, problem):
     assert_same(*run_both(ours, theirs, inputs, forward, forward, dtype), dtype)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, backend=st.sampled_from(["numpy", "cython"]), layers=st.integers(1, 2), bias=st.booleans(),
+       batch_first=st.booleans(), bidirectional=st.booleans(), steps=st.integers(1, 5), batch=st.integers(1, 17),
+       with_state=st.booleans())
+def test_an_lstm_evaluated_without_gradients_matches_pytorch(seed, backend, layers, bias, batch_first, bidirectional,
+                                                              steps, batch, with_state):
+    """Under ``no_grad`` nn.LSTM runs ``lstm_layer_infer`` (on the cython backend the input
+    projection is made inside the loop over time, from B = MR/2 and T = 2): PyTorch's
+    outputs and final states, float32, one or two directions."""
+    options = dict(num_layers=layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
+    ours, theirs = nn.LSTM(6, 5, **options), torch.nn.LSTM(6, 5, **options)
+    copy_weights_to_torch(ours, theirs)
+    rng = np.random.default_rng(seed)
+    x = randn(rng, (batch, steps, 6) if batch_first else (steps, batch, 6), np.float32)
+    state = tuple(randn(rng, (layers * (2 if bidirectional else 1), batch, 5), np.float32) for _ in range(2))
+    with tinylm.use_backend(backend), tinylm.no_grad():
+        out, (h_n, c_n) = ours(tinylm.tensor(x), tuple(tinylm.tensor(s) for s in state) if with_state else None)
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state) if with_state else None)
+    for got, want in zip((out, h_n, c_n), (expected[0], *expected[1])):
+        np.testing.assert_allclose(got.data, want.numpy(), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_parameter_names_and_shapes_are_pytorchs(kind):
     ours_class, their_class = LAYERS[kind]

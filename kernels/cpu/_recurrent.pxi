@@ -10,7 +10,8 @@ cdef extern from "tinylm_recurrent.h" nogil:
     Py_ssize_t tinylm_recurrent_packed_rows(Py_ssize_t m, Py_ssize_t k)
     void tinylm_gemm_pack_a(Py_ssize_t mc, Py_ssize_t kc, const float* a, Py_ssize_t rsa, Py_ssize_t csa,
                             float* packed)
-    void tinylm_recurrent_pack_forward(Py_ssize_t gates, Py_ssize_t hidden, const float* w_hh, float* packed)
+    void tinylm_recurrent_pack_forward(Py_ssize_t gates, Py_ssize_t hidden, Py_ssize_t k, const float* w,
+                                       float* packed)
     void tinylm_recurrent_pack_backward(Py_ssize_t gates, Py_ssize_t hidden, const float* w_hh, float* packed)
 
 
@@ -35,18 +36,20 @@ def _loop_threads(batch, hidden, gates):
     return int(max(1, min(tinylm_get_num_threads(), panels, work)))
 
 
-def _packed_forward_operands(const float[:, ::1] w_hh, Py_ssize_t gates, const float[:, ::1] h0):
-    """W_hhᵀ (G gate blocks) packed for the forward's products, and the two packed buffers
-    of h that alternate over the steps, the first holding h0 (rows past B stay zero)."""
-    cdef Py_ssize_t hidden = w_hh.shape[1], batch = h0.shape[0]
-    packed_w = np.empty(gates * tinylm_gemm_packed_size(hidden, hidden), np.float32)
-    packed_h = np.zeros((2, tinylm_recurrent_packed_rows(batch, hidden)), np.float32)
+def _packed_forward_operands(const float[:, ::1] w, Py_ssize_t gates, const float[:, ::1] first):
+    """Wᵀ (G gate blocks of w (G·H, K)) packed for the forward's products, and the two
+    packed buffers of the left operand (B, K) that alternate over the steps, the first
+    holding ``first`` (h0, or x_0 for an input projection made in the loop; rows past B
+    stay zero)."""
+    cdef Py_ssize_t k = w.shape[1], hidden = w.shape[0] // gates, batch = first.shape[0]
+    packed_w = np.empty(gates * tinylm_gemm_packed_size(k, hidden), np.float32)
+    packed_a = np.zeros((2, tinylm_recurrent_packed_rows(batch, k)), np.float32)
     cdef float[::1] w_view = packed_w
-    cdef float[:, ::1] h_view = packed_h
+    cdef float[:, ::1] a_view = packed_a
     with nogil:
-        tinylm_recurrent_pack_forward(gates, hidden, &w_hh[0, 0], &w_view[0])
-        tinylm_gemm_pack_a(batch, hidden, &h0[0, 0], hidden, 1, &h_view[0, 0])
-    return packed_w, packed_h
+        tinylm_recurrent_pack_forward(gates, hidden, k, &w[0, 0], &w_view[0])
+        tinylm_gemm_pack_a(batch, k, &first[0, 0], k, 1, &a_view[0, 0])
+    return packed_w, packed_a
 
 
 def _packed_backward_operands(const float[:, ::1] w_hh, Py_ssize_t gates, Py_ssize_t batch):

@@ -76,7 +76,7 @@ static void tinylm_gru_forward(int64_t steps, int64_t batch, int64_t hidden, con
                                int threads) {
     const tinylm_gru_forward_state state = {x_proj, b_hh, h0, activations, h_ns, hs, batch, hidden, n_act};
     tinylm_recurrent_forward(steps, batch, hidden, 3, packed_w, recurrent, packed_h, hs, tinylm_gru_forward_row,
-                             &state, threads);
+                             &state, threads, NULL, 0, NULL, NULL);
 }
 
 /* Backpropagation through time: d_h (B, H) in: dL/dh_T, out: dL/dh0; packed_w from

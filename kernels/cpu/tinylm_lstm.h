@@ -57,9 +57,9 @@ static inline void tinylm_lstm_cell_backward(const float *restrict dh_out, const
 /* What the LSTM's cells read and write besides the recurrent row (shapes of lstm.pyx's
  * _forward_packed: step t writes ring slot t % n of activations, cs and tanh_cs). */
 typedef struct {
-    const float *x_proj, *c0;  /* (T, B, 4H), (B, H) */
+    const float *x_proj, *c0;  /* (T, B, 4H) (or the bias (4H,), pre_stride 0), (B, H) */
     float *activations, *cs, *tanh_cs, *hs;
-    int64_t batch, hidden, n_act, n_c, n_tanh;
+    int64_t batch, hidden, n_act, n_c, n_tanh, pre_stride;
 } tinylm_lstm_forward_state;
 
 static void tinylm_lstm_forward_row(const void *state, int64_t t, int64_t b, const float *recurrent, int64_t u0,
@@ -67,7 +67,7 @@ static void tinylm_lstm_forward_row(const void *state, int64_t t, int64_t b, con
     const tinylm_lstm_forward_state *s = state;
     const int64_t hidden = s->hidden, four = 4 * hidden, row = t * s->batch + b;
     const float *c_prev = t == 0 ? s->c0 + b * hidden : s->cs + (((t - 1) % s->n_c) * s->batch + b) * hidden;
-    tinylm_lstm_cell_forward(s->x_proj + row * four, recurrent, c_prev,
+    tinylm_lstm_cell_forward(s->x_proj + row * s->pre_stride, recurrent, c_prev,
                              s->activations + ((t % s->n_act) * s->batch + b) * four,
                              s->cs + ((t % s->n_c) * s->batch + b) * hidden,
                              s->tanh_cs + ((t % s->n_tanh) * s->batch + b) * hidden, s->hs + row * hidden, hidden, u0,
@@ -82,9 +82,21 @@ static void tinylm_lstm_forward(int64_t steps, int64_t batch, int64_t hidden, co
                                 float *activations, int64_t n_act, float *hs, float *cs, int64_t n_c,
                                 float *tanh_cs, int64_t n_tanh, int threads) {
     const tinylm_lstm_forward_state state = {x_proj, c0, activations, cs, tanh_cs, hs, batch, hidden, n_act, n_c,
-                                             n_tanh};
+                                             n_tanh, 4 * hidden};
     tinylm_recurrent_forward(steps, batch, hidden, 4, packed_w, recurrent, packed_h, hs, tinylm_lstm_forward_row,
-                             &state, threads);
+                             &state, threads, NULL, 0, NULL, NULL);
+}
+
+/* An evaluation forward from the layer's input: x (T, B, I), packed_wi and packed_x as
+ * tinylm_recurrent_forward takes them, bias (4H,) = bᵢₕ + bₕₕ; the gates and cells of one
+ * step kept at a time (activations (1, B, 4H), cs (2, B, H), tanh_cs (1, B, H) scratch). */
+static void tinylm_lstm_infer(int64_t steps, int64_t batch, int64_t hidden, int64_t inputs, const float *x,
+                              const float *packed_wi, const float *bias, const float *packed_w, const float *c0,
+                              float *recurrent, float *packed_h, float *packed_x, float *activations, float *hs,
+                              float *cs, float *tanh_cs, int threads) {
+    const tinylm_lstm_forward_state state = {bias, c0, activations, cs, tanh_cs, hs, batch, hidden, 1, 2, 1, 0};
+    tinylm_recurrent_forward(steps, batch, hidden, 4, packed_w, recurrent, packed_h, hs, tinylm_lstm_forward_row,
+                             &state, threads, x, inputs, packed_wi, packed_x);
 }
 
 typedef struct {

@@ -66,13 +66,14 @@ static inline void tinylm_recurrent_pack_columns(int64_t m, int64_t k, const flo
     }
 }
 
-/* W_hh (G·H, H) -> the forward's right operands: W_hhᵀ's G gate blocks (H, H), each
- * packed by tinylm_gemm_pack_b, one after another (gate g at + g·tinylm_gemm_packed_size(H, H)).
- * Packing each gate apart keeps a panel inside one gate when H is not a multiple of NR. */
-static void tinylm_recurrent_pack_forward(int64_t gates, int64_t hidden, const float *w_hh, float *packed) {
-    const int64_t size = tinylm_gemm_packed_size(hidden, hidden);
-    for (int64_t g = 0; g < gates; g++)  /* W_hhᵀ[p, gH + j] = W_hh[gH + j, p]: row stride 1, column stride H */
-        tinylm_gemm_pack_b(hidden, hidden, w_hh + g * hidden * hidden, 1, hidden, packed + g * size);
+/* W (G·H, K) -> the forward's right operands: Wᵀ's G gate blocks (K, H), each packed by
+ * tinylm_gemm_pack_b, one after another (gate g at + g·tinylm_gemm_packed_size(K, H)): W_hh
+ * (K = H), or W_ih (K = I) for an input projection made in the loop. Packing each gate apart
+ * keeps a panel inside one gate when H is not a multiple of NR. */
+static void tinylm_recurrent_pack_forward(int64_t gates, int64_t hidden, int64_t k, const float *w, float *packed) {
+    const int64_t size = tinylm_gemm_packed_size(k, hidden);
+    for (int64_t g = 0; g < gates; g++)  /* Wᵀ[p, gH + j] = W[gH + j, p]: row stride 1, column stride K */
+        tinylm_gemm_pack_b(k, hidden, w + g * hidden * k, 1, k, packed + g * size);
 }
 
 /* W_hh (G·H, H) -> the backward's right operand: W_hh itself, k = G·H, n = H. */
@@ -118,27 +119,45 @@ typedef void (*tinylm_backward_row)(const void *state, int64_t t, int64_t b, flo
 
 /* The forward over `steps` steps: packed_w from tinylm_recurrent_pack_forward, recurrent
  * (B, G·H) scratch, packed_h two zeroed buffers of tinylm_recurrent_packed_rows(B, H)
- * floats, the first holding h0 packed; hs (T, B, H) is written by the cell. */
+ * floats, the first holding h0 packed; hs (T, B, H) is written by the cell.
+ *
+ * With x (T, B, I) given (not NULL), the input projection is made here too, a step at a
+ * time, and x_t Wᵢₕᵀ never goes to memory: `recurrent` gets x_t Wᵢₕᵀ + h_{t-1} Wₕₕᵀ
+ * (the bias is then the cell's to add), packed_wi is Wᵢₕᵀ's G gate blocks packed as
+ * tinylm_recurrent_pack_forward packs Wₕₕᵀ (k = I), and packed_x two zeroed buffers of
+ * tinylm_recurrent_packed_rows(B, I) floats, the first holding x_0 packed. Each thread
+ * packs its part of x_{t+1} (its rows, or a share of the columns) as it packs h_t. */
 static void tinylm_recurrent_forward(int64_t steps, int64_t batch, int64_t hidden, int64_t gates,
                                      const float *packed_w, float *recurrent, float *packed_h, float *hs,
-                                     tinylm_forward_row cell, const void *state, int threads) {
+                                     tinylm_forward_row cell, const void *state, int threads, const float *x,
+                                     int64_t inputs, const float *packed_wi, float *packed_x) {
     const int64_t width = gates * hidden, gate_size = tinylm_gemm_packed_size(hidden, hidden);
+    const int64_t gate_in = tinylm_gemm_packed_size(inputs, hidden);
     const int64_t packed_size = tinylm_recurrent_packed_rows(batch, hidden);
+    const int64_t packed_x_size = tinylm_recurrent_packed_rows(batch, inputs);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
-        int64_t r0, r1, q0, q1, u0, u1;
+        int64_t r0, r1, q0, q1, u0, u1, i0 = 0, i1 = inputs;
         const int by_rows = tinylm_recurrent_my_part(batch, hidden, &r0, &r1, &q0, &q1, &u0, &u1);
+        if (!by_rows) tinylm_my_share(inputs, 1, &i0, &i1);  /* the columns of x this thread packs */
         float tile[TINYLM_GEMM_MR * TINYLM_GEMM_NR] __attribute__((aligned(TINYLM_GEMM_ALIGN)));
         for (int64_t t = 0; t < steps; t++) {
             const float *a = packed_h + (t % 2) * packed_size + r0 * hidden;  /* h_{t-1}, packed: rows from r0 */
             float *next = packed_h + ((t + 1) % 2) * packed_size + r0 * hidden;
-            for (int64_t g = 0; g < gates; g++)
-                tinylm_gemm_panels(r1 - r0, hidden, hidden, a, packed_w + g * gate_size, q0, q1,
-                                   recurrent + r0 * width + g * hidden, width, 0, tile);
+            const float *ax = x ? packed_x + (t % 2) * packed_x_size + r0 * inputs : NULL;  /* x_t, packed */
+            for (int64_t g = 0; g < gates; g++) {
+                float *out = recurrent + r0 * width + g * hidden;
+                if (x) tinylm_gemm_panels(r1 - r0, hidden, inputs, ax, packed_wi + g * gate_in, q0, q1, out, width, 0, tile);
+                tinylm_gemm_panels(r1 - r0, hidden, hidden, a, packed_w + g * gate_size, q0, q1, out, width, x != NULL,
+                                   tile);
+            }
             for (int64_t b = r0; b < r1; b++) cell(state, t, b, recurrent + b * width, u0, u1);
             tinylm_recurrent_pack_columns(r1 - r0, hidden, hs + (t * batch + r0) * hidden, hidden, u0, u1, next);
+            if (x && t + 1 < steps)
+                tinylm_recurrent_pack_columns(r1 - r0, inputs, x + ((t + 1) * batch + r0) * inputs, inputs, i0, i1,
+                                              packed_x + ((t + 1) % 2) * packed_x_size + r0 * inputs);
             if (!by_rows) {
 #ifdef _OPENMP
 #pragma omp barrier

@@ -52,7 +52,7 @@ static void tinylm_rnn_forward(int64_t steps, int64_t batch, int64_t hidden, con
                                int threads) {
     const tinylm_rnn_state state = {x_proj, hs, 0, 0, batch, hidden, relu};
     tinylm_recurrent_forward(steps, batch, hidden, 1, packed_w, recurrent, packed_h, hs, tinylm_rnn_forward_row,
-                             &state, threads);
+                             &state, threads, NULL, 0, NULL, NULL);
 }
 
 /* Backpropagation through time: d_h (B, H) in: dL/dh_T, out: dL/dh0; packed_w from

@@ -99,6 +99,33 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True):
     return hs, c, (hs, cs, activations, tanh_cs) if keep_saved else None
 
 
+def check_infer_shapes(op: str, x, w_ih, bias, w_hh, h0, c0) -> None:
+    """x (T, B, I) with T, I ≥ 1, w_ih (4H, I), bias (4H,), w_hh (4H, H), h0 and c0 (B, H),
+    or a ValueError naming ``op``."""
+    if x.ndim != 3 or w_ih.ndim != 2 or x.shape[2] != w_ih.shape[1] or x.shape[2] == 0:
+        raise ValueError(f"{op}: x {x.shape} must be (T, B, I) with I ≥ 1 and w_ih {w_ih.shape} (4H, I)")
+    if w_hh.ndim != 2 or w_ih.shape[0] != w_hh.shape[0] or w_hh.shape[0] != 4 * w_hh.shape[1] \
+            or bias.shape != (w_ih.shape[0],):
+        raise ValueError(f"{op}: w_ih {w_ih.shape}, bias {bias.shape} and w_hh {w_hh.shape} must be "
+                         f"(4H, I), (4H,) and (4H, H)")
+    expected = (x.shape[1], w_hh.shape[1])
+    if h0.shape != expected or c0.shape != expected:
+        raise ValueError(f"{op}: h0 {h0.shape} and c0 {c0.shape} must be (B, H) = {expected}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{op}: the sequence is empty (T = 0)")
+
+
+def lstm_layer_infer(x, w_ih, bias, w_hh, h0, c0):
+    """An evaluation forward from the layer's input: ``lstm_layer_forward`` of
+    x_proj = x Wᵢₕᵀ + bias (bias = bᵢₕ + bₕₕ), keeping nothing for a backward ->
+    (hs (T, B, H), c_n (B, H)). The fast kernels make the input projection inside their loop
+    over time, so x_proj is never written."""
+    check_infer_shapes("lstm_layer_infer", x, w_ih, bias, w_hh, h0, c0)
+    x_proj = x @ w_ih.T + bias
+    hs, c_n, _ = lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=False)
+    return hs, c_n
+
+
 def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
     """Backpropagation through time for ``lstm_layer_forward``.
 
