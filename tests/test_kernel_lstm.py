@@ -167,7 +167,7 @@ def test_the_packed_loop_matches_reference_and_not_the_thread_count(problem):
 @given(sizes=packed_loop_sizes(), inputs=st.one_of(st.integers(1, 40), st.integers(250, 270)),
        scale=st.sampled_from([1.0, 30.0]), seed=seeds)
 def test_the_evaluation_loop_makes_the_input_projection_itself(sizes, inputs, scale, seed):
-    """``lstm_layer_infer`` on the packed loop: x_t Wᵢₕᵀ made a step at a time inside the
+    """``lstm_layer_forward_from_input`` on the packed loop: x_t Wᵢₕᵀ made a step at a time inside the
     loop (I across the panel edges and past KC), the reference's hs and c_n to float32
     rounding, and the same bits on one, two or three threads (split by rows or by units)."""
     steps, batch, hidden = sizes
@@ -180,25 +180,25 @@ def test_the_evaluation_loop_makes_the_input_projection_itself(sizes, inputs, sc
     runs = []
     for threads in (1, 2, 3):
         with mock.patch.object(compiled, "_loop_threads", lambda batch, hidden, gates, n=threads: n):
-            runs.append(compiled.lstm_layer_infer(x, w_ih, bias, w_hh, h0, c0))
+            runs.append(compiled.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0)[:2])
     for other in runs[1:]:
         for one, many in zip(runs[0], other):
             np.testing.assert_array_equal(one, many)
-    for name, got, expected in zip(("hs", "c_n"), runs[0], reference.lstm_layer_infer(x, w_ih, bias, w_hh, h0, c0)):
+    for name, got, expected in zip(("hs", "c_n"), runs[0], reference.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0)[:2]):
         np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5 * max(1.0, scale / 10), err_msg=name)
 
 
 @given(problem=lstm_problems(), inputs=st.integers(1, 5))
 def test_the_evaluation_forward_from_the_input_matches_reference_at_any_size(problem, inputs):
-    """``lstm_layer_infer`` at every size and float type (where the packed loop does not
+    """``lstm_layer_forward_from_input`` at every size and float type (where the packed loop does not
     serve, x_proj comes from the ``gemm`` kernel), against the reference."""
     x_proj, w_hh, h0, c0, _ = problem
     rng = np.random.default_rng(0)
     dtype, (steps, batch), hidden = x_proj.dtype, x_proj.shape[:2], w_hh.shape[1]
     x = rng.standard_normal((steps, batch, inputs)).astype(dtype)
     w_ih, bias = rng.standard_normal((4 * hidden, inputs)).astype(dtype), rng.standard_normal(4 * hidden).astype(dtype)
-    expected = reference.lstm_layer_infer(x, w_ih, bias, w_hh, h0, c0)
-    for got, want in zip(compiled.lstm_layer_infer(x, w_ih, bias, w_hh, h0, c0), expected):
+    expected = reference.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0)[:2]
+    for got, want in zip(compiled.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0)[:2], expected):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, **TOLERANCE[dtype.type])
 
@@ -206,14 +206,14 @@ def test_the_evaluation_forward_from_the_input_matches_reference_at_any_size(pro
 def test_the_evaluation_forward_refuses_mismatched_shapes():
     x, w_ih, w_hh = np.zeros((3, 8, 5), np.float32), np.zeros((8, 5), np.float32), np.zeros((8, 2), np.float32)
     bias, state = np.zeros(8, np.float32), np.zeros((8, 2), np.float32)
-    compiled.lstm_layer_infer(x, w_ih, bias, w_hh, state, state)
-    with pytest.raises(ValueError, match=r"lstm_layer_infer: x \(3, 8, 4\) must be \(T, B, I\) with I ≥ 1 and "
+    compiled.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, state, state)
+    with pytest.raises(ValueError, match=r"lstm_layer_forward_from_input: x \(3, 8, 4\) must be \(T, B, I\) with I ≥ 1 and "
                                          r"w_ih \(8, 5\) \(4H, I\)"):
-        compiled.lstm_layer_infer(x[:, :, :4], w_ih, bias, w_hh, state, state)
-    with pytest.raises(ValueError, match=r"lstm_layer_infer: w_ih \(8, 5\), bias \(7,\) and w_hh \(8, 2\)"):
-        compiled.lstm_layer_infer(x, w_ih, bias[:7], w_hh, state, state)
-    with pytest.raises(ValueError, match=r"lstm_layer_infer: h0 \(4, 2\) and c0 \(8, 2\) must be \(B, H\) = \(8, 2\)"):
-        compiled.lstm_layer_infer(x, w_ih, bias, w_hh, state[:4], state)
+        compiled.lstm_layer_forward_from_input(x[:, :, :4], w_ih, bias, w_hh, state, state)
+    with pytest.raises(ValueError, match=r"lstm_layer_forward_from_input: w_ih \(8, 5\), bias \(7,\) and w_hh \(8, 2\)"):
+        compiled.lstm_layer_forward_from_input(x, w_ih, bias[:7], w_hh, state, state)
+    with pytest.raises(ValueError, match=r"lstm_layer_forward_from_input: h0 \(4, 2\) and c0 \(8, 2\) must be \(B, H\) = \(8, 2\)"):
+        compiled.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, state[:4], state)
 
 
 @st.composite

@@ -137,6 +137,20 @@ def test_fused_lstm_layer_gradcheck(seed, steps, batch, hidden, data):
     assert tinylm.gradcheck(lambda *t: tuple(y for y, u in zip(lstm_layer(*t), used) if u), *inputs)
 
 
+@settings(max_examples=20)
+@given(seed=seeds, steps=st.integers(1, 4), batch=st.integers(1, 2), hidden=st.integers(1, 3),
+       inputs=st.integers(1, 3), data=st.data())
+def test_lstm_layer_from_input_gradcheck(seed, steps, batch, hidden, inputs, data):
+    """The op with the input projection inside (x, w_ih, bias, w_hh, h0, c0), gradient-checked
+    for every input, each of its three outputs in turn used or not."""
+    from tinylm.ops.lstm import lstm_layer_from_input
+
+    used = data.draw(st.lists(st.booleans(), min_size=3, max_size=3).filter(any))
+    tensors = [leaf((steps, batch, inputs), seed), leaf((4 * hidden, inputs), seed + 1), leaf((4 * hidden,), seed + 2),
+               leaf((4 * hidden, hidden), seed + 3), leaf((batch, hidden), seed + 4), leaf((batch, hidden), seed + 5)]
+    assert tinylm.gradcheck(lambda *t: tuple(y for y, u in zip(lstm_layer_from_input(*t), used) if u), *tensors)
+
+
 @given(seed=seeds, steps=st.integers(1, 4))
 def test_fused_lstm_layer_equals_the_cell_composed_from_ops(seed, steps):
     from tinylm import ops

@@ -63,9 +63,9 @@ def test_recurrent_layers_match_pytorch(seed, dtype, problem):
        with_state=st.booleans())
 def test_an_lstm_evaluated_without_gradients_matches_pytorch(seed, backend, layers, bias, batch_first, bidirectional,
                                                               steps, batch, with_state):
-    """Under ``no_grad`` nn.LSTM runs ``lstm_layer_infer`` (on the cython backend the input
-    projection is made inside the loop over time, from B = MR/2 and T = 2): PyTorch's
-    outputs and final states, float32, one or two directions."""
+    """Under ``no_grad`` (nothing kept for a backward) nn.LSTM's ``lstm_layer_from_input``
+    (on the cython backend the input projection is made inside the loop over time, from
+    B = MR/2 and T = 2): PyTorch's outputs and final states, float32, one or two directions."""
     options = dict(num_layers=layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
     ours, theirs = nn.LSTM(6, 5, **options), torch.nn.LSTM(6, 5, **options)
     copy_weights_to_torch(ours, theirs)
@@ -78,6 +78,26 @@ def test_an_lstm_evaluated_without_gradients_matches_pytorch(seed, backend, laye
         expected = theirs(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state) if with_state else None)
     for got, want in zip((out, h_n, c_n), (expected[0], *expected[1])):
         np.testing.assert_allclose(got.data, want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=seeds, kind=st.sampled_from(sorted(LAYERS)), bidirectional=st.booleans(), steps=st.integers(2, 5),
+       batch=st.integers(4, 17), hidden=st.integers(1, 40))
+def test_float32_layers_on_the_packed_loop_match_pytorch(seed, kind, bidirectional, steps, batch, hidden):
+    """float32 at the sizes the cython backend's packed loop over time serves (T ≥ 2, B from
+    half a register tile), where the LSTM also makes its input projection in the loop:
+    outputs, states and every gradient as PyTorch's."""
+    ours_class, their_class = LAYERS[kind]
+    ours = ours_class(7, hidden, num_layers=2, bidirectional=bidirectional, dtype=np.float32)
+    theirs = their_class(7, hidden, num_layers=2, bidirectional=bidirectional)
+    x = randn(np.random.default_rng(seed), (steps, batch, 7), np.float32)
+
+    def forward(m, x):
+        return m(x)
+
+    with tinylm.use_backend("cython"):
+        results = run_both(ours, theirs, [x], forward, forward, np.float32)
+    assert_same(*results, np.float32, rtol=2e-4, atol=2e-5 * max(1, steps * batch) ** 0.5)
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))

@@ -71,9 +71,9 @@ KERNELS: dict[str, dict[str, str]] = {
         "cython": "tinylm.kernels.cpu.lstm:lstm_layer_forward",
         "cuda": "tinylm.kernels.cuda.lstm:lstm_layer_forward",
     },
-    "lstm_layer_infer": {  # evaluation from the layer's input: x_proj made inside the loop (nn.LSTM)
-        "numpy": "tinylm.reference.lstm:lstm_layer_infer",
-        "cython": "tinylm.kernels.cpu.lstm:lstm_layer_infer",
+    "lstm_layer_forward_from_input": {  # from x: the input projection made inside the loop (nn.LSTM)
+        "numpy": "tinylm.reference.lstm:lstm_layer_forward_from_input",
+        "cython": "tinylm.kernels.cpu.lstm:lstm_layer_forward_from_input",
     },
     "lstm_layer_backward": {
         "numpy": "tinylm.reference.lstm:lstm_layer_backward",

@@ -58,17 +58,18 @@ cnp.import_array()
 from tinylm.kernels.checks import contiguous_arrays, flag, float_dtype
 from tinylm.kernels.cpu.gemm import gemm
 from tinylm.kernels.cpu.int8_matmul import check_int8_weight, check_scale, threads_for_weights
-from tinylm.reference.lstm import check_infer_shapes, check_layer_shapes
+from tinylm.reference.lstm import check_input_shapes, check_layer_shapes
 
 cdef extern from "tinylm_lstm.h" nogil:
     void tinylm_lstm_forward(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, const float* x_proj,
                              const float* packed_w, const float* c0, float* recurrent, float* packed_h,
                              float* activations, Py_ssize_t n_act, float* hs, float* cs, Py_ssize_t n_c,
                              float* tanh_cs, Py_ssize_t n_tanh, int threads)
-    void tinylm_lstm_infer(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, Py_ssize_t inputs, const float* x,
-                           const float* packed_wi, const float* bias, const float* packed_w, const float* c0,
-                           float* recurrent, float* packed_h, float* packed_x, float* activations, float* hs,
-                           float* cs, float* tanh_cs, int threads)
+    void tinylm_lstm_forward_from_input(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, Py_ssize_t inputs,
+                                        const float* x, const float* packed_wi, const float* bias,
+                                        const float* packed_w, const float* c0, float* recurrent, float* packed_h,
+                                        float* packed_x, float* activations, Py_ssize_t n_act, float* hs, float* cs,
+                                        Py_ssize_t n_c, float* tanh_cs, Py_ssize_t n_tanh, int threads)
     void tinylm_lstm_backward(Py_ssize_t steps, Py_ssize_t batch, Py_ssize_t hidden, const float* d_hs,
                               float* d_h, float* d_c, const float* packed_w, const float* c0, const float* cs,
                               const float* activations, const float* tanh_cs, float* d_gates, float* packed_dg,
@@ -292,33 +293,36 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
     return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
 
 
-def lstm_layer_infer(x, w_ih, bias, w_hh, h0, c0):
-    """As ``tinylm.reference.lstm.lstm_layer_infer``: (hs, c_n). Where the packed loop
-    serves (float32, T ≥ 2, a batch of at least half a register tile) the input projection
-    is made inside it, a step at a time (``tinylm_lstm_infer``), so x_proj is never
-    written; elsewhere x_proj comes from the ``gemm`` kernel and goes to
+def lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0, keep_saved=True):
+    """As ``tinylm.reference.lstm.lstm_layer_forward_from_input``: (hs, c_n, saved). Where
+    the packed loop serves (float32, T ≥ 2, a batch of at least half a register tile) the
+    input projection is made inside it, a step at a time (``tinylm_lstm_forward_from_input``),
+    so x_proj is never written; elsewhere x_proj comes from the ``gemm`` kernel and goes to
     ``lstm_layer_forward``."""
-    dtype = float_dtype("lstm_layer_infer", "x", np.asarray(x))
-    x, w_ih, bias, w_hh, h0, c0 = contiguous_arrays("lstm_layer_infer", np, dtype, x=x, w_ih=w_ih, bias=bias,
-                                                     w_hh=w_hh, h0=h0, c0=c0)
-    check_infer_shapes("lstm_layer_infer", x, w_ih, bias, w_hh, h0, c0)
+    dtype = float_dtype("lstm_layer_forward_from_input", "x", np.asarray(x))
+    x, w_ih, bias, w_hh, h0, c0 = contiguous_arrays("lstm_layer_forward_from_input", np, dtype, x=x, w_ih=w_ih,
+                                                     bias=bias, w_hh=w_hh, h0=h0, c0=c0)
+    check_input_shapes("lstm_layer_forward_from_input", x, w_ih, bias, w_hh, h0, c0)
+    keep_saved = flag("lstm_layer_forward_from_input", "keep_saved", keep_saved)
     steps, batch, inputs = x.shape
     hidden = w_hh.shape[1]
     if not _packed_loop_serves(dtype, steps, batch, hidden):
         x_proj = gemm(x.reshape(-1, inputs), w_ih, transpose_b=True, bias=bias).reshape(steps, batch, 4 * hidden)
-        hs, c_n, _ = lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=False)
-        return hs, c_n
+        return lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved)
+    kept = steps if keep_saved else 1  # steps of gates and cells kept: all, or a ring of one (c: two)
     hs = np.empty((steps, batch, hidden), dtype)
-    cs, tanh_cs = np.empty((2, batch, hidden), dtype), np.empty((1, batch, hidden), dtype)
-    activations, recurrent = np.empty((1, batch, 4 * hidden), dtype), np.empty((batch, 4 * hidden), dtype)
-    _infer_packed(x, w_ih, bias, w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs,
-                  _loop_threads(batch, hidden, 4))
-    return hs, cs[(steps - 1) % 2].copy()
+    cs = np.empty((kept if keep_saved else 2, batch, hidden), dtype)
+    tanh_cs = np.empty((kept, batch, hidden), dtype)
+    activations, recurrent = np.empty((kept, batch, 4 * hidden), dtype), np.empty((batch, 4 * hidden), dtype)
+    _from_input_packed(x, w_ih, bias, w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs,
+                       _loop_threads(batch, hidden, 4))
+    c_n = cs[(steps - 1) % len(cs)]
+    return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-def _infer_packed(
+def _from_input_packed(
     const float[:, :, ::1] x,       # (T, B, I)
     const float[:, ::1] w_ih,       # (4H, I)
     const float[::1] bias,          # (4H,)
@@ -326,22 +330,24 @@ def _infer_packed(
     const float[:, ::1] h0,         # (B, H)
     const float[:, ::1] c0,         # (B, H)
     float[:, ::1] recurrent,        # (B, 4H) scratch
-    float[:, :, ::1] activations,   # (1, B, 4H) scratch
+    float[:, :, ::1] activations,   # (T or 1, B, 4H) out
     float[:, :, ::1] hs,            # (T, B, H) out
-    float[:, :, ::1] cs,            # (2, B, H) out: c_n in slot (T - 1) % 2
-    float[:, :, ::1] tanh_cs,       # (1, B, H) scratch
+    float[:, :, ::1] cs,            # (T or 2, B, H) out
+    float[:, :, ::1] tanh_cs,       # (T or 1, B, H) out
     int threads,
 ):
-    """``tinylm_lstm_infer``: Wᵢₕᵀ and Wₕₕᵀ packed once, x_0 and h0 packed, then the loop."""
+    """``tinylm_lstm_forward_from_input``: Wᵢₕᵀ and Wₕₕᵀ packed once, x_0 and h0 packed,
+    then the loop."""
     cdef Py_ssize_t steps = x.shape[0], batch = x.shape[1], inputs = x.shape[2], hidden = hs.shape[2]
     packed_w, packed_h = _packed_forward_operands(w_hh, 4, h0)
     packed_wi, packed_x = _packed_forward_operands(w_ih, 4, x[0])
     cdef float[::1] w_view = packed_w, wi_view = packed_wi
     cdef float[:, ::1] h_view = packed_h, x_view = packed_x
     with nogil:
-        tinylm_lstm_infer(steps, batch, hidden, inputs, &x[0, 0, 0], &wi_view[0], &bias[0], &w_view[0], &c0[0, 0],
-                          &recurrent[0, 0], &h_view[0, 0], &x_view[0, 0], &activations[0, 0, 0], &hs[0, 0, 0],
-                          &cs[0, 0, 0], &tanh_cs[0, 0, 0], threads)
+        tinylm_lstm_forward_from_input(steps, batch, hidden, inputs, &x[0, 0, 0], &wi_view[0], &bias[0], &w_view[0],
+                                       &c0[0, 0], &recurrent[0, 0], &h_view[0, 0], &x_view[0, 0],
+                                       &activations[0, 0, 0], activations.shape[0], &hs[0, 0, 0], &cs[0, 0, 0],
+                                       cs.shape[0], &tanh_cs[0, 0, 0], tanh_cs.shape[0], threads)
 
 
 @cython.boundscheck(False)

@@ -87,14 +87,17 @@ static void tinylm_lstm_forward(int64_t steps, int64_t batch, int64_t hidden, co
                              &state, threads, NULL, 0, NULL, NULL);
 }
 
-/* An evaluation forward from the layer's input: x (T, B, I), packed_wi and packed_x as
- * tinylm_recurrent_forward takes them, bias (4H,) = bᵢₕ + bₕₕ; the gates and cells of one
- * step kept at a time (activations (1, B, 4H), cs (2, B, H), tanh_cs (1, B, H) scratch). */
-static void tinylm_lstm_infer(int64_t steps, int64_t batch, int64_t hidden, int64_t inputs, const float *x,
-                              const float *packed_wi, const float *bias, const float *packed_w, const float *c0,
-                              float *recurrent, float *packed_h, float *packed_x, float *activations, float *hs,
-                              float *cs, float *tanh_cs, int threads) {
-    const tinylm_lstm_forward_state state = {bias, c0, activations, cs, tanh_cs, hs, batch, hidden, 1, 2, 1, 0};
+/* The forward from the layer's input: x (T, B, I), packed_wi and packed_x as
+ * tinylm_recurrent_forward takes them, bias (4H,) = bᵢₕ + bₕₕ, the rest as
+ * tinylm_lstm_forward's; x_t Wᵢₕᵀ is made inside the loop and never written. */
+static void tinylm_lstm_forward_from_input(int64_t steps, int64_t batch, int64_t hidden, int64_t inputs,
+                                           const float *x, const float *packed_wi, const float *bias,
+                                           const float *packed_w, const float *c0, float *recurrent,
+                                           float *packed_h, float *packed_x, float *activations, int64_t n_act,
+                                           float *hs, float *cs, int64_t n_c, float *tanh_cs, int64_t n_tanh,
+                                           int threads) {
+    const tinylm_lstm_forward_state state = {bias, c0, activations, cs, tanh_cs, hs, batch, hidden, n_act, n_c,
+                                             n_tanh, 0};
     tinylm_recurrent_forward(steps, batch, hidden, 4, packed_w, recurrent, packed_h, hs, tinylm_lstm_forward_row,
                              &state, threads, x, inputs, packed_wi, packed_x);
 }

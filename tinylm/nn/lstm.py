@@ -5,10 +5,10 @@ through time, is one fused op (``tinylm/ops/lstm.py``, kernels ``lstm_layer_*``)
 from __future__ import annotations
 
 from tinylm import backends, ops
-from tinylm.autograd import Tensor, is_grad_enabled
+from tinylm.autograd import Tensor
 from tinylm.nn import functional as F
 from tinylm.nn.rnn import RecurrentBase
-from tinylm.ops.lstm import lstm_layer
+from tinylm.ops.lstm import lstm_layer, lstm_layer_from_input
 
 
 def lstm_cell(gates, c_prev):
@@ -52,13 +52,12 @@ class LSTM(RecurrentBase):
     def _direction(self, x, weights, state):
         w_ih, w_hh, b_ih, b_hh = weights
         bias = None if b_ih is None else b_ih + b_hh
-        if not (is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *weights, *state))):
-            infer = backends.kernel_for("lstm_layer_infer", backends.get_backend(), fallback=False)
-            if infer is not None:  # evaluation: the input projection made inside the loop over time
-                xp = backends.get_array_module(x.data)
-                b = xp.zeros(w_ih.shape[0], w_ih.dtype) if bias is None else bias.data
-                hs, c_n = infer(x.data, w_ih.data, b, w_hh.data, state[0].data, state[1].data)
-                return Tensor(hs), (Tensor(hs[-1]), Tensor(c_n))
+        if backends.kernel_for("lstm_layer_forward_from_input", backends.get_backend(), fallback=False):
+            # The input projection inside the op: a fast kernel makes it in its loop over time.
+            if bias is None:
+                bias = Tensor(backends.get_array_module(w_ih.data).zeros(w_ih.shape[0], w_ih.dtype))
+            hs, h_n, c_n = lstm_layer_from_input(x, w_ih, bias, w_hh, *state)
+            return hs, (h_n, c_n)
         # The input projection of every time step in one matrix product: (T, B, 4H).
         projected = F.linear(x, w_ih, bias)
         # The recurrence over time, forward and backward, is one fused op.

@@ -99,7 +99,7 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved: bool = True):
     return hs, c, (hs, cs, activations, tanh_cs) if keep_saved else None
 
 
-def check_infer_shapes(op: str, x, w_ih, bias, w_hh, h0, c0) -> None:
+def check_input_shapes(op: str, x, w_ih, bias, w_hh, h0, c0) -> None:
     """x (T, B, I) with T, I ≥ 1, w_ih (4H, I), bias (4H,), w_hh (4H, H), h0 and c0 (B, H),
     or a ValueError naming ``op``."""
     if x.ndim != 3 or w_ih.ndim != 2 or x.shape[2] != w_ih.shape[1] or x.shape[2] == 0:
@@ -115,15 +115,13 @@ def check_infer_shapes(op: str, x, w_ih, bias, w_hh, h0, c0) -> None:
         raise ValueError(f"{op}: the sequence is empty (T = 0)")
 
 
-def lstm_layer_infer(x, w_ih, bias, w_hh, h0, c0):
-    """An evaluation forward from the layer's input: ``lstm_layer_forward`` of
-    x_proj = x Wᵢₕᵀ + bias (bias = bᵢₕ + bₕₕ), keeping nothing for a backward ->
-    (hs (T, B, H), c_n (B, H)). The fast kernels make the input projection inside their loop
-    over time, so x_proj is never written."""
-    check_infer_shapes("lstm_layer_infer", x, w_ih, bias, w_hh, h0, c0)
-    x_proj = x @ w_ih.T + bias
-    hs, c_n, _ = lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=False)
-    return hs, c_n
+def lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0, keep_saved: bool = True):
+    """``lstm_layer_forward`` of x_proj = x Wᵢₕᵀ + bias (bias = bᵢₕ + bₕₕ), from the layer's
+    input x (T, B, I): (hs, c_n, saved), ``saved`` as ``lstm_layer_forward``'s (x_proj is not
+    in it: the backward's dL/dx_proj is dL/dgates). The fast kernels make the input
+    projection inside their loop over time, so x_proj is never written."""
+    check_input_shapes("lstm_layer_forward_from_input", x, w_ih, bias, w_hh, h0, c0)
+    return lstm_layer_forward(x @ w_ih.T + bias, w_hh, h0, c0, keep_saved)
 
 
 def lstm_layer_backward(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
