@@ -52,8 +52,10 @@ class LSTM(RecurrentBase):
     def _direction(self, x, weights, state):
         w_ih, w_hh, b_ih, b_hh = weights
         bias = None if b_ih is None else b_ih + b_hh
-        if backends.kernel_for("lstm_layer_forward_from_input", backends.get_backend(), fallback=False):
-            # The input projection inside the op: a fast kernel makes it in its loop over time.
+        backend = backends.get_backend()
+        if backend != "numpy" and backends.kernel_for("lstm_layer_forward_from_input", backend, fallback=False):
+            # The input projection inside the op: the backend's kernel makes it in its loop over
+            # time. (The reference's version is the two ops below, so the numpy backend keeps them.)
             if bias is None:
                 bias = Tensor(backends.get_array_module(w_ih.data).zeros(w_ih.shape[0], w_ih.dtype))
             hs, h_n, c_n = lstm_layer_from_input(x, w_ih, bias, w_hh, *state)
