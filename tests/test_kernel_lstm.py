@@ -217,6 +217,14 @@ def test_the_evaluation_forward_refuses_mismatched_shapes():
         compiled.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, state[:4], state)
 
 
+def test_the_evaluation_forward_refuses_mixed_dtypes_everywhere():
+    x, w_ih, w_hh = np.zeros((3, 8, 5)), np.zeros((8, 5), np.float32), np.zeros((8, 2), np.float32)
+    bias, state = np.zeros(8, np.float32), np.zeros((8, 2), np.float32)
+    for implementation in (reference, compiled):
+        with pytest.raises(TypeError, match="lstm_layer_forward_from_input: .*float64"):
+            implementation.lstm_layer_forward_from_input(x, w_ih, bias, w_hh, state, state)
+
+
 @st.composite
 def stack_step_problems(draw):
     layers, batch, hidden = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 6))

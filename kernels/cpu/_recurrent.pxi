@@ -24,16 +24,16 @@ def _packed_loop_serves(dtype, steps, batch, hidden):
 
 
 def _loop_threads(batch, hidden, gates):
-    """The OpenMP team for one layer's loop: every thread the kernels have, but at most one
-    per MR-panel of rows or NR-panel of units (whichever are more: the loop splits by one
-    or the other), and one per MIN_WORK_PER_THREAD multiply-adds of a step's product
-    (waking a thread costs about that much)."""
+    """The OpenMP team for one layer's loop: every thread the kernels have, but no more
+    than have work (the loop splits by MR-panels of rows when they share out evenly over
+    the team, else by NR-panels of units), and one per MIN_WORK_PER_THREAD multiply-adds of
+    a step's product (waking a thread costs about that much)."""
     from tinylm.kernels.cpu.gemm import MIN_WORK_PER_THREAD, kernel_info
 
     info = kernel_info()
-    panels = max(-(-batch // info["mr"]), -(-hidden // info["nr"]))
-    work = batch * hidden * gates * hidden // MIN_WORK_PER_THREAD
-    return int(max(1, min(tinylm_get_num_threads(), panels, work)))
+    row_panels, unit_panels = -(-batch // info["mr"]), -(-hidden // info["nr"])
+    threads = int(max(1, min(tinylm_get_num_threads(), batch * hidden * gates * hidden // MIN_WORK_PER_THREAD)))
+    return threads if row_panels % threads == 0 else max(1, min(threads, unit_panels))
 
 
 def _packed_forward_operands(const float[:, ::1] w, Py_ssize_t gates, const float[:, ::1] first):

@@ -10,7 +10,8 @@ backward can follow either forward. What differs, and why:
 - float32, two steps or more, a batch of at least half a register tile: the whole loop
   over time, forward or backward, is one OpenMP region on tinylm's packed micro-kernel,
   the LSTM's loop (``tinylm_recurrent.h``) with the GRU's cells (``tinylm_gru.h``): Wₕₕ
-  packed once per call, each thread owning a block of hidden units, one barrier a step.
+  packed once per call, each thread owning whole register panels of batch rows (no
+  barrier) or, where those do not share out evenly, a block of hidden units.
 - Otherwise the loop over time runs in Python, each step's (B, H) @ (H, 3H) product
   through ``np.matmul`` into a preallocated buffer, between the fused C loops.
 - dWₕₕ and dbₕₕ are one product and one sum over all steps after the loop, as in the

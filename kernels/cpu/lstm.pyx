@@ -13,8 +13,11 @@ backward can follow either forward. What differs, and why:
   forward or backward, is one OpenMP region on tinylm's packed micro-kernel
   (``tinylm_recurrent.h``, the loop the GRU and the RNN run too, with the LSTM's cells
   from ``tinylm_lstm.h``): Wₕₕ packed once per call (OpenBLAS packs it again for every
-  per-step product), each thread owning a block of hidden units (their gate columns,
-  their share of Wₕₕ, which stays in its core's L2, and their cells), one barrier a step.
+  per-step product), the team split by batch rows (each thread runs its rows through
+  every step alone, no barrier) when the rows' register panels share out evenly, else by
+  hidden units (their gate columns, their share of Wₕₕ, their cells; one barrier a step).
+  ``lstm_layer_forward_from_input`` (what ``nn.LSTM`` calls) also makes the input
+  projection there, a step at a time, so x_proj is never written.
 - Otherwise (float64, batch 1 sampling, one step) each step's product calls
   ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy itself uses (found by
   ``blas.py``, called through ``_blas.pxi``) between the fused cell loops; where NumPy's

@@ -195,7 +195,7 @@ def _rss_mib(field: str) -> float:
 def _threads_in_this_process(backend: str, threads: int | None) -> int:
     """A spawned worker starts with every pool at its default: give it the parent's
     ``--threads`` (``machine.set_threads``), and say how many threads the backend's work
-    runs on here (PyTorch's intra-op threads, or tinylm's OpenMP team)."""
+    runs on here (PyTorch's intra-op threads, NumPy's BLAS's, or tinylm's OpenMP team)."""
     from tinylm import kernels
     from tinylm.bench import machine
 
@@ -205,6 +205,11 @@ def _threads_in_this_process(backend: str, threads: int | None) -> int:
         import torch
 
         return torch.get_num_threads()
+    if backend == "numpy":  # its products run on NumPy's BLAS
+        from threadpoolctl import threadpool_info
+
+        counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        return max(counts, default=1)
     return kernels.get_num_threads()
 
 

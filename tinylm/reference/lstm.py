@@ -121,6 +121,10 @@ def lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0, keep_saved: bool 
     in it: the backward's dL/dx_proj is dL/dgates). The fast kernels make the input
     projection inside their loop over time, so x_proj is never written."""
     check_input_shapes("lstm_layer_forward_from_input", x, w_ih, bias, w_hh, h0, c0)
+    others = {"w_ih": w_ih, "bias": bias, "w_hh": w_hh, "h0": h0, "c0": c0}
+    mismatched = {name: str(a.dtype) for name, a in others.items() if a.dtype != x.dtype}
+    if mismatched:
+        raise TypeError(f"lstm_layer_forward_from_input: x is {x.dtype} but {mismatched}; all must share one dtype")
     return lstm_layer_forward(x @ w_ih.T + bias, w_hh, h0, c0, keep_saved)
 
 
