@@ -273,26 +273,34 @@ def lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved=True):
     check_layer_shapes("lstm_layer_forward", x_proj, w_hh, h0, c0)
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
     keep_saved = flag("lstm_layer_forward", "keep_saved", keep_saved)
-    kept = steps if keep_saved else 1  # steps of gates and cells kept: all, or a ring of one (c: two)
-    hs = np.empty((steps, batch, hidden), dtype)
-    cs = np.empty((kept if keep_saved else 2, batch, hidden), dtype)
-    tanh_cs = np.empty((kept, batch, hidden), dtype)
-    activations = np.empty((kept, batch, 4 * hidden), dtype)
+    hs, cs, tanh_cs, activations, recurrent = _layer_buffers(steps, batch, hidden, dtype, keep_saved)
+    if _packed_loop_serves(dtype, steps, batch, hidden):
+        _forward_packed(x_proj, w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs, _loop_threads(batch, hidden, 4))
+        return _layer_result(hs, cs, activations, tanh_cs, keep_saved)
     # (H, 4H): OpenBLAS multiplies by a contiguous copy about twice as fast as by the
     # transposed view, but the copy costs about one (32, H) @ (H, 4H) product, so only a
     # sequence longer than one step pays for it (sampling runs one step per call).
-    recurrent = np.empty((batch, 4 * hidden), dtype)
-    if _packed_loop_serves(dtype, steps, batch, hidden):
-        _forward_packed(x_proj, w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs, _loop_threads(batch, hidden, 4))
-        c_n = cs[(steps - 1) % len(cs)]
-        return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
     w_hh_t = np.ascontiguousarray(w_hh.T) if steps > 1 else w_hh.T
     if batch and hidden and _blas_ready(4 * hidden * max(batch, hidden)):
         w, w_is_w_hh = (w_hh_t, False) if steps > 1 else (w_hh, True)
         _forward_steps(x_proj, w, w_is_w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs)
     else:
         _forward_steps_through_numpy(x_proj, w_hh_t, h0, c0, recurrent, activations, hs, cs, tanh_cs)
-    c_n = cs[(steps - 1) % len(cs)]
+    return _layer_result(hs, cs, activations, tanh_cs, keep_saved)
+
+
+def _layer_buffers(steps, batch, hidden, dtype, keep_saved):
+    """(hs, cs, tanh_cs, activations, recurrent) for a forward: every step's gates and cells
+    when a backward will run, else a ring of one step (two for c, which the next step reads)."""
+    kept = steps if keep_saved else 1
+    return (np.empty((steps, batch, hidden), dtype), np.empty((kept if keep_saved else 2, batch, hidden), dtype),
+            np.empty((kept, batch, hidden), dtype), np.empty((kept, batch, 4 * hidden), dtype),
+            np.empty((batch, 4 * hidden), dtype))
+
+
+def _layer_result(hs, cs, activations, tanh_cs, keep_saved):
+    """(hs, c_n, saved) of a forward that filled ``_layer_buffers``' arrays."""
+    c_n = cs[(hs.shape[0] - 1) % len(cs)]
     return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
 
 
@@ -312,15 +320,10 @@ def lstm_layer_forward_from_input(x, w_ih, bias, w_hh, h0, c0, keep_saved=True):
     if not _packed_loop_serves(dtype, steps, batch, hidden):
         x_proj = gemm(x.reshape(-1, inputs), w_ih, transpose_b=True, bias=bias).reshape(steps, batch, 4 * hidden)
         return lstm_layer_forward(x_proj, w_hh, h0, c0, keep_saved)
-    kept = steps if keep_saved else 1  # steps of gates and cells kept: all, or a ring of one (c: two)
-    hs = np.empty((steps, batch, hidden), dtype)
-    cs = np.empty((kept if keep_saved else 2, batch, hidden), dtype)
-    tanh_cs = np.empty((kept, batch, hidden), dtype)
-    activations, recurrent = np.empty((kept, batch, 4 * hidden), dtype), np.empty((batch, 4 * hidden), dtype)
+    hs, cs, tanh_cs, activations, recurrent = _layer_buffers(steps, batch, hidden, dtype, keep_saved)
     _from_input_packed(x, w_ih, bias, w_hh, h0, c0, recurrent, activations, hs, cs, tanh_cs,
                        _loop_threads(batch, hidden, 4))
-    c_n = cs[(steps - 1) % len(cs)]
-    return (hs, c_n, (hs, cs, activations, tanh_cs)) if keep_saved else (hs, c_n.copy(), None)
+    return _layer_result(hs, cs, activations, tanh_cs, keep_saved)
 
 
 @cython.boundscheck(False)

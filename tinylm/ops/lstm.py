@@ -24,13 +24,17 @@ class LSTMLayer(Function):
         return hs, hs[-1], c_n
 
     def backward(self, d_hs, d_h_n, d_c_n):
-        w_hh, h0, c0, saved = self.saved
-        xp = backends.get_array_module(w_hh)
-        hs = saved[0]
-        d_hs = xp.zeros_like(hs) if d_hs is None else d_hs
-        d_h_n = xp.zeros_like(h0) if d_h_n is None else d_h_n
-        d_c_n = xp.zeros_like(c0) if d_c_n is None else d_c_n
-        return backends.kernel("lstm_layer_backward")(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
+        return _through_time(d_hs, d_h_n, d_c_n, *self.saved)
+
+
+def _through_time(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved):
+    """``lstm_layer_backward`` with an output that got no gradient read as zeros:
+    (dL/dgates, dL/dWₕₕ, dL/dh0, dL/dc0)."""
+    xp = backends.get_array_module(w_hh)
+    d_hs = xp.zeros_like(saved[0]) if d_hs is None else d_hs
+    d_h_n = xp.zeros_like(h0) if d_h_n is None else d_h_n
+    d_c_n = xp.zeros_like(c0) if d_c_n is None else d_c_n
+    return backends.kernel("lstm_layer_backward")(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
 
 
 def lstm_layer(x_proj, w_hh, h0, c0):
@@ -59,12 +63,7 @@ class LSTMLayerFromInput(Function):
 
     def backward(self, d_hs, d_h_n, d_c_n):
         x, w_ih, w_hh, h0, c0, saved = self.saved
-        xp = backends.get_array_module(w_hh)
-        hs = saved[0]
-        d_hs = xp.zeros_like(hs) if d_hs is None else d_hs
-        d_h_n = xp.zeros_like(h0) if d_h_n is None else d_h_n
-        d_c_n = xp.zeros_like(c0) if d_c_n is None else d_c_n
-        d_gates, d_w_hh, d_h0, d_c0 = backends.kernel("lstm_layer_backward")(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
+        d_gates, d_w_hh, d_h0, d_c0 = _through_time(d_hs, d_h_n, d_c_n, w_hh, h0, c0, saved)
         rows = d_gates.reshape(-1, d_gates.shape[-1])  # (T·B, 4H)
         gemm = backends.kernel("gemm")
         need_x, need_w_ih, need_bias = self.needs_input_grad[:3]
