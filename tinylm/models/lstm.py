@@ -42,8 +42,9 @@ class LSTMLanguageModel(LanguageModel):
         return {**shapes, "fc.weight": (vocab_size, hidden_dim), "fc.bias": (vocab_size,)}
 
     def forward(self, ids, state=None):
-        embedded = self.embedding(ids)  # (B, T, E)
-        output, state = self.lstm(embedded, state)  # (B, T, H), ((L, B, H), (L, B, H))
+        # lstm(embedding(ids), state), with layer 0's input projection looked up per token
+        # when the vocabulary is small next to the batch (see RecurrentBase.forward_embedded)
+        output, state = self.lstm.forward_embedded(ids, self.embedding, state)  # (B, T, H), ((L, B, H), (L, B, H))
         return self.fc(self.dropout(output)), state  # (B, T, V)
 
     def stepper(self) -> "LSTMStepper":

@@ -157,7 +157,9 @@ class LSTMDecoder(nn.Module):
                             dropout=dropout if n_layers > 1 else 0.0)
 
     def forward(self, ids, state):
-        return self.lstm(self.embedding(ids), state)  # (B, T, E) -> (B, T, H), ((L, B, H), (L, B, H))
+        # lstm(embedding(ids), state), as a per-token lookup of layer 0's input projection when
+        # that is cheaper (RecurrentBase.forward_embedded)
+        return self.lstm.forward_embedded(ids, self.embedding, state)  # (B, T, H), ((L, B, H), (L, B, H))
 
 
 class Encoded(NamedTuple):

@@ -49,22 +49,26 @@ class LSTM(RecurrentBase):
     gates = 4
     state_names = ("h0", "c0")
 
+    def _project(self, x, weights):
+        w_ih, _, b_ih, b_hh = weights
+        return F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)  # (..., 4H), both biases
+
+    def _recur(self, projected, weights, state):
+        # The recurrence over time, forward and backward, is one fused op.
+        hs, h_n, c_n = lstm_layer(projected, weights[1], *state)  # (T, B, H), (B, H), (B, H)
+        return hs, (h_n, c_n)
+
     def _direction(self, x, weights, state):
         w_ih, w_hh, b_ih, b_hh = weights
-        bias = None if b_ih is None else b_ih + b_hh
         backend = backends.get_backend()
         if backend != "numpy" and backends.kernel_for("lstm_layer_forward_from_input", backend, fallback=False):
             # The input projection inside the op: the backend's kernel makes it in its loop over
-            # time. (The reference's version is the two ops below, so the numpy backend keeps them.)
-            if bias is None:
-                bias = Tensor(backends.get_array_module(w_ih.data).zeros(w_ih.shape[0], w_ih.dtype))
+            # time. (The reference's version is _project then _recur, so the numpy backend keeps them.)
+            bias = (Tensor(backends.get_array_module(w_ih.data).zeros(w_ih.shape[0], w_ih.dtype)) if b_ih is None
+                    else b_ih + b_hh)
             hs, h_n, c_n = lstm_layer_from_input(x, w_ih, bias, w_hh, *state)
             return hs, (h_n, c_n)
-        # The input projection of every time step in one matrix product: (T, B, 4H).
-        projected = F.linear(x, w_ih, bias)
-        # The recurrence over time, forward and backward, is one fused op.
-        hs, h_n, c_n = lstm_layer(projected, w_hh, *state)  # (T, B, H), (B, H), (B, H)
-        return hs, (h_n, c_n)
+        return super()._direction(x, weights, state)
 
     def forward(self, x, state=None):
         return self._run(x, state)

@@ -86,11 +86,21 @@ class RecurrentBase(Module):
                                  f"(num_layers * num_directions, batch, hidden) = {shape}")
         return state
 
+    def _project(self, x, weights):
+        """A layer's input projection: x (..., input) -> (..., G·H), with the biases that
+        are added outside the recurrence."""
+        raise NotImplementedError(f"{type(self).__name__} must define _project")
+
+    def _recur(self, projected, weights, state):
+        """The recurrence over time on a projection (T, B, G·H) in the order it is read,
+        ``weights`` as ``_weights``, ``state`` one (B, H) tensor per state name ->
+        (output (T, B, H), final state, one (B, H) tensor per state name)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _recur")
+
     def _direction(self, x, weights, state):
-        """One direction of one layer: x (T, B, input) in the order it is read, ``weights``
-        as ``_weights``, ``state`` one (B, H) tensor per state name -> (output (T, B, H),
-        final state, one (B, H) tensor per state name)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _direction")
+        """One direction of one layer, x (T, B, input) -> as ``_recur``: the input's
+        projection for every step in one matrix product, then the recurrence."""
+        return self._recur(self._project(x, weights), weights, state)
 
     def _run(self, x, state):
         """x (T, B, input_size), state a tuple of (L·D, B, H) -> (output, final state tuple)."""
@@ -100,6 +110,53 @@ class RecurrentBase(Module):
             raise ValueError(f"{name}: input must be {order} with input_size={self.input_size}, got {x.shape}")
         if self.batch_first:
             x = x.transpose(0, 1)  # (T, B, input_size)
+        return self._layers(x, state)
+
+    def forward_embedded(self, ids, embedding, state=None):
+        """``forward(embedding(ids), state)``, the same outputs and gradients, with layer
+        0's input projection looked up per token where that is cheaper.
+
+        Layer 0 reads nothing but embedding rows, so the projection of token v is the
+        same vector at every position where v occurs. For a vocabulary of V tokens:
+
+            table = E Wᵢₕ₀ᵀ + b        (V, G·H), row v the projection of token v
+            projected[t, b] = table[ids[t, b]]
+
+        The product costs V·E·G·H multiply-adds instead of T·B·E·G·H. Backward, the
+        lookup's gradient scatter-adds the T·B rows of dprojected into dtable (V, G·H)
+        (the embedding op's backward), and then dE = dtable Wᵢₕ₀ and dWᵢₕ₀ = dtableᵀ E
+        are two V-row products instead of two T·B-row ones (the chain rule through the
+        product, as ``Linear``'s backward). A character model's vocabulary (about 100)
+        is far below its tokens per batch (thousands), so this removes most of layer 0's
+        input arithmetic, forward and backward. The step-by-step ``LSTMStepper`` uses the
+        same table.
+
+        Taken when the vocabulary is at most half the tokens (``2·V ≤ T·B``), and the
+        layer runs one direction from a plain ``Embedding`` (no padding row, which must
+        get no gradient); otherwise this is ``forward(embedding(ids), state)``.
+        ``ids`` (B, T) with ``batch_first``, else (T, B).
+        """
+        name = type(self).__name__
+        if embedding.embedding_dim != self.input_size:
+            raise ValueError(f"{name}.forward_embedded: the embedding's rows have {embedding.embedding_dim} "
+                             f"values but the layer's input_size is {self.input_size}")
+        ids_array = ids.data if isinstance(ids, Tensor) else ids
+        if not hasattr(ids_array, "ndim"):  # a list of ints
+            ids_array = backends.get_array_module(embedding.weight.data).asarray(ids_array)
+        if (ids_array.ndim != 2 or self.bidirectional or embedding.padding_idx is not None
+                or 2 * embedding.num_embeddings > ids_array.size):
+            return self.forward(embedding(ids), state)
+        xp = backends.get_array_module(ids_array)
+        time_major = xp.ascontiguousarray(ids_array.T if self.batch_first else ids_array)  # (T, B)
+        table = self._project(embedding.weight, self._weights(0, ""))  # (V, G·H)
+        if state is not None and len(self.state_names) == 1:  # RNN and GRU take h0 itself
+            state = (state,)
+        output, finals = self._layers(F.embedding(time_major, table), state, projected=True)  # from (T, B, G·H)
+        return output, finals if len(self.state_names) > 1 else finals[0]
+
+    def _layers(self, x, state, projected=False):
+        """The layers over x (T, B, input_size), or, with ``projected``, over layer 0's
+        input projection (T, B, G·H) (one direction only) -> (output, final state tuple)."""
         state = self._initial_state(state, x.shape[1], x)
         layer_input, finals = x, []
         for k in range(self.num_layers):
@@ -108,7 +165,8 @@ class RecurrentBase(Module):
                 index = k * self.directions + d
                 reverse = suffix == "_reverse"  # reads the sequence backwards in time
                 read = layer_input[::-1] if reverse else layer_input
-                out, final = self._direction(read, self._weights(k, suffix), tuple(s[index] for s in state))
+                run = self._recur if projected and k == 0 else self._direction
+                out, final = run(read, self._weights(k, suffix), tuple(s[index] for s in state))
                 outputs.append(out[::-1] if reverse else out)  # back in time order
                 finals.append(final)
             # PyTorch's layout: forward and reverse outputs side by side, (T, B, D·H).
@@ -152,10 +210,12 @@ class RNN(RecurrentBase):
                          dtype, generator)
         self.nonlinearity = nonlinearity
 
-    def _direction(self, x, weights, state):
-        w_ih, w_hh, b_ih, b_hh = weights
-        projected = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)  # (T, B, H), both biases
-        hs, h_n = rnn_layer(projected, w_hh, state[0], self.nonlinearity)
+    def _project(self, x, weights):
+        w_ih, _, b_ih, b_hh = weights
+        return F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)  # (..., H), both biases
+
+    def _recur(self, projected, weights, state):
+        hs, h_n = rnn_layer(projected, weights[1], state[0], self.nonlinearity)
         return hs, (h_n,)
 
     def forward(self, x, h0=None):
@@ -178,9 +238,12 @@ class GRU(RecurrentBase):
 
     gates = 3
 
-    def _direction(self, x, weights, state):
-        w_ih, w_hh, b_ih, b_hh = weights
-        projected = F.linear(x, w_ih, b_ih)  # (T, B, 3H); bₕₕ goes in with h Wₕₕᵀ, inside r ⊙ (...)
+    def _project(self, x, weights):
+        w_ih, _, b_ih, _ = weights
+        return F.linear(x, w_ih, b_ih)  # (..., 3H); bₕₕ goes in with h Wₕₕᵀ, inside r ⊙ (...)
+
+    def _recur(self, projected, weights, state):
+        _, w_hh, _, b_hh = weights
         if b_hh is None:
             b_hh = Tensor(backends.get_array_module(w_hh.data).zeros(w_hh.shape[0], dtype=w_hh.dtype))
         hs, h_n = gru_layer(projected, w_hh, b_hh, state[0])
