@@ -78,6 +78,31 @@ def test_forward_and_backward_match_reference(path, problem):
         close(got, want, dtype, name, cancelling if name != "dv" else 1.0)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=seeds, heads=st.integers(1, 3), steps=st.integers(1, 75), size=st.sampled_from([1, 5, 16, 33, 64, 260]),
+       magnitude=st.sampled_from([1.0, 30.0]))
+def test_float32_heads_on_the_micro_kernel_match_reference_across_its_tile_edges(seed, heads, steps, size,
+                                                                                magnitude):
+    """float32 products run on the packed micro-kernel, which skips the tiles the causal
+    mask makes zero: steps across the MR-row and NR-column panel edges (up to 2 NR + 11),
+    head sizes across NR and past KC (the products' k in slices)."""
+    rng = np.random.default_rng(seed)
+    q, k, v, grad = ((magnitude if i < 2 else 1.0) * rng.standard_normal((heads, steps, size)) for i in range(4))
+    q, k, v, grad = (a.astype(np.float32) for a in (q, k, v, grad))
+    scale = 1 / np.sqrt(size)
+    out, logsumexp = compiled.causal_attention_forward(q, k, v, scale)
+    grads = compiled.causal_attention_backward(grad, q, k, v, out, logsumexp, scale)
+    expected_out, expected_lse = reference.causal_attention_forward(q, k, v, scale)
+    expected = reference.causal_attention_backward(grad, q, k, v, expected_out, expected_lse, scale)
+    # sums of up to max(T, hs) float32 terms, each as large as its inputs' product
+    terms = max(steps, size) ** 0.5
+    close(out, expected_out, np.float32, "out", terms)
+    close(logsumexp, expected_lse, np.float32, "logsumexp", terms * scale * magnitude ** 2)
+    cancelling = terms * scale * max(np.abs(q).max(), np.abs(k).max()) * np.abs(grad).max() * np.abs(v).max()
+    for name, got, want in zip(("dq", "dk", "dv"), grads, expected):
+        close(got, want, np.float32, name, cancelling if name != "dv" else terms)
+
+
 @given(problem=attention_problems(), threads=st.sampled_from([2, 3]))
 def test_the_heads_shared_out_over_threads_give_the_same_bits_as_one_thread(problem, threads):
     """With every kernel parallel (threshold 0), each head is still one thread's work in
