@@ -41,6 +41,9 @@ cdef extern from "tinylm_attention.h" nogil:
     int64_t tinylm_attention_packed_a_floats(int64_t steps, int64_t size)
     int64_t tinylm_attention_packed_b_floats(int64_t steps, int64_t size)
     void tinylm_attention_softmax_rows(int64_t steps, float* s, float scale, float* lse)
+    void tinylm_attention_probs_rows(int64_t steps, float* s, float scale, const float* lse)
+    void tinylm_attention_dscores_rows(int64_t steps, int64_t size, const float* p, float* ds, const float* g,
+                                       const float* out, float scale)
     void tinylm_attention_scores(int64_t steps, int64_t size, const float* x, const float* y, float* s,
                                  float* packed_a, float* packed_b, float* tile)
     void tinylm_attention_causal_product(int64_t steps, int64_t n, const float* a, int64_t rsa, int64_t csa,
@@ -152,32 +155,34 @@ cdef void _backward_head(Py_ssize_t n, const real[:, :, ::1] grad_out, const rea
     cdef real* p_row
     cdef real* ds_row
     # p, rebuilt: e^(scale sᵢⱼ - ℓᵢ) for j <= i, else 0
-    if real is float:
+    if real is float:  # the same steps as below, in tinylm_attention.h
         tinylm_attention_scores(steps, size, &q[n, 0, 0], &k[n, 0, 0], probs, packed_a, packed_b, tile)
-    else:
-        _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, probs, steps)
-    for i in range(steps):
-        p_row = probs + i * steps
-        for j in range(i + 1):
-            p_row[j] = _exp(p_row[j] * scale - logsumexp[n, i])
-        for j in range(i + 1, steps):
-            p_row[j] = 0
-    if real is float:  # pᵀ g, then g vᵀ
+        tinylm_attention_probs_rows(steps, probs, scale, &logsumexp[n, 0])
         tinylm_attention_causal_product(steps, size, probs, 1, steps, True, &grad_out[n, 0, 0], size,
-                                        &grad_v[n, 0, 0], size, packed_a, packed_b, tile)
-        tinylm_attention_scores(steps, size, &grad_out[n, 0, 0], &v[n, 0, 0], grad_scores, packed_a, packed_b, tile)
+                                        &grad_v[n, 0, 0], size, packed_a, packed_b, tile)  # pᵀ g
+        tinylm_attention_scores(steps, size, &grad_out[n, 0, 0], &v[n, 0, 0], grad_scores, packed_a, packed_b,
+                                tile)  # g vᵀ
+        tinylm_attention_dscores_rows(steps, size, probs, grad_scores, &grad_out[n, 0, 0], &out[n, 0, 0], scale)
     else:
-        _gemm(True, False, steps, size, steps, probs, steps, &grad_out[n, 0, 0], size, &grad_v[n, 0, 0], size)
-        _gemm(False, True, steps, steps, size, &grad_out[n, 0, 0], size, &v[n, 0, 0], size, grad_scores, steps)
-    for i in range(steps):
-        inner = 0  # Dᵢ = gᵢ · oᵢ
-        for c in range(size):
-            inner += grad_out[n, i, c] * out[n, i, c]
-        p_row, ds_row = probs + i * steps, grad_scores + i * steps
-        for j in range(i + 1):  # scale · dL/ds = scale · p (dL/dp - D)
-            ds_row[j] = scale * (p_row[j] * (ds_row[j] - <real>inner))
-        for j in range(i + 1, steps):  # p is 0 there
-            ds_row[j] = 0
+        # p, rebuilt: e^(scale sᵢⱼ - ℓᵢ) for j <= i, else 0
+        _gemm(False, True, steps, steps, size, &q[n, 0, 0], size, &k[n, 0, 0], size, probs, steps)
+        for i in range(steps):
+            p_row = probs + i * steps
+            for j in range(i + 1):
+                p_row[j] = _exp(p_row[j] * scale - logsumexp[n, i])
+            for j in range(i + 1, steps):
+                p_row[j] = 0
+        _gemm(True, False, steps, size, steps, probs, steps, &grad_out[n, 0, 0], size, &grad_v[n, 0, 0], size)  # pᵀ g
+        _gemm(False, True, steps, steps, size, &grad_out[n, 0, 0], size, &v[n, 0, 0], size, grad_scores, steps)  # g vᵀ
+        for i in range(steps):
+            inner = 0  # Dᵢ = gᵢ · oᵢ
+            for c in range(size):
+                inner += grad_out[n, i, c] * out[n, i, c]
+            p_row, ds_row = probs + i * steps, grad_scores + i * steps
+            for j in range(i + 1):  # scale · dL/ds = scale · p (dL/dp - D)
+                ds_row[j] = scale * (p_row[j] * (ds_row[j] - <real>inner))
+            for j in range(i + 1, steps):  # p is 0 there
+                ds_row[j] = 0
     if real is float:  # dL/ds k, then dL/dsᵀ q
         tinylm_attention_causal_product(steps, size, grad_scores, steps, 1, False, &k[n, 0, 0], size,
                                         &grad_q[n, 0, 0], size, packed_a, packed_b, tile)

@@ -85,6 +85,32 @@ static void tinylm_attention_softmax_rows(int64_t steps, float *s, float scale, 
     }
 }
 
+/* The backward's two elementwise passes over a head, float32, each loop vectorised:
+ * probabilities rebuilt from the scores in place, p[i, j] = e^(scale·s[i, j] - lse[i]) for
+ * j <= i and 0 past i (as the forward made them); then, over dp = g vᵀ in place,
+ * ds[i, j] = scale · p[i, j] · (dp[i, j] - D[i]) with D[i] = g[i] · out[i] (summed in
+ * double) for j <= i, and 0 past i (p is 0 there: the causal products read those zeros). */
+static void tinylm_attention_probs_rows(int64_t steps, float *s, float scale, const float *lse) {
+    for (int64_t i = 0; i < steps; i++) {
+        float *row = s + i * steps;
+        for (int64_t j = 0; j <= i; j++) row[j] = tinylm_expf(row[j] * scale - lse[i]);
+        for (int64_t j = i + 1; j < steps; j++) row[j] = 0.0f;
+    }
+}
+
+static void tinylm_attention_dscores_rows(int64_t steps, int64_t size, const float *p, float *ds,
+                                          const float *g, const float *out, float scale) {
+    for (int64_t i = 0; i < steps; i++) {
+        const float *p_row = p + i * steps, *g_row = g + i * size, *o_row = out + i * size;
+        float *ds_row = ds + i * steps;
+        double inner = 0;
+        for (int64_t c = 0; c < size; c++) inner += (double)g_row[c] * o_row[c];
+        const float d = (float)inner;
+        for (int64_t j = 0; j <= i; j++) ds_row[j] = scale * (p_row[j] * (ds_row[j] - d));
+        for (int64_t j = i + 1; j < steps; j++) ds_row[j] = 0.0f;
+    }
+}
+
 /* out (T, n), row stride ldo, = A (T, T) · b (T, n) (b row-major, row stride ldb), where
  * A[i, p] = a[i·rsa + p·csa] is causal: zero for p > i, or, when `transposed` (A = a
  * causal matrix transposed), zero for p < i. Each MR-row panel multiplies only the range
