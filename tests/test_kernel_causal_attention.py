@@ -4,7 +4,8 @@ Property: for any N heads, T steps and head size (1 and odd sizes included), flo
 float64, contiguous or not, scores from ordinary to saturated (inputs x30: one key takes
 all the weight), the forward's output and log-sum-exp and the backward's three gradients
 agree with the reference, on every path of the kernels' matrix products; a NaN input
-makes NaN where the reference does; bad input is refused naming the op. The op
+reaches every row that depends on it and nothing the reference keeps finite; bad input is
+refused naming the op. The op
 ``causal_attention`` passes gradcheck on both CPU backends, and multi-head attention gives
 the same output and gradients through it as written out (weights, then @ v).
 
@@ -135,6 +136,35 @@ def test_a_nan_query_makes_its_row_nan_and_leaves_the_others():
     assert np.isnan(out[1, 2]).all() and not np.isnan(out[0]).any() and not np.isnan(out[1, [0, 1, 3, 4]]).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["q", "k", "v", "grad"])
+@pytest.mark.parametrize("position", [0, 9, 19])
+def test_a_nan_reaches_every_row_that_depends_on_it_and_nothing_the_reference_keeps_finite(dtype, where, position):
+    """A NaN at step j: in q, row j of out; in k or v, every row from j on (they all
+    attend to key j); in grad, dq's row j and dk's and dv's rows 0..j (the keys row j
+    attends to). The kernels' tiles may also spread it to rows of j's own tile, but never
+    where the reference, which multiplies whole (T, T) matrices, stays finite."""
+    rng = np.random.default_rng(1)
+    arrays = {name: rng.standard_normal((1, 20, 4)).astype(dtype) for name in ("q", "k", "v", "grad")}
+    arrays[where][0, position, 1] = np.nan
+    q, k, v, grad = (arrays[name] for name in ("q", "k", "v", "grad"))
+    out, logsumexp = compiled.causal_attention_forward(q, k, v, 0.5)
+    grads = compiled.causal_attention_backward(grad, q, k, v, out, logsumexp, 0.5)
+    expected_out, expected_lse = reference.causal_attention_forward(q, k, v, 0.5)
+    expected = reference.causal_attention_backward(grad, q, k, v, expected_out, expected_lse, 0.5)
+    rows = np.arange(20)
+    if where == "q":
+        assert np.isnan(out[0, position]).any()
+    if where in ("k", "v"):
+        assert np.isnan(out[0, rows >= position]).any(axis=-1).all()
+    if where == "grad":
+        assert np.isnan(grads[0][0, position]).any()  # dq of the row whose gradient is NaN
+        for got in grads[1:]:  # dk, dv: every key that row attends to
+            assert np.isnan(got[0, rows <= position]).any(axis=-1).all()
+    for got, want in zip((out, logsumexp, *grads), (expected_out, expected_lse, *expected)):
+        assert not (np.isnan(got) & ~np.isnan(want)).any()
+
+
 def test_bad_inputs_are_refused():
     q = np.zeros((1, 3, 2), np.float32)
     with pytest.raises(ValueError, match=r"causal_attention_forward: q, k, v must be \(N, T, hs\)"):
@@ -238,3 +268,73 @@ def test_the_cuda_wrappers_refuse_bad_input_before_launching():
     with pytest.raises(ValueError, match=r"causal_attention_backward: grad_out \(2, 5, 7\) and out"):
         cuda_causal_attention.causal_attention_backward(np.zeros((2, 5, 7), f32), q, q, q, q, np.zeros((2, 5), f32),
                                                         1.0)
+
+
+# ------------------------------------- tinylm_attention.h on every instruction-set path
+
+ATTENTION_DRIVER = r"""
+#include "tinylm_attention.h"
+/* One head, float32, as causal_attention.pyx runs it, every buffer exactly as large as
+ * the header asks: forward (out, lse) and backward (dq, dk, dv). */
+static float *scratch(int64_t floats) { return malloc(sizeof(float) * (size_t)(floats > 0 ? floats : 1)); }
+int head(int64_t t, int64_t hs, const float *q, const float *k, const float *v, const float *g, float scale,
+         float *out, float *lse, float *dq, float *dk, float *dv) {
+    float *pa = scratch(tinylm_attention_packed_a_floats(t, hs));
+    float *pb = scratch(tinylm_attention_packed_b_floats(t, hs));
+    float *s = scratch(t * t), *ds = scratch(t * t), *tile = scratch(TINYLM_GEMM_MR * TINYLM_GEMM_NR);
+    if (!pa || !pb || !s || !ds || !tile) return -1;
+    tinylm_attention_scores(t, hs, q, k, s, pa, pb, tile);
+    tinylm_attention_softmax_rows(t, s, scale, lse);
+    tinylm_attention_causal_product(t, hs, s, t, 1, 0, v, hs, out, hs, pa, pb, tile);
+    tinylm_attention_scores(t, hs, q, k, s, pa, pb, tile);
+    tinylm_attention_probs_rows(t, s, scale, lse);
+    tinylm_attention_causal_product(t, hs, s, 1, t, 1, g, hs, dv, hs, pa, pb, tile);
+    tinylm_attention_scores(t, hs, g, v, ds, pa, pb, tile);
+    tinylm_attention_dscores_rows(t, hs, s, ds, g, out, scale);
+    tinylm_attention_causal_product(t, hs, ds, t, 1, 0, k, hs, dq, hs, pa, pb, tile);
+    tinylm_attention_causal_product(t, hs, ds, 1, t, 1, q, hs, dk, hs, pa, pb, tile);
+    free(pa); free(pb); free(s); free(ds); free(tile);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("path", ["portable", "avx2+fma", "avx512"])
+def test_every_instruction_set_path_of_the_head_products(path, tmp_path):
+    """tinylm_attention.h built for each tile shape (portable 4 x 8, AVX2 6 x 16, AVX-512
+    8 x 32) the CPU can run: forward and backward of one float32 head against the reference,
+    T and hs across every tile edge and past KC = 256."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from test_kernel_gemm import HEADER_DIR, PATHS, cpu_flags
+
+    flags, needs = PATHS[path]
+    if not needs <= cpu_flags():
+        pytest.skip(f"this CPU cannot run the {path} path (needs {', '.join(sorted(needs))})")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the header's paths with")
+    (tmp_path / "driver.c").write_text(ATTENTION_DRIVER)
+    library = tmp_path / "attention.so"
+    subprocess.run([compiler, "-O2", "-std=c11", "-shared", "-fPIC", "-fno-trapping-math", *flags, f"-I{HEADER_DIR}",
+                    str(tmp_path / "driver.c"), "-o", str(library), "-lm"], check=True, capture_output=True)
+    lib = ctypes.CDLL(str(library))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.head.argtypes = [i64, i64] + [ptr] * 4 + [ctypes.c_float] + [ptr] * 5
+    rng = np.random.default_rng(3)
+    for steps, size in [(1, 1), (5, 3), (9, 33), (33, 7), (70, 16), (65, 260), (300, 5)]:
+        q, k, v, g = (rng.standard_normal((1, steps, size)).astype(np.float32) for _ in range(4))
+        scale = np.float32(1 / np.sqrt(size))
+        out, dq, dk, dv = (np.full((1, steps, size), np.nan, np.float32) for _ in range(4))
+        lse = np.full((1, steps), np.nan, np.float32)
+        assert lib.head(steps, size, *(a.ctypes.data for a in (q, k, v, g)), scale,
+                        *(a.ctypes.data for a in (out, lse, dq, dk, dv))) == 0
+        expected_out, expected_lse = reference.causal_attention_forward(q, k, v, scale)
+        expected = reference.causal_attention_backward(g, q, k, v, expected_out, expected_lse, scale)
+        terms = max(steps, size) ** 0.5
+        close(out, expected_out, np.float32, f"out {steps}x{size}", terms)
+        close(lse, expected_lse, np.float32, f"logsumexp {steps}x{size}", terms)
+        for name, got, want in zip(("dq", "dk", "dv"), (dq, dk, dv), expected):
+            close(got, want, np.float32, f"{name} {steps}x{size}", 4 * terms)

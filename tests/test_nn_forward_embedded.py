@@ -109,6 +109,16 @@ def test_dropout_between_layers_draws_the_same_masks_on_either_route(kind):
     assert not np.allclose(model.layer.forward_embedded(ids, model.embedding)[0].numpy(), embedded.numpy())
 
 
+def test_an_embedding_subclass_with_its_own_lookup_is_run_as_it_is():
+    class Doubled(nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 2.0
+
+    embedding, layer = Doubled(3, 4, dtype=np.float64), nn.LSTM(4, 5, dtype=np.float64)
+    ids = np.random.default_rng(2).integers(0, 3, size=(6, 2))  # 2·3 ≤ 12: the table, for a plain Embedding
+    np.testing.assert_array_equal(layer.forward_embedded(ids, embedding)[0].numpy(), layer(embedding(ids))[0].numpy())
+
+
 def test_an_embedding_of_the_wrong_width_is_named():
     layer, embedding = nn.LSTM(5, 4), nn.Embedding(3, 6)
     with pytest.raises(ValueError, match=r"LSTM.forward_embedded: the embedding's rows have 6 values but the "

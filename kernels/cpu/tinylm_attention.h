@@ -13,6 +13,13 @@
  * Scores entries past the panels computed are left unwritten: the softmax reads only
  * j <= i and writes zeros over the rest (causal_attention.pyx). Every element is the sum
  * over the same slices of k whichever thread computes it, as in tinylm_gemm.h.
+ *
+ * NaN and infinity: a tile multiplies the zeros of a causal matrix too, and 0 · NaN is
+ * NaN, so a NaN or infinite value at position j reaches every row that attends to j
+ * (i >= j), and may reach the rows of j's own MR-row tile before j as well. The NumPy
+ * reference multiplies the whole (T, T) matrices, so there it reaches every row: the
+ * kernels make NaN a subset of where the reference does, never less than the rows that
+ * depend on j (tests/test_kernel_causal_attention.py).
  */
 #ifndef TINYLM_ATTENTION_H
 #define TINYLM_ATTENTION_H
@@ -56,21 +63,20 @@ static void tinylm_attention_scores(int64_t steps, int64_t size, const float *x,
 /* The causal softmax of scores s (T, T) in place, float32: row i becomes
  * e^(scale·s[i, j] - m) / Σ over j <= i, zeros past i, and lse[i] = m + log Σ, m the row's
  * largest scaled score. A NaN score makes the row NaN: its exp is NaN, and so the sum.
- * Every loop is one the compiler vectorises: the max a compare-select, the exp over whole
- * vectors (the entries past i it computes are set to zero before the sum, which is kept
- * in 16 double lanes). */
+ * Reads only j <= i. Every loop is one the compiler vectorises: the max a compare-select,
+ * the sum in 16 double lanes over whole vectors (the zeros past i included). */
 static void tinylm_attention_softmax_rows(int64_t steps, float *s, float scale, float *lse) {
     enum { LANES = 16 };
     for (int64_t i = 0; i < steps; i++) {
         float *row = s + i * steps;
         const int64_t seen = i + 1; /* keys j <= i */
-        const int64_t whole = tinylm_gemm_min(steps, (seen + LANES - 1) / LANES * LANES);
+        const int64_t whole = tinylm_gemm_min(steps, (seen + LANES - 1) / LANES * LANES); /* zeros past seen */
         float row_max = row[0] * scale;
         for (int64_t j = 1; j < seen; j++) {
             const float value = row[j] * scale;
             row_max = value > row_max ? value : row_max;
         }
-        for (int64_t j = 0; j < whole; j++) row[j] = tinylm_expf(row[j] * scale - row_max);
+        for (int64_t j = 0; j < seen; j++) row[j] = tinylm_expf(row[j] * scale - row_max);
         for (int64_t j = seen; j < steps; j++) row[j] = 0.0f;
         double lanes[LANES] = {0};
         int64_t j = 0;

@@ -1,6 +1,7 @@
 """The LSTM layer, PyTorch's ``nn.LSTM``: each layer's input projection is one matrix
-product over all steps, and the recurrence over time, forward and backpropagation
-through time, is one fused op (``tinylm/ops/lstm.py``, kernels ``lstm_layer_*``)."""
+product over all steps (or, through ``forward_embedded``, layer 0's is looked up per token
+from a table), and the recurrence over time, forward and backpropagation through time, is
+one fused op (``tinylm/ops/lstm.py``, kernels ``lstm_layer_*``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ with ``nn.LSTM`` (``tinylm/nn/lstm.py``): parameters named and laid out as PyTor
 layers stacked with dropout between them, ``batch_first``, an initial state, and
 ``bidirectional``. Each direction of each layer projects its whole input in one matrix
 product and runs its recurrence over time as one fused op (``tinylm/ops/rnn.py``,
-``tinylm/ops/gru.py``, ``tinylm/ops/lstm.py``).
+``tinylm/ops/gru.py``, ``tinylm/ops/lstm.py``); ``forward_embedded`` can instead look
+layer 0's projection up per token from a (vocabulary, G·H) table.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tinylm import backends, ops
 from tinylm.autograd import Tensor
 from tinylm.nn import functional as F
 from tinylm.nn import init
+from tinylm.nn.basic import Embedding
 from tinylm.nn.module import Module, Parameter
 from tinylm.ops.gru import gru_layer
 from tinylm.ops.rnn import rnn_layer
@@ -29,9 +31,12 @@ class RecurrentBase(Module):
     number of gate blocks (1 RNN, 3 GRU, 4 LSTM). Layer k > 0 reads the previous
     layer's output, of size D·H with D = 2 when bidirectional, else 1.
 
-    A subclass sets ``gates`` and ``state_names``, and runs one direction of one layer in
-    ``_direction``. The state tensors are (num_layers·D, B, H), ordered as PyTorch's:
-    layer 0 forward, layer 0 reverse, layer 1 forward, ...
+    A subclass sets ``gates`` and ``state_names``, and defines one direction of one layer
+    as ``_project`` (the input projection, with the biases outside the recurrence) and
+    ``_recur`` (the fused recurrence over that projection); ``_direction`` runs both, and
+    a subclass may override it (the LSTM makes the projection inside its op). The state
+    tensors are (num_layers·D, B, H), ordered as PyTorch's: layer 0 forward, layer 0
+    reverse, layer 1 forward, ...
     """
 
     gates = 1
@@ -133,7 +138,8 @@ class RecurrentBase(Module):
 
         Taken when the vocabulary is at most half the tokens (``2·V ≤ T·B``), and the
         layer runs one direction from a plain ``Embedding`` (no padding row, which must
-        get no gradient); otherwise this is ``forward(embedding(ids), state)``.
+        get no gradient, and no ``forward`` of a subclass's own, which the table would
+        skip); otherwise this is ``forward(embedding(ids), state)``.
         ``ids`` (B, T) with ``batch_first``, else (T, B).
         """
         name = type(self).__name__
@@ -144,6 +150,7 @@ class RecurrentBase(Module):
         if not hasattr(ids_array, "ndim"):  # a list of ints
             ids_array = backends.get_array_module(embedding.weight.data).asarray(ids_array)
         if (ids_array.ndim != 2 or self.bidirectional or embedding.padding_idx is not None
+                or type(embedding).forward is not Embedding.forward  # a subclass's own lookup is run as it is
                 or 2 * embedding.num_embeddings > ids_array.size):
             return self.forward(embedding(ids), state)
         xp = backends.get_array_module(ids_array)
